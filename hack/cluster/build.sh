@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Build (or find in the cache) every binary the local cluster needs, from the Go module proxy.
+#
+#   hack/cluster/build.sh            build what is missing, print the bin directories
+#   hack/cluster/build.sh --print    only print KEY=DIR lines (for scripts; builds if missing)
+#
+# Binaries are cached outside the repository, keyed by tool and version:
+#   ${ARCHWARDEN_CACHE:-$HOME/.cache/archwarden}/bin/<tool>-<version>/
+# Go's module and build caches live under the same root (go/mod, go/build) so that CI can cache a
+# single directory. Each tool is built into a temporary directory and moved into place only when
+# complete, so an interrupted build never leaves a half-populated version directory behind.
+# When every final binary exists the script returns without running go at all.
+#
+# Versions come from the pinned wrapper modules next to this script (kube/, etcd/, kwok/, helm/):
+# their go.mod/go.sum are committed; builds run with -mod=readonly, so the pins are verified.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${ARCHWARDEN_CACHE:-$HOME/.cache/archwarden}
+BIN_ROOT=$CACHE/bin
+QUIET=0
+[ "${1:-}" = "--print" ] && QUIET=1
+
+log() { [ "$QUIET" = 1 ] || echo "build.sh: $*" >&2; }
+
+# Version of a module as pinned in a wrapper go.mod (no go invocation needed).
+pinned() { # <wrapper dir> <module path>
+	awk -v m="$2" '($1 == m || $1 == "require" && $2 == m) { v = ($1 == m) ? $2 : $3 } END { if (v == "") exit 1; print v }' "$HERE/$1/go.mod"
+}
+
+KUBE_VERSION=$(pinned kube k8s.io/kubernetes)
+ETCD_VERSION=$(pinned etcd go.etcd.io/etcd/server/v3)
+KWOK_VERSION=$(pinned kwok sigs.k8s.io/kwok)
+HELM_VERSION=$(pinned helm helm.sh/helm/v3)
+
+KUBE_DIR=$BIN_ROOT/kubernetes-$KUBE_VERSION
+ETCD_DIR=$BIN_ROOT/etcd-$ETCD_VERSION
+KWOK_DIR=$BIN_ROOT/kwok-$KWOK_VERSION
+HELM_DIR=$BIN_ROOT/helm-$HELM_VERSION
+
+have_all() { # <dir> <binary>...
+	local d=$1; shift
+	for b in "$@"; do [ -x "$d/$b" ] || return 1; done
+}
+
+go_env() {
+	export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
+	export GOMODCACHE=${ARCHWARDEN_GOMODCACHE:-$CACHE/go/mod}
+	export GOCACHE=${ARCHWARDEN_GOCACHE:-$CACHE/go/build}
+	command -v go >/dev/null || { echo "build.sh: 'go' not found in PATH (need Go >= 1.26)" >&2; exit 1; }
+}
+
+# build_into <final dir> <wrapper dir> <go build args...>: builds with -o into a temp dir, then
+# renames it into place (atomic on the same filesystem).
+build_into() {
+	local final=$1 wrapper=$2; shift 2
+	local tmp start
+	mkdir -p "$BIN_ROOT"
+	tmp=$(mktemp -d "$BIN_ROOT/.tmp-$(basename "$final").XXXXXX")
+	start=$(date +%s)
+	log "building $(basename "$final") (log: $tmp.log)"
+	if ! (cd "$HERE/$wrapper" && go build -trimpath -o "$tmp/" "$@") >"$tmp.log" 2>&1; then
+		cat "$tmp.log" >&2
+		rm -rf "$tmp"
+		echo "build.sh: building $(basename "$final") failed" >&2
+		exit 1
+	fi
+	rm -f "$tmp.log"
+	chmod 0755 "$tmp"
+	rm -rf "$final"
+	mv "$tmp" "$final"
+	log "built $(basename "$final") in $(( $(date +%s) - start ))s"
+}
+
+build_kube() {
+	have_all "$KUBE_DIR" kube-apiserver kube-controller-manager kube-scheduler kubectl && return 0
+	go_env
+	local minor ld kv
+	minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
+	# Same -X flags as upstream hack/lib/version.sh so /version reports the real version.
+	ld="-s -w"
+	for kv in "gitVersion=$KUBE_VERSION" gitMajor=1 "gitMinor=$minor" gitTreeState=clean \
+		buildDate=1970-01-01T00:00:00Z; do
+		ld="$ld -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
+	done
+	build_into "$KUBE_DIR" kube -tags selinux,notest,grpcnotrace -ldflags "$ld" \
+		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+		k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+}
+
+build_etcd() {
+	have_all "$ETCD_DIR" etcd && return 0
+	go_env
+	build_into "$ETCD_DIR" etcd -ldflags "-s -w" .
+}
+
+build_kwok() {
+	have_all "$KWOK_DIR" kwok && return 0
+	go_env
+	build_into "$KWOK_DIR" kwok -ldflags "-s -w" \
+		sigs.k8s.io/kwok/cmd/kwok
+}
+
+build_helm() {
+	have_all "$HELM_DIR" helm && return 0
+	go_env
+	build_into "$HELM_DIR" helm -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+		helm.sh/helm/v3/cmd/helm
+}
+
+main() {
+	local t only=${ARCHWARDEN_BUILD_ONLY:-kube etcd kwok helm}
+	for t in $only; do "build_$t"; done
+	printf 'KUBE_BIN=%s\nETCD_BIN=%s\nKWOK_BIN=%s\nHELM_BIN=%s\n' "$KUBE_DIR" "$ETCD_DIR" "$KWOK_DIR" "$HELM_DIR"
+}
+
+# Everything is parsed before anything runs, so editing this file during a long build is safe.
+main "$@"; exit $?
