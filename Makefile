@@ -1,0 +1,52 @@
+# archwarden: every target installs what it needs on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+
+.PHONY: help venv deps lint typecheck test test-fast demo bench clean
+
+help:
+	@echo "make demo   - local registry + cluster, archwarden running, sample workloads"
+	@echo "make test   - lint, mypy --strict and the whole test suite (real registry and cluster)"
+	@echo "make bench  - benchmarks (figures quoted in README)"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+# Debian's distribution 2.8 is the real registry every registry test runs against.
+deps: venv
+	@command -v docker-registry >/dev/null || { \
+	  echo "installing docker-registry (Debian)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq docker-registry >/dev/null; }
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: deps lint typecheck
+	$(VENV)/bin/pytest
+
+test-fast: venv
+	$(VENV)/bin/pytest -m "not cluster and not e2e"
+
+demo: deps
+	bash hack/demo.sh
+
+bench: deps
+	$(PY) bench/registry.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
+
+-include hack/cluster/cluster.mk

@@ -1,0 +1,54 @@
+"""The registry client: which platforms can an image run on?
+
+Usable on its own::
+
+    async with registry.RegistryClient() as client:
+        answer = await client.resolve("nginx:1.27")
+        print(answer.canonical)   # ['linux/386', 'linux/amd64', 'linux/arm/v5', ...]
+"""
+
+from archwarden.registry._cache import CacheSettings, Resolver
+from archwarden.registry._client import RegistryClient, RequestObserver
+from archwarden.registry._config import ClientSettings, RegistrySettings
+from archwarden.registry._credentials import Credential, CredentialStore, InvalidDockerConfig
+from archwarden.registry._exceptions import (
+    AccessDenied,
+    AuthenticationFailed,
+    DigestMismatch,
+    ForbiddenAddress,
+    ImageNotFound,
+    InvalidManifest,
+    ManifestTooLarge,
+    RateLimited,
+    RegistryError,
+    RegistryServerError,
+    RegistryTimeout,
+    RegistryUnavailable,
+)
+from archwarden.registry._models import ImagePlatforms, ManifestHead
+
+__all__ = [
+    "AccessDenied",
+    "AuthenticationFailed",
+    "CacheSettings",
+    "ClientSettings",
+    "Credential",
+    "CredentialStore",
+    "DigestMismatch",
+    "ForbiddenAddress",
+    "ImageNotFound",
+    "ImagePlatforms",
+    "InvalidDockerConfig",
+    "InvalidManifest",
+    "ManifestHead",
+    "ManifestTooLarge",
+    "RateLimited",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryServerError",
+    "RegistrySettings",
+    "RegistryTimeout",
+    "RegistryUnavailable",
+    "RequestObserver",
+    "Resolver",
+]

@@ -1,0 +1,724 @@
+"""The registry client: fetch manifests and configs, authenticate, verify, resolve platforms."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email.utils
+import json
+import random
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from archwarden import platforms, reference
+from archwarden.registry import _auth, _config, _credentials, _guard, _manifests, _models
+from archwarden.registry import _exceptions as exc
+
+__all__ = ["RegistryClient", "RequestObserver"]
+
+USER_AGENT = "archwarden/0.1 (+https://github.com/archwarden/archwarden)"
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+RequestObserver = Callable[[str, str, float], None]
+"""Called after every HTTP exchange with (registry host, status code or error kind, seconds)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Endpoint:
+    host: str
+    """``host[:port]`` the requests go to (mirror or registry API host)."""
+    base_url: str
+    registry: str
+    """The naming domain of the image (what errors and credentials are keyed by)."""
+    settings: _config.RegistrySettings
+    mirror: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Response:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    url: str
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_summary(body: bytes) -> tuple[str, str]:
+    """The first ``code`` and ``message`` of a registry error body, if it has them."""
+    try:
+        data = json.loads(body[: _config.ERROR_BODY_MAX_BYTES])
+        first = data["errors"][0]
+        code = str(first.get("code", ""))[:64]
+        message = str(first.get("message", ""))[:200]
+        return code, message
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return "", ""
+
+
+class RegistryClient:
+    """An async client for OCI / Docker registries; usable on its own.
+
+    ``transport`` replaces the network (tests pass ``httpx.MockTransport``); ``resolver``
+    replaces DNS for the SSRF guard; ``observer`` sees every exchange (metrics).
+    """
+
+    def __init__(
+        self,
+        settings: _config.ClientSettings = _config.DEFAULT_SETTINGS,
+        credentials: _credentials.CredentialStore | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        resolver: _guard.Resolver | None = None,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.credentials = credentials or _credentials.CredentialStore()
+        self._transport = transport
+        self._resolver = resolver or _guard.system_resolver
+        self._observer = observer
+        self._clients: dict[str | None, httpx.AsyncClient] = {}
+        self._tokens = _auth.TokenCache()
+        # The challenge each host answered with, so later requests authenticate up front
+        # instead of paying a 401 round trip for every new repository.
+        self._challenges: dict[str, _auth.Challenge] = {}
+        self._token_locks: dict[tuple[str, str, tuple[str, ...]], asyncio.Lock] = {}
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    # -- endpoints and HTTP clients -------------------------------------------------------------
+
+    def _endpoints(self, ref: reference.Reference) -> list[_Endpoint]:
+        settings = self.settings.for_host(ref.domain)
+        endpoints = []
+        for mirror in settings.mirrors:
+            scheme, _, host = mirror.rpartition("://")
+            host = host.rstrip("/")
+            if not scheme:
+                scheme = "http" if self.settings.for_host(host).insecure else "https"
+            endpoints.append(
+                _Endpoint(
+                    host, f"{scheme}://{host}", ref.domain, self.settings.for_host(host), True
+                )
+            )
+        api = _config.api_host(ref.domain)
+        scheme = "http" if settings.insecure else "https"
+        endpoints.append(_Endpoint(api, f"{scheme}://{api}", ref.domain, settings))
+        return endpoints
+
+    def _host_allowed(self, host: str) -> bool:
+        """The SSRF guard lets explicitly configured registries (and their mirrors) through."""
+        if ":" in host and not host.startswith("["):
+            bare = host if host.count(":") > 1 else host.split(":", 1)[0]
+        else:
+            bare = host
+        for name, value in self.settings.registries.items():
+            names = [name, *value.mirrors]
+            for candidate in names:
+                candidate = _config.canonical_host(candidate.rpartition("://")[2])
+                candidate_host = candidate.rsplit(":", 1)[0] if "]" not in candidate else candidate
+                if candidate_host.strip("[]") == bare.strip("[]"):
+                    return True
+        return False
+
+    def _http(self, settings: _config.RegistrySettings) -> httpx.AsyncClient:
+        ca_file = settings.ca_file or self.settings.ca_file
+        client = self._clients.get(ca_file)
+        if client is None:
+            timeout = httpx.Timeout(settings.timeout or self.settings.timeout)
+            if self._transport is not None:
+                transport: httpx.AsyncBaseTransport = self._transport
+            else:
+                transport = _GuardedTransport(
+                    ssl.create_default_context(cafile=ca_file),
+                    _guard.GuardedBackend(self._host_allowed, self._resolver),
+                )
+            client = httpx.AsyncClient(
+                transport=transport,
+                timeout=timeout,
+                follow_redirects=False,
+                trust_env=False,
+                headers={"User-Agent": USER_AGENT},
+            )
+            self._clients[ca_file] = client
+        return client
+
+    # -- one exchange ---------------------------------------------------------------------------
+
+    async def _exchange(
+        self,
+        endpoint: _Endpoint,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        max_bytes: int,
+        subject: str,
+        *,
+        data: dict[str, str] | None = None,
+    ) -> _Response:
+        """Send one request, following redirects by hand so credentials never change origin."""
+        client = self._http(endpoint.settings)
+        current = httpx.URL(url)
+        start_origin = _origin(current)
+        headers = dict(headers)
+        for _hop in range(self.settings.max_redirects + 1):
+            if _origin(current) != start_origin:
+                headers.pop("Authorization", None)
+            started = time.perf_counter()
+            request = client.build_request(method, current, headers=headers, data=data)
+            try:
+                response = await client.send(request, stream=True)
+            except BaseException as error:
+                self._observe(endpoint.host, self._error_kind(error), started)
+                raise
+            try:
+                if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
+                    self._observe(endpoint.host, str(response.status_code), started)
+                    current = current.join(response.headers["location"])
+                    if current.scheme not in ("http", "https"):
+                        raise exc.RegistryServerError(
+                            endpoint.registry, "redirect to a non-HTTP URL", subject
+                        )
+                    if response.status_code == 303:
+                        method, data = "GET", None
+                    continue
+                body = await self._read(response, endpoint, max_bytes, subject)
+                self._observe(endpoint.host, str(response.status_code), started)
+                return _Response(response.status_code, response.headers, body, str(current))
+            finally:
+                await response.aclose()
+        raise exc.RegistryServerError(
+            endpoint.registry, f"more than {self.settings.max_redirects} redirects", subject
+        )
+
+    async def _read(
+        self, response: httpx.Response, endpoint: _Endpoint, max_bytes: int, subject: str
+    ) -> bytes:
+        if response.request.method == "HEAD":
+            return b""
+        cap = max_bytes if response.status_code < 300 else _config.ERROR_BODY_MAX_BYTES
+        declared = response.headers.get("content-length", "")
+        if response.status_code < 300 and declared.isdigit() and int(declared) > cap:
+            raise exc.ManifestTooLarge(
+                endpoint.registry,
+                f"document of {int(declared)} bytes exceeds the {cap}-byte cap",
+                subject,
+            )
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in response.aiter_bytes():
+            total += len(chunk)
+            if total > cap:
+                if response.status_code >= 300:
+                    break  # error bodies are only skimmed
+                raise exc.ManifestTooLarge(
+                    endpoint.registry, f"document exceeds the {cap}-byte cap", subject
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _observe(self, host: str, code: str, started: float) -> None:
+        if self._observer is not None:
+            self._observer(host, code, time.perf_counter() - started)
+
+    @staticmethod
+    def _error_kind(error: BaseException) -> str:
+        if isinstance(error, httpx.TimeoutException):
+            return "timeout"
+        if isinstance(error, httpx.TransportError):
+            return "error"
+        return "cancelled"
+
+    # -- authentication -------------------------------------------------------------------------
+
+    def _may_send_credentials(self, endpoint: _Endpoint, url: str) -> bool:
+        """Credentials go to the registry itself, or to its token realm over HTTPS."""
+        target = httpx.URL(url)
+        base = httpx.URL(endpoint.base_url)
+        same_host = (target.host, target.port) == (base.host, base.port)
+        return same_host or target.scheme == "https"
+
+    def _credential(self, endpoint: _Endpoint) -> _credentials.Credential | None:
+        # Keyed by the host actually contacted: a mirror never receives the upstream's secret.
+        return self.credentials.lookup(endpoint.registry if not endpoint.mirror else endpoint.host)
+
+    async def _authorization(self, endpoint: _Endpoint, scope: str, subject: str) -> str | None:
+        credential = self._credential(endpoint)
+        if credential is not None and credential.registry_token:
+            return f"Bearer {credential.registry_token}"
+        challenge = self._challenges.get(endpoint.host)
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            return credential.basic_header() if credential and credential.has_basic else None
+        token = await self._token(endpoint, challenge, (scope,), subject)
+        return f"Bearer {token}"
+
+    async def _token(
+        self,
+        endpoint: _Endpoint,
+        challenge: _auth.Challenge,
+        scopes: tuple[str, ...],
+        subject: str,
+    ) -> str:
+        key = _auth.TokenCache.key(challenge.realm, challenge.service, scopes)
+        lock = self._token_locks.setdefault(key, asyncio.Lock())
+        async with lock:  # concurrent requests for one scope share one token fetch
+            cached = self._tokens.get(challenge.realm, challenge.service, scopes)
+            if cached is not None:
+                return cached
+            token, expires_in = await self._fetch_token(endpoint, challenge, scopes, subject)
+            self._tokens.put(challenge.realm, challenge.service, scopes, token, expires_in)
+            return token
+
+    async def _fetch_token(
+        self,
+        endpoint: _Endpoint,
+        challenge: _auth.Challenge,
+        scopes: tuple[str, ...],
+        subject: str,
+    ) -> tuple[str, float]:
+        realm = challenge.realm
+        try:
+            realm_url = httpx.URL(realm)
+        except httpx.InvalidURL:
+            realm_url = httpx.URL("")
+        if realm_url.scheme not in ("http", "https") or not realm_url.host:
+            raise exc.AuthenticationFailed(
+                endpoint.registry, f"token realm {realm[:100]!r} is not an HTTP URL", subject
+            )
+        credential = self._credential(endpoint)
+        if credential is not None and not self._may_send_credentials(endpoint, realm):
+            credential = None
+        params: list[tuple[str, str | int | float | bool | None]] = []
+        if challenge.service:
+            params.append(("service", challenge.service))
+        params.extend(("scope", s) for s in scopes)
+        response: _Response | None = None
+        if credential is not None and credential.identity_token:
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": credential.identity_token,
+                "service": challenge.service,
+                "scope": " ".join(scopes),
+                "client_id": "archwarden",
+            }
+            response = await self._token_exchange(endpoint, "POST", realm, {}, subject, form)
+            if response.status in (400, 401, 404, 405):
+                response = None  # this realm has no OAuth2 endpoint: fall back to GET
+        if response is None:
+            headers: dict[str, str] = {}
+            if credential is not None and credential.has_basic:
+                headers["Authorization"] = credential.basic_header()
+            url = str(realm_url.copy_merge_params(httpx.QueryParams(params)))
+            response = await self._token_exchange(endpoint, "GET", url, headers, subject, None)
+        if response.status in (401, 403):
+            raise exc.AuthenticationFailed(
+                endpoint.registry,
+                f"token server refused the credentials (HTTP {response.status})",
+                subject,
+            )
+        if response.status != 200:
+            raise exc.AuthenticationFailed(
+                endpoint.registry, f"token server answered HTTP {response.status}", subject
+            )
+        try:
+            data = json.loads(response.body)
+            token = data.get("access_token") or data.get("token")
+            expires_in = float(data.get("expires_in") or _auth.DEFAULT_TOKEN_LIFETIME)
+        except (ValueError, AttributeError, TypeError):
+            token, expires_in = None, 0.0
+        if not isinstance(token, str) or not token:
+            raise exc.AuthenticationFailed(
+                endpoint.registry, "token server answered without a token", subject
+            )
+        return token, expires_in
+
+    async def _token_exchange(
+        self,
+        endpoint: _Endpoint,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        subject: str,
+        form: dict[str, str] | None,
+    ) -> _Response:
+        try:
+            return await self._exchange(
+                endpoint, method, url, headers, 1024 * 1024, subject, data=form
+            )
+        except httpx.TimeoutException:
+            raise exc.RegistryTimeout(
+                endpoint.registry, "token server timed out", subject
+            ) from None
+        except _guard.AddressRefused as error:
+            raise exc.ForbiddenAddress(
+                endpoint.registry, f"token realm {error.host} resolves to {error.address}", subject
+            ) from None
+        except httpx.TransportError as error:
+            raise exc.RegistryUnavailable(
+                endpoint.registry, f"token server unreachable ({type(error).__name__})", subject
+            ) from None
+
+    # -- requests with auth and retries ---------------------------------------------------------
+
+    async def _request(
+        self,
+        endpoint: _Endpoint,
+        ref: reference.Reference,
+        method: str,
+        path: str,
+        *,
+        accept: str | None,
+        max_bytes: int,
+        subject: str,
+    ) -> _Response:
+        scope = f"repository:{ref.path}:pull"
+        url = endpoint.base_url + path
+        auth_attempts = 0
+        retries = 0
+        while True:
+            headers = {"Accept": accept} if accept else {}
+            authorization = await self._authorization(endpoint, scope, subject)
+            if authorization:
+                headers["Authorization"] = authorization
+            try:
+                response = await self._exchange(endpoint, method, url, headers, max_bytes, subject)
+            except httpx.TimeoutException:
+                if retries < min(1, self.settings.max_retries):
+                    retries += 1
+                    continue
+                raise exc.RegistryTimeout(
+                    endpoint.registry,
+                    f"no answer within {endpoint.settings.timeout or self.settings.timeout:g}s",
+                    subject,
+                ) from None
+            except _guard.AddressRefused as error:
+                raise exc.ForbiddenAddress(
+                    endpoint.registry,
+                    f"{error.host} resolves to {error.address}, a link-local or metadata address;"
+                    " refused unless the registry is configured explicitly",
+                    subject,
+                ) from None
+            except httpx.TransportError as error:
+                raise exc.RegistryUnavailable(
+                    endpoint.registry, f"cannot connect ({_transport_reason(error)})", subject
+                ) from None
+
+            if response.status == 401:
+                challenge = _auth.pick_challenge(
+                    _auth.parse_challenges(response.headers.get_list("www-authenticate"))
+                )
+                if challenge is None:
+                    raise exc.AuthenticationFailed(
+                        endpoint.registry, "unauthorized, and no usable challenge", subject
+                    )
+                if challenge.error == "insufficient_scope":
+                    raise exc.AccessDenied(endpoint.registry, "insufficient scope", subject)
+                known = self._challenges.get(endpoint.host)
+                retry_token = (
+                    authorization is not None
+                    and challenge.scheme == "bearer"
+                    and challenge.error == "invalid_token"
+                    and auth_attempts < 2
+                )
+                if auth_attempts >= 1 and not retry_token:
+                    raise exc.AuthenticationFailed(
+                        endpoint.registry, self._unauthorized_reason(endpoint), subject
+                    )
+                if known is not None and known.scheme == "bearer":
+                    self._tokens.drop(known.realm, known.service, (scope,))
+                self._challenges[endpoint.host] = _auth.Challenge(
+                    challenge.scheme,
+                    {k: v for k, v in challenge.params.items() if k in ("realm", "service")},
+                )
+                if challenge.scheme == "basic" and authorization is None:
+                    credential = self._credential(endpoint)
+                    if credential is None or not credential.has_basic:
+                        raise exc.AuthenticationFailed(
+                            endpoint.registry, "unauthorized and no credentials for it", subject
+                        )
+                auth_attempts += 1
+                continue
+
+            if response.status in RETRYABLE_STATUSES:
+                wait = _retry_after(response.headers.get("retry-after"))
+                if wait is not None and wait > self.settings.max_retry_after:
+                    raise self._status_error(endpoint, response, subject, wait)
+                if retries < self.settings.max_retries:
+                    if wait is None:
+                        wait = self.settings.backoff * (2**retries) * (0.5 + random.random())
+                    retries += 1
+                    await asyncio.sleep(wait)
+                    continue
+                raise self._status_error(endpoint, response, subject, wait)
+            return response
+
+    def _unauthorized_reason(self, endpoint: _Endpoint) -> str:
+        if self._credential(endpoint) is None:
+            return "unauthorized (no credentials for this registry)"
+        return "unauthorized: the registry rejected the credentials"
+
+    def _status_error(
+        self, endpoint: _Endpoint, response: _Response, subject: str, wait: float | None = None
+    ) -> exc.RegistryError:
+        code, message = _error_summary(response.body)
+        status = response.status
+        if status == 429:
+            detail = "rate limited (HTTP 429)"
+            if wait is not None:
+                detail += f", retry after {wait:.0f}s"
+            return exc.RateLimited(endpoint.registry, detail, subject, retry_after=wait)
+        if status == 404:
+            words = {
+                "MANIFEST_UNKNOWN": "manifest unknown",
+                "NAME_UNKNOWN": "repository unknown",
+                "BLOB_UNKNOWN": "blob unknown",
+            }
+            return exc.ImageNotFound(endpoint.registry, words.get(code, "not found"), subject)
+        if status == 403:
+            return exc.AccessDenied(endpoint.registry, "access denied", subject)
+        described = f"HTTP {status}"
+        if code:
+            described += f" {code}"
+        if message:
+            described += f" ({message})"
+        return exc.RegistryServerError(endpoint.registry, described, subject, status=status)
+
+    # -- public operations ----------------------------------------------------------------------
+
+    async def _on_endpoints(
+        self,
+        ref: reference.Reference,
+        method: str,
+        path: str,
+        *,
+        accept: str | None,
+        max_bytes: int,
+        subject: str,
+    ) -> tuple[_Endpoint, _Response]:
+        """Try each mirror, then the registry; the registry's own error wins if all fail."""
+        endpoints = self._endpoints(ref)
+        for endpoint in endpoints:
+            is_last = endpoint is endpoints[-1]
+            try:
+                response = await self._request(
+                    endpoint, ref, method, path, accept=accept, max_bytes=max_bytes, subject=subject
+                )
+            except exc.RegistryError:
+                if is_last:
+                    raise
+                continue
+            if response.status >= 300 and not is_last:
+                continue
+            return endpoint, response
+        raise AssertionError("unreachable: the registry endpoint is always last")
+
+    async def head_manifest(self, ref: reference.Reference) -> _models.ManifestHead | None:
+        """The digest of ``ref`` without downloading it, or None when the registry won't say.
+
+        Docker Hub does not count HEADs toward its pull limit, so revalidating a tag this way
+        spends the limit only on digests we have never seen.
+        """
+        path = f"/v2/{ref.path}/manifests/{ref.target}"
+        _, response = await self._on_endpoints(
+            ref, "HEAD", path, accept=_manifests.ACCEPT, max_bytes=0, subject=ref.short
+        )
+        digest = response.headers.get("docker-content-digest", "")
+        if response.status != 200 or not digest:
+            return None
+        try:
+            reference.validate_digest(digest)
+        except reference.InvalidReference:
+            return None
+        media_type = response.headers.get("content-type", "").split(";", 1)[0]
+        length = response.headers.get("content-length", "")
+        return _models.ManifestHead(digest, media_type, int(length) if length.isdigit() else -1)
+
+    async def fetch_manifest(
+        self, ref: reference.Reference, target: str | None = None
+    ) -> tuple[_manifests.Document, str]:
+        """GET a manifest by tag or digest, verify it, and return it with its digest."""
+        target = target or ref.target
+        subject = f"{ref.path}@{target}" if ":" in target else f"{ref.path}:{target}"
+        endpoint, response = await self._on_endpoints(
+            ref,
+            "GET",
+            f"/v2/{ref.path}/manifests/{target}",
+            accept=_manifests.ACCEPT,
+            max_bytes=self.settings.manifest_max_bytes,
+            subject=subject,
+        )
+        if response.status != 200:
+            raise self._status_error(endpoint, response, subject)
+        try:
+            document = _manifests.Document.parse(
+                response.body, response.headers.get("content-type", "")
+            )
+            expected = target if ":" in target else response.headers.get("docker-content-digest")
+            if expected:
+                reference.validate_digest(expected)
+                actual = document.digest(expected.split(":", 1)[0])
+                if actual != expected:
+                    raise exc.DigestMismatch(
+                        endpoint.registry,
+                        f"manifest digest mismatch: expected {expected}, got {actual}",
+                        subject,
+                    )
+                return document, expected
+            return document, document.digest()
+        except _manifests.DocumentError as error:
+            raise exc.InvalidManifest(endpoint.registry, str(error), subject) from None
+        except reference.InvalidReference as error:
+            raise exc.InvalidManifest(
+                endpoint.registry, f"bad Docker-Content-Digest: {error.problem}", subject
+            ) from None
+
+    async def fetch_blob(self, ref: reference.Reference, digest: str, max_bytes: int) -> bytes:
+        subject = f"{ref.path}@{digest}"
+        endpoint, response = await self._on_endpoints(
+            ref,
+            "GET",
+            f"/v2/{ref.path}/blobs/{digest}",
+            accept=None,
+            max_bytes=max_bytes,
+            subject=subject,
+        )
+        if response.status != 200:
+            raise self._status_error(endpoint, response, subject)
+        actual = _manifests.compute_digest(response.body, digest.split(":", 1)[0])
+        if actual != digest:
+            raise exc.DigestMismatch(
+                endpoint.registry, f"blob digest mismatch: expected {digest}, got {actual}", subject
+            )
+        return response.body
+
+    async def resolve(self, ref: reference.Reference | str) -> _models.ImagePlatforms:
+        """Every platform the image named by ``ref`` can run on."""
+        if isinstance(ref, str):
+            ref = reference.parse(ref)
+        document, digest = await self.fetch_manifest(ref)
+        found = await self._platforms(ref, document, digest, depth=0, seen=frozenset({digest}))
+        if not found:
+            raise exc.InvalidManifest(ref.domain, "index lists no runnable images", ref.short)
+        return _models.ImagePlatforms(
+            reference=ref,
+            digest=digest,
+            media_type=document.media_type,
+            platforms=tuple(sorted(set(found))),
+        )
+
+    async def _platforms(
+        self,
+        ref: reference.Reference,
+        document: _manifests.Document,
+        digest: str,
+        *,
+        depth: int,
+        seen: frozenset[str],
+    ) -> list[platforms.Platform]:
+        subject = f"{ref.path}@{digest}"
+        try:
+            if document.is_schema1:
+                return [document.schema1_platform()]
+            if document.is_image:
+                config = document.config()
+                raw = await self.fetch_blob(ref, config.digest, self.settings.config_max_bytes)
+                return [_manifests.config_platform(raw)]
+            children = document.children()
+        except _manifests.DocumentError as error:
+            raise exc.InvalidManifest(ref.domain, str(error), subject) from None
+        if len(children) > _config.MAX_INDEX_CHILDREN:
+            raise exc.InvalidManifest(
+                ref.domain, f"index lists more than {_config.MAX_INDEX_CHILDREN} entries", subject
+            )
+        found = [
+            c.platform
+            for c in children
+            if c.platform is not None and c.media_type not in _manifests.INDEX_TYPES
+        ]
+        nested = [
+            c for c in children if c.platform is None or c.media_type in _manifests.INDEX_TYPES
+        ]
+        if nested and depth + 1 > self.settings.max_index_depth:
+            raise exc.InvalidManifest(
+                ref.domain,
+                f"indexes nested deeper than {self.settings.max_index_depth} levels",
+                subject,
+            )
+        for child in nested:
+            if child.digest in seen:
+                raise exc.InvalidManifest(
+                    ref.domain, f"index cycle through {child.digest}", subject
+                )
+
+        async def expand(child: _manifests.Descriptor) -> list[platforms.Platform]:
+            child_doc, child_digest = await self.fetch_manifest(ref, child.digest)
+            return await self._platforms(
+                ref, child_doc, child_digest, depth=depth + 1, seen=seen | {child.digest}
+            )
+
+        for result in await asyncio.gather(*(expand(c) for c in nested)):
+            found.extend(result)
+        return found
+
+
+def _transport_reason(error: httpx.TransportError) -> str:
+    text = str(error)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
+        return "TLS certificate not trusted"
+    if "Connection refused" in text or "Errno 111" in text:
+        return "connection refused"
+    if "HTTP request to an HTTPS server" in text or "WRONG_VERSION_NUMBER" in text:
+        return "TLS handshake failed; is this registry plain HTTP?"
+    if isinstance(error, httpx.RemoteProtocolError):
+        return "the registry broke the HTTP protocol"
+    return type(error).__name__
+
+
+class _GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport with the SSRF-guarded network backend underneath."""
+
+    def __init__(self, ssl_context: ssl.SSLContext, backend: _guard.GuardedBackend) -> None:
+        super().__init__(verify=ssl_context, trust_env=False)
+        import httpcore
+
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
+            network_backend=backend,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"guarded": True}

@@ -1,0 +1,103 @@
+"""The registry client's errors: one small tree, never httpx's own exceptions.
+
+    RegistryError                 anything that stopped a resolution
+    ├── RegistryUnavailable       connection refused, reset, TLS failure
+    │   └── RegistryTimeout       no answer within the timeout
+    ├── AuthenticationFailed      401 after credentials or a token were tried; token server errors
+    ├── AccessDenied              403 DENIED, insufficient_scope
+    ├── ImageNotFound             MANIFEST_UNKNOWN, NAME_UNKNOWN, BLOB_UNKNOWN, 404
+    ├── RateLimited               429 still answered after the retries
+    ├── RegistryServerError       5xx still answered after the retries, or another odd status
+    ├── ForbiddenAddress          the registry resolves to a link-local or cloud-metadata address
+    └── InvalidManifest           unparseable, unsupported, oversize or cyclic documents
+        ├── DigestMismatch        content that does not hash to the digest it was fetched by
+        └── ManifestTooLarge      a document larger than its cap
+
+Every message reads ``registry HOST: what went wrong: repository:reference``, e.g.
+``registry 127.0.0.1:5000: manifest unknown: team/web:9.9``. Messages never carry credentials:
+error bodies are cut short and only the registry's ``code``/``message`` fields are quoted.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDenied",
+    "AuthenticationFailed",
+    "DigestMismatch",
+    "ForbiddenAddress",
+    "ImageNotFound",
+    "InvalidManifest",
+    "ManifestTooLarge",
+    "RateLimited",
+    "RegistryError",
+    "RegistryServerError",
+    "RegistryTimeout",
+    "RegistryUnavailable",
+]
+
+
+class RegistryError(Exception):
+    """Base of every error the registry client raises."""
+
+    def __init__(self, registry: str, problem: str, subject: str = "") -> None:
+        self.registry = registry
+        self.problem = problem
+        self.subject = subject
+        text = f"registry {registry}: {problem}"
+        if subject:
+            text += f": {subject}"
+        super().__init__(text)
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class RegistryUnavailable(RegistryError):
+    pass
+
+
+class RegistryTimeout(RegistryUnavailable):
+    pass
+
+
+class AuthenticationFailed(RegistryError):
+    pass
+
+
+class AccessDenied(RegistryError):
+    pass
+
+
+class ImageNotFound(RegistryError):
+    pass
+
+
+class RateLimited(RegistryError):
+    def __init__(
+        self, registry: str, problem: str, subject: str = "", retry_after: float | None = None
+    ) -> None:
+        super().__init__(registry, problem, subject)
+        self.retry_after = retry_after
+
+
+class RegistryServerError(RegistryError):
+    def __init__(self, registry: str, problem: str, subject: str = "", status: int = 0) -> None:
+        super().__init__(registry, problem, subject)
+        self.status = status
+
+
+class ForbiddenAddress(RegistryError):
+    pass
+
+
+class InvalidManifest(RegistryError):
+    pass
+
+
+class DigestMismatch(InvalidManifest):
+    pass
+
+
+class ManifestTooLarge(InvalidManifest):
+    pass
