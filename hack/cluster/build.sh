@@ -66,6 +66,7 @@ build_into() {
 		exit 1
 	fi
 	rm -f "$tmp.log"
+	[ -z "${POST_BUILD:-}" ] || "$POST_BUILD" "$tmp"
 	chmod 0755 "$tmp"
 	rm -rf "$final"
 	mv "$tmp" "$final"
@@ -94,11 +95,25 @@ build_etcd() {
 	build_into "$ETCD_DIR" etcd -ldflags "-s -w" .
 }
 
+# Standalone kwok has no built-in stages (only kwokctl embeds them). Concatenate the upstream
+# "fast" node/pod stages and the lease heartbeat from the module cache into stages.yaml next to
+# the binary, so nothing is copied into this repository and up.sh needs no go at run time.
+KWOK_STAGES="node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
+pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml"
+
 build_kwok() {
-	have_all "$KWOK_DIR" kwok && return 0
+	have_all "$KWOK_DIR" kwok && [ -s "$KWOK_DIR/stages.yaml" ] && return 0
 	go_env
-	build_into "$KWOK_DIR" kwok -ldflags "-s -w" \
-		sigs.k8s.io/kwok/cmd/kwok
+	POST_BUILD=kwok_stages build_into "$KWOK_DIR" kwok -ldflags "-s -w" sigs.k8s.io/kwok/cmd/kwok
+}
+
+kwok_stages() { # <tmp bin dir>
+	local dir f
+	dir=$(cd "$HERE/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+	for f in $KWOK_STAGES; do
+		printf -- '---\n# from sigs.k8s.io/kwok@%s/kustomize/stage/%s\n' "$KWOK_VERSION" "$f"
+		cat "$dir/kustomize/stage/$f"
+	done >"$1/stages.yaml"
 }
 
 build_helm() {

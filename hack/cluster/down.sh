@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Stop the local cluster started by hack/cluster/up.sh: every recorded process group gets SIGTERM
+# (reverse start order), then SIGKILL after a grace period. Removes the etcd data, PKI,
+# kubeconfig and pid files; keeps .cluster/logs/ for post-mortems. A no-op success when nothing
+# is running. Verifies afterwards that none of the recorded ports is still bound.
+#   hack/cluster/down.sh [--quiet]
+set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
+QUIET=0
+[ "${1:-}" = "--quiet" ] && QUIET=1
+say() { [ "$QUIET" = 1 ] || echo "down.sh: $*"; }
+
+main() {
+	[ -d "$STATE" ] || { say "nothing to stop"; return 0; }
+	local c pid exe stopped="" grace=${ARCHWARDEN_CLUSTER_STOP_GRACE:-15}
+	local reversed
+	reversed=$(echo "$COMPONENTS" | tr ' ' '\n' | tac)
+	for c in $reversed; do
+		[ -f "$STATE/pids/$c" ] || continue
+		if pid_alive "$c"; then
+			read -r pid exe <"$STATE/pids/$c"
+			# The process was started with setsid: its pid is its process group id.
+			kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+			stopped="$stopped $c"
+		fi
+	done
+	local deadline=$((SECONDS + grace))
+	for c in $stopped; do
+		read -r pid exe <"$STATE/pids/$c"
+		while kill -0 -- "-$pid" 2>/dev/null; do
+			if [ "$SECONDS" -ge "$deadline" ]; then
+				echo "down.sh: $c (pgid $pid) ignored SIGTERM for ${grace}s, sending SIGKILL" >&2
+				kill -KILL -- "-$pid" 2>/dev/null || true
+				sleep 0.2
+				break
+			fi
+			sleep 0.1
+		done
+	done
+	[ -z "$stopped" ] || say "stopped:$stopped"
+
+	load_ports || true
+	local port busy=""
+	for port in ${ETCD_PORT:-} ${ETCD_PEER_PORT:-} ${API_PORT:-} ${KCM_PORT:-} ${SCHED_PORT:-} ${KWOK_PORT:-}; do
+		# A listener that lingers for a moment after its process exited is given 5 s.
+		local until=$((SECONDS + 5))
+		while ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; do
+			[ "$SECONDS" -lt "$until" ] || { busy="$busy $port"; break; }
+			sleep 0.1
+		done
+	done
+
+	# etcd data lives outside .cluster (tmpfs); only ever delete our own mktemp directories.
+	if [ -L "$STATE/data" ]; then
+		local data
+		data=$(readlink "$STATE/data")
+		case "$(basename "$data")" in archwarden-cluster.*) rm -rf "$data" ;; esac
+		rm -f "$STATE/data"
+	fi
+	rm -rf "$STATE/pki" "$STATE/pids" "$STATE/kubeconfig" "$STATE/ports.env" "$STATE/env"
+	if [ -n "$busy" ]; then
+		echo "down.sh: ports still bound after stopping the cluster:$busy" >&2
+		return 1
+	fi
+}
+
+main "$@"
+exit $?

@@ -1,0 +1,44 @@
+# Shared helpers for hack/cluster/{up,down,status}.sh. Sourced, not executed.
+# shellcheck shell=bash
+
+CLUSTER_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CLUSTER_ROOT=$(cd "$CLUSTER_HERE/../.." && pwd)
+# State directory: kubeconfig, bin/, logs/, pids/, pki/, ports.env and a `data` symlink to the
+# etcd data directory (on /dev/shm when possible).
+STATE=${ARCHWARDEN_CLUSTER_DIR:-$CLUSTER_ROOT/.cluster}
+# Start order; down.sh stops in reverse.
+COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler kwok"
+
+# pid_alive <name>: the recorded process is still running the recorded executable. Guards against
+# PID reuse: a pid file holds "<pid> <absolute executable path>".
+pid_alive() {
+	local f=$STATE/pids/$1 pid exe
+	[ -f "$f" ] || return 1
+	read -r pid exe <"$f" || return 1
+	[ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
+	[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$exe" ]
+}
+
+# log_tails [lines]: the end of every component log, for failure messages.
+log_tails() {
+	local n=${1:-25} f
+	for f in "$STATE"/logs/*.log; do
+		[ -f "$f" ] || continue
+		echo "----- last $n lines of $f -----"
+		tail -n "$n" "$f"
+	done
+}
+
+# Load ports.env (written by up.sh) if present.
+load_ports() {
+	# shellcheck disable=SC1091
+	[ -f "$STATE/ports.env" ] && . "$STATE/ports.env"
+}
+
+# healthy: every component alive, apiserver ready, every node Ready.
+healthy() {
+	local c
+	[ -f "$STATE/kubeconfig" ] && [ -x "$STATE/bin/kubectl" ] || return 1
+	for c in $COMPONENTS; do pid_alive "$c" || return 1; done
+	"$STATE/bin/kubectl" --kubeconfig "$STATE/kubeconfig" --request-timeout=5s get --raw /readyz >/dev/null 2>&1
+}

@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# Start the local multi-arch cluster: etcd, a secure kube-apiserver on 127.0.0.1 (fresh PKI,
+# client-certificate auth, RBAC), kube-controller-manager, kube-scheduler and kwok with the fake
+# nodes of hack/cluster/nodes.yaml. Everything runs as background process groups recorded in
+# .cluster/pids/; hack/cluster/down.sh stops them.
+#
+#   hack/cluster/up.sh             reuse a healthy running cluster, otherwise (re)start cleanly
+#   hack/cluster/up.sh --restart   always stop and start from scratch
+#
+# Afterwards: .cluster/kubeconfig (admin, system:masters), .cluster/bin/{kubectl,helm},
+# .cluster/ports.env, .cluster/env (source it for KUBECONFIG and PATH), .cluster/logs/*.log.
+# Environment: ARCHWARDEN_CACHE (binary cache root), ARCHWARDEN_CLUSTER_DIR (state dir),
+# ARCHWARDEN_CLUSTER_TIMEOUT (seconds per readiness wait, default 90).
+set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
+TIMEOUT=${ARCHWARDEN_CLUSTER_TIMEOUT:-90}
+T0=$(date +%s.%N)
+
+main() {
+	if [ "${1:-}" != "--restart" ] && healthy; then
+		echo "up.sh: cluster already up and healthy, reusing it (KUBECONFIG=$STATE/kubeconfig)"
+		return 0
+	fi
+	# Anything left from an earlier or failed run goes first.
+	"$CLUSTER_HERE/down.sh" --quiet
+
+	local dirs
+	dirs=$("$CLUSTER_HERE/build.sh")
+	eval "$dirs" # KUBE_BIN ETCD_BIN KWOK_BIN HELM_BIN
+	local tb
+	tb=$(date +%s.%N)
+
+	mkdir -p "$STATE"/{bin,logs,pids,pki}
+	rm -f "$STATE"/logs/*.log
+	ln -sfn "$KUBE_BIN/kubectl" "$STATE/bin/kubectl"
+	ln -sfn "$HELM_BIN/helm" "$STATE/bin/helm"
+	KUBECTL=$STATE/bin/kubectl
+
+	# etcd data on tmpfs when possible (fast, and gone after a reboot); fresh every run.
+	local base=/dev/shm
+	[ -d "$base" ] && [ -w "$base" ] || base=${TMPDIR:-/tmp}
+	DATA=$(mktemp -d "$base/archwarden-cluster.XXXXXX")
+	ln -sfn "$DATA" "$STATE/data"
+
+	pick_ports
+	make_pki
+	trap 'on_error $LINENO' ERR
+
+	start etcd "$ETCD_BIN/etcd" --name=archwarden --data-dir="$DATA/etcd" \
+		--listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+		--listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+		--initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+		--initial-cluster="archwarden=http://127.0.0.1:$ETCD_PEER_PORT" \
+		--unsafe-no-fsync=true --log-level=warn
+	wait_until "etcd /health" curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+
+	local p=$STATE/pki
+	start kube-apiserver "$KUBE_BIN/kube-apiserver" \
+		--etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+		--bind-address=127.0.0.1 --secure-port="$API_PORT" --advertise-address=127.0.0.1 \
+		--endpoint-reconciler-type=none \
+		--cert-dir="$p" --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" \
+		--client-ca-file="$p/ca.crt" \
+		--authorization-mode=Node,RBAC --anonymous-auth=true \
+		--service-account-issuer="https://127.0.0.1:$API_PORT" \
+		--service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
+		--service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true --profiling=false
+	wait_until "kube-apiserver /readyz" "$KUBECTL" --kubeconfig "$STATE/kubeconfig" get --raw /readyz
+
+	start kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
+		--kubeconfig="$p/kube-controller-manager.kubeconfig" \
+		--authentication-kubeconfig="$p/kube-controller-manager.kubeconfig" \
+		--authorization-kubeconfig="$p/kube-controller-manager.kubeconfig" \
+		--bind-address=127.0.0.1 --secure-port="$KCM_PORT" --cert-dir="$p/kcm" --leader-elect=false \
+		--cluster-name=archwarden-local \
+		--service-account-private-key-file="$p/sa.key" --root-ca-file="$p/ca.crt" \
+		--controllers='*' --profiling=false
+	start kube-scheduler "$KUBE_BIN/kube-scheduler" \
+		--kubeconfig="$p/kube-scheduler.kubeconfig" \
+		--authentication-kubeconfig="$p/kube-scheduler.kubeconfig" \
+		--authorization-kubeconfig="$p/kube-scheduler.kubeconfig" \
+		--bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --cert-dir="$p/scheduler" \
+		--leader-elect=false --profiling=false
+	start kwok "$KWOK_BIN/kwok" --kubeconfig="$p/kwok.kubeconfig" --config="$KWOK_BIN/stages.yaml" \
+		--manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+		--manage-nodes-with-label-selector= --manage-single-node= \
+		--cidr=10.244.0.0/16 --node-ip=10.0.0.1 --node-lease-duration-seconds=40 \
+		--server-address="127.0.0.1:$KWOK_PORT"
+
+	wait_until "kube-controller-manager /healthz" curl -fsSk "https://127.0.0.1:$KCM_PORT/healthz"
+	wait_until "kube-scheduler /healthz" curl -fsSk "https://127.0.0.1:$SCHED_PORT/healthz"
+	wait_until "kwok /healthz" curl -fsS "http://127.0.0.1:$KWOK_PORT/healthz"
+
+	NODES=${ARCHWARDEN_CLUSTER_NODES:-$CLUSTER_HERE/nodes.yaml}
+	"$KUBECTL" --kubeconfig "$STATE/kubeconfig" create -f "$NODES" >/dev/null
+	EXPECTED_NODES=$("$KUBECTL" --kubeconfig "$STATE/kubeconfig" create --dry-run=client -o name -f "$NODES" | wc -l)
+	wait_until "$EXPECTED_NODES nodes Ready and untainted" nodes_ready
+	wait_until "namespace default" "$KUBECTL" --kubeconfig "$STATE/kubeconfig" get namespace default
+	wait_until "serviceaccount default/default" "$KUBECTL" --kubeconfig "$STATE/kubeconfig" -n default get serviceaccount default
+
+	trap - ERR
+	cat >"$STATE/env" <<EOF
+export KUBECONFIG=$STATE/kubeconfig
+export PATH=$STATE/bin:\$PATH
+EOF
+	local t1
+	t1=$(date +%s.%N)
+	awk -v t0="$T0" -v tb="$tb" -v t1="$t1" -v port="$API_PORT" 'BEGIN {
+		printf "up.sh: cluster ready in %.1fs (%.1fs after the build check); API https://127.0.0.1:%s\n", t1 - t0, t1 - tb, port }'
+
+	echo "up.sh: export KUBECONFIG=$STATE/kubeconfig PATH=$STATE/bin:\$PATH   (or: . $STATE/env)"
+}
+
+on_error() {
+	echo "up.sh: failed at line $1" >&2
+	log_tails 40 >&2
+	[ "${ARCHWARDEN_KEEP_FAILED:-0}" = 1 ] || "$CLUSTER_HERE/down.sh" --quiet
+	exit 1
+}
+
+fail() {
+	echo "up.sh: $*" >&2
+	log_tails 40 >&2
+	[ "${ARCHWARDEN_KEEP_FAILED:-0}" = 1 ] || "$CLUSTER_HERE/down.sh" --quiet
+	exit 1
+}
+
+# start <name> <binary> <args...>: own session and process group (pid == pgid), output to the
+# component log, stdin from /dev/null (so callers capturing our output never wait on daemons).
+start() {
+	local name=$1 bin=$2
+	shift
+	setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+	echo "$! $bin" >"$STATE/pids/$name"
+}
+
+# wait_until <description> <command...>: bounded poll; fails fast if a component died.
+wait_until() {
+	local desc=$1 deadline=$((SECONDS + TIMEOUT)) c
+	shift
+	until "$@" >/dev/null 2>&1; do
+		for c in $COMPONENTS; do
+			if [ -f "$STATE/pids/$c" ] && ! pid_alive "$c"; then
+				fail "$c exited while waiting for $desc"
+			fi
+		done
+		[ "$SECONDS" -lt "$deadline" ] || fail "timed out after ${TIMEOUT}s waiting for $desc"
+		sleep 0.2
+	done
+}
+
+nodes_ready() {
+	local ready
+	ready=$("$KUBECTL" --kubeconfig "$STATE/kubeconfig" get nodes -o \
+		jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{.spec.taints}{"\n"}{end}' |
+		awk '$1 == "True" && NF == 1' | wc -l)
+	[ "$ready" -ge "$EXPECTED_NODES" ]
+}
+
+# Random free ports on 127.0.0.1 below the usual ephemeral range (32768+), so outgoing
+# connections cannot grab them between picking and binding.
+pick_ports() {
+	local ports
+	ports=$(python3 - <<'PY'
+import random, socket
+ports = []
+while len(ports) < 6:
+    p = random.randint(20000, 32000)
+    if p in ports:
+        continue
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+    ports.append(p)
+print(" ".join(map(str, ports)))
+PY
+	)
+	read -r ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT <<<"$ports"
+	cat >"$STATE/ports.env" <<EOF
+ETCD_PORT=$ETCD_PORT
+ETCD_PEER_PORT=$ETCD_PEER_PORT
+API_PORT=$API_PORT
+KCM_PORT=$KCM_PORT
+SCHED_PORT=$SCHED_PORT
+KWOK_PORT=$KWOK_PORT
+EOF
+}
+
+# Fresh throw-away PKI (openssl, ECDSA P-256, valid 7 days): one CA that signs the apiserver
+# serving certificate and the client certificates; an RSA key pair for service-account tokens.
+make_pki() {
+	local p=$STATE/pki
+	rm -rf "$p" && mkdir -p "$p/kcm" "$p/scheduler"
+	cat >"$p/openssl.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = archwarden-local-ca
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost, IP:10.96.0.1, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
+authorityKeyIdentifier = keyid
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+authorityKeyIdentifier = keyid
+EOF
+	(
+		cd "$p"
+		umask 077
+		openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
+		openssl req -x509 -new -key ca.key -config openssl.cnf -extensions ca -days 7 -out ca.crt
+		issue apiserver "/CN=kube-apiserver" server
+		issue admin "/O=system:masters/CN=kubernetes-admin" client
+		# Test-only simplification: the components run with system:masters client certificates
+		# (like envtest and kwokctl), each under its own user name.
+		issue kube-controller-manager "/O=system:masters/CN=system:kube-controller-manager" client
+		issue kube-scheduler "/O=system:masters/CN=system:kube-scheduler" client
+		issue kwok "/O=system:masters/CN=kwok-controller" client
+		openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key 2>/dev/null
+		openssl pkey -in sa.key -pubout -out sa.pub
+		chmod 0644 ca.crt
+	)
+	kubeconfig admin "$STATE/kubeconfig"
+	local c
+	for c in kube-controller-manager kube-scheduler kwok; do kubeconfig "$c" "$p/$c.kubeconfig"; done
+	chmod 0600 "$STATE/kubeconfig" "$p"/*.kubeconfig
+}
+
+issue() { # <name> <subject> <extension section>   (run inside the pki dir)
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null
+	openssl req -new -key "$1.key" -subj "$2" -config openssl.cnf -out "$1.csr"
+	openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" \
+		-days 7 -extfile openssl.cnf -extensions "$3" -out "$1.crt" 2>/dev/null
+	rm -f "$1.csr"
+}
+
+kubeconfig() { # <cert name> <output>
+	local p=$STATE/pki
+	cat >"$2" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: archwarden-local
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority-data: $(base64 -w0 "$p/ca.crt")
+users:
+- name: $1
+  user:
+    client-certificate-data: $(base64 -w0 "$p/$1.crt")
+    client-key-data: $(base64 -w0 "$p/$1.key")
+contexts:
+- name: archwarden-local
+  context:
+    cluster: archwarden-local
+    user: $1
+current-context: archwarden-local
+EOF
+}
+
+main "$@"
+exit $?
