@@ -261,11 +261,13 @@ class RegistryClient:
     # -- authentication -------------------------------------------------------------------------
 
     def _may_send_credentials(self, endpoint: _Endpoint, url: str) -> bool:
-        """Credentials go to the registry itself, or to its token realm over HTTPS."""
+        """Credentials go to the registry's own host (any port), or to its realm over HTTPS.
+
+        A token realm is where the registry itself sends clients to trade credentials, so it
+        may be another host (auth.docker.io); plain HTTP there would expose them in transit.
+        """
         target = httpx.URL(url)
-        base = httpx.URL(endpoint.base_url)
-        same_host = (target.host, target.port) == (base.host, base.port)
-        return same_host or target.scheme == "https"
+        return target.host == httpx.URL(endpoint.base_url).host or target.scheme == "https"
 
     def _credential(self, endpoint: _Endpoint) -> _credentials.Credential | None:
         # Keyed by the host actually contacted: a mirror never receives the upstream's secret.
@@ -376,17 +378,21 @@ class RegistryClient:
             return await self._exchange(
                 endpoint, method, url, headers, 1024 * 1024, subject, data=form
             )
-        except httpx.TimeoutException:
-            raise exc.RegistryTimeout(
-                endpoint.registry, "token server timed out", subject
-            ) from None
-        except _guard.AddressRefused as error:
-            raise exc.ForbiddenAddress(
-                endpoint.registry, f"token realm {error.host} resolves to {error.address}", subject
-            ) from None
         except httpx.TransportError as error:
+            refused = _refusal(error)
+            if refused is not None:
+                raise exc.ForbiddenAddress(
+                    endpoint.registry,
+                    f"token realm {refused.host} resolves to {refused.address}, a link-local or"
+                    " metadata address",
+                    subject,
+                ) from None
+            if isinstance(error, httpx.TimeoutException):
+                raise exc.RegistryTimeout(
+                    endpoint.registry, "token server timed out", subject
+                ) from None
             raise exc.RegistryUnavailable(
-                endpoint.registry, f"token server unreachable ({type(error).__name__})", subject
+                endpoint.registry, f"token server unreachable ({_transport_reason(error)})", subject
             ) from None
 
     # -- requests with auth and retries ---------------------------------------------------------
@@ -413,7 +419,19 @@ class RegistryClient:
                 headers["Authorization"] = authorization
             try:
                 response = await self._exchange(endpoint, method, url, headers, max_bytes, subject)
-            except httpx.TimeoutException:
+            except httpx.TransportError as error:
+                refused = _refusal(error)
+                if refused is not None:
+                    raise exc.ForbiddenAddress(
+                        endpoint.registry,
+                        f"{refused.host} resolves to {refused.address}, a link-local or metadata"
+                        " address; refused unless the registry is configured explicitly",
+                        subject,
+                    ) from None
+                if not isinstance(error, httpx.TimeoutException):
+                    raise exc.RegistryUnavailable(
+                        endpoint.registry, f"cannot connect ({_transport_reason(error)})", subject
+                    ) from None
                 if retries < min(1, self.settings.max_retries):
                     retries += 1
                     continue
@@ -421,17 +439,6 @@ class RegistryClient:
                     endpoint.registry,
                     f"no answer within {endpoint.settings.timeout or self.settings.timeout:g}s",
                     subject,
-                ) from None
-            except _guard.AddressRefused as error:
-                raise exc.ForbiddenAddress(
-                    endpoint.registry,
-                    f"{error.host} resolves to {error.address}, a link-local or metadata address;"
-                    " refused unless the registry is configured explicitly",
-                    subject,
-                ) from None
-            except httpx.TransportError as error:
-                raise exc.RegistryUnavailable(
-                    endpoint.registry, f"cannot connect ({_transport_reason(error)})", subject
                 ) from None
 
             if response.status == 401:
@@ -692,14 +699,40 @@ class RegistryClient:
         return found
 
 
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and everything it was raised from (httpx wraps httpcore wraps OSError)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _refusal(error: BaseException) -> _guard.AddressRefused | None:
+    for cause in _causes(error):
+        if isinstance(cause, _guard.AddressRefused):
+            return cause
+    return None
+
+
 def _transport_reason(error: httpx.TransportError) -> str:
-    text = str(error)
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
+    chain = _causes(error)
+    text = " ".join(str(c) for c in chain)
+    if any(isinstance(c, ssl.SSLCertVerificationError) for c in chain) or (
+        "CERTIFICATE_VERIFY_FAILED" in text
+    ):
         return "TLS certificate not trusted"
-    if "Connection refused" in text or "Errno 111" in text:
+    if any(isinstance(c, ConnectionRefusedError) for c in chain):
         return "connection refused"
-    if "HTTP request to an HTTPS server" in text or "WRONG_VERSION_NUMBER" in text:
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
         return "TLS handshake failed; is this registry plain HTTP?"
+    if any(isinstance(c, ssl.SSLError) for c in chain):
+        return "TLS handshake failed"
+    if any(isinstance(c, ConnectionResetError) for c in chain):
+        return "connection reset"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "unknown host"
     if isinstance(error, httpx.RemoteProtocolError):
         return "the registry broke the HTTP protocol"
     return type(error).__name__
