@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -57,6 +58,8 @@ class FakeRegistry:
         self.requests: list[httpx.Request] = []
         self.intercept: Interceptor | None = None
         """Sees each request first; a non-None answer is returned instead of the normal one."""
+        self.gate: asyncio.Event | None = None
+        """When set, every request waits for this event before it is answered."""
 
     # -- content ------------------------------------------------------------------------------
 
@@ -92,8 +95,10 @@ class FakeRegistry:
             if (method is None or r.method == method) and (kind is None or kind in r.url.path)
         )
 
-    def handler(self, request: httpx.Request) -> httpx.Response:
+    async def handler(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
+        if self.gate is not None:
+            await self.gate.wait()
         if self.intercept is not None:
             answer = self.intercept(request)
             if answer is not None:
