@@ -166,6 +166,26 @@ def _arm_level(variant: str) -> int | None:
     return None
 
 
+def _arm64_version(variant: str) -> tuple[int, int] | None:
+    """``""`` (normalised v8) -> (8, 0); ``v8.2`` -> (8, 2); ``v9`` -> (9, 0); else None."""
+    if not variant:
+        return 8, 0
+    major, _, minor = variant.removeprefix("v").partition(".")
+    if not variant.startswith("v") or not major.isdigit() or not (minor.isdigit() or not minor):
+        return None
+    return int(major), int(minor or 0)
+
+
+def _arm64_runs(node_variant: str, image_variant: str) -> bool:
+    """containerd's arm64 vector: v8.x runs v8.0..v8.x; v9.x also runs v8.0..v8.min(x+5, 9)."""
+    node, image = _arm64_version(node_variant), _arm64_version(image_variant)
+    if node is None or image is None or node[0] not in (8, 9):
+        return node_variant == image_variant
+    if image[0] == node[0]:
+        return image[1] <= node[1]
+    return node[0] == 9 and image[0] == 8 and image[1] <= min(node[1] + 5, 9)
+
+
 def _windows_build(version: str) -> tuple[int, int, int] | None:
     parts = version.split(".")
     try:
@@ -195,7 +215,8 @@ def node_can_run(node: Platform, image: Platform) -> bool:
     A node's labels give os and arch but no variant, so an unknown node variant accepts any
     variant of its own architecture, except on 32-bit arm, where ``kubernetes.io/arch=arm``
     nodes are v7 (Kubernetes publishes arm/v7 binaries). Fallbacks follow containerd's
-    ``Only``: amd64 runs 386, arm/vN runs arm/v5..vN, arm64 runs arm/v8..v5.
+    ``Only``: amd64 runs 386, arm/vN runs arm/v5..vN, arm64 runs arm/v8..v5, arm64/v8.x runs
+    v8.0..v8.x and arm64/v9.x also runs v9.0..v9.x and v8.0..v8.min(x+5, 9).
     """
     if node.os != image.os:
         return False
@@ -217,6 +238,8 @@ def node_can_run(node: Platform, image: Platform) -> bool:
             return image_level <= node_level
         if node.architecture == "amd64" and node.variant:
             return _amd64_level(image.variant) <= _amd64_level(node.variant)
+        if node.architecture == "arm64" and node.variant:
+            return _arm64_runs(node.variant, image.variant)
         if node.variant:
             return image.variant in ("", node.variant)
         return True

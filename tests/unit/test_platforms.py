@@ -264,3 +264,38 @@ def test_platforms_order_and_hash() -> None:
         platforms.parse("linux/amd64"),
         platforms.parse("linux/arm64"),
     ]
+
+
+ARM64_VARIANTS = [
+    # node variant, image variant, runs? (containerd's Only vector for arm64)
+    ("v8.2", "", True),
+    ("v8.2", "v8", True),
+    ("v8.2", "v8.1", True),
+    ("v8.2", "v8.2", True),
+    ("v8.2", "v8.3", False),
+    ("v8.2", "v9", False),
+    ("v9", "v9", True),
+    ("v9", "", True),
+    ("v9", "v8.5", True),
+    ("v9", "v8.6", False),
+    ("v9", "v9.1", False),
+    ("v9.2", "v9.1", True),
+    ("v9.2", "v8.7", True),
+    ("v9.2", "v8.8", False),
+    ("v9.4", "v8.9", True),
+    ("v9.5", "v8.9", True),
+]
+
+
+@pytest.mark.parametrize(("node_variant", "image_variant", "expected"), ARM64_VARIANTS)
+def test_arm64_variant_fallbacks(node_variant: str, image_variant: str, expected: bool) -> None:
+    node = normalize("linux", "arm64", node_variant)
+    image = normalize("linux", "arm64", image_variant)
+    assert node_can_run(node, image) is expected
+
+
+@pytest.mark.parametrize("node_variant", ["v8.2", "v9", "v9.3"])
+def test_arm64_nodes_with_a_variant_still_run_32_bit_arm(node_variant: str) -> None:
+    node = normalize("linux", "arm64", node_variant)
+    for variant in ("v5", "v6", "v7", "v8"):
+        assert node_can_run(node, normalize("linux", "arm", variant))
