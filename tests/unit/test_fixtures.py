@@ -373,6 +373,20 @@ async def test_index_entry_without_platform_is_fetched_and_its_config_read(
     assert registry.count("GET", "/blobs/") == 1
 
 
+async def test_index_entry_with_an_empty_platform_is_fetched(registry: FakeRegistry) -> None:
+    config = registry.put_blob(REPO, b'{"os":"linux","architecture":"arm64"}')
+    child = json.dumps(
+        {"mediaType": OCI_MANIFEST, "config": {"digest": config, "size": 38}, "layers": []}
+    ).encode()
+    child_digest = registry.put_manifest(REPO, child)
+    incomplete = entry(child_digest)
+    incomplete["platform"] = {"os": "linux"}
+    registry.put_manifest(REPO, index(incomplete), tags=("tag",))
+    async with client_for(registry) as client:
+        answer = await client.resolve(f"{HOST}/{REPO}:tag")
+    assert answer.canonical == ["linux/arm64"]
+
+
 def chain(registry: FakeRegistry, depth: int) -> None:
     """Tag ``tag`` names an index nested ``depth`` levels; the innermost lists linux/amd64."""
     digest = registry.put_manifest(REPO, index(entry(fake_digest(1), "linux/amd64")))

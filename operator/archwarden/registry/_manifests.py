@@ -181,6 +181,10 @@ class Document:
             )
             if platform is not None and platform.is_unknown:
                 continue
+            if platform is not None and not (platform.os and platform.architecture):
+                # OCI requires both; an entry without them cannot say where it runs, so the
+                # child is fetched and its config read, as for an entry with no platform.
+                platform = None
             size = entry.get("size")
             result.append(
                 Descriptor(media_type, digest, size if isinstance(size, int) else -1, platform)
