@@ -265,12 +265,6 @@ async def test_cached_does_no_io(registry: FakeRegistry, clock: Clock) -> None:
     assert registry.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cache bug: a cached failure (and a failure shared by single-flight waiters) re-raises "
-    "the same exception object, so its __traceback__ grows by a few frames on every raise and "
-    "keeps every caller's frames alive until failure_ttl expires",
-)
 async def test_cached_failures_do_not_accumulate_tracebacks(
     registry: FakeRegistry, clock: Clock
 ) -> None:

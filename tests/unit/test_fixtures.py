@@ -816,11 +816,6 @@ async def test_invalid_token_on_a_cached_token_refetches_once(registry: FakeRegi
     assert registry.requests[2].headers["authorization"] == "Bearer token-2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client bug: after a cached token gets invalid_token the client refetches the token "
-    "twice (auth_attempts allows a second invalid_token retry), not once as the brief says",
-)
 async def test_persistent_invalid_token_refetches_only_once(registry: FakeRegistry) -> None:
     registry.put_manifest("team/a", fixture("regclient_oci_index_arm_v6_v7.json"), tags=("1",))
     server = TokenServer(registry)

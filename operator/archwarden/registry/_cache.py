@@ -125,7 +125,9 @@ class Resolver:
                 return stale.for_reference(ref, stale=True)
         if cached:
             self._note("failure_cached")
-        raise error
+        # The same object is raised again and again from the failure cache; clearing its
+        # traceback keeps it from growing (and holding every earlier caller's frames).
+        raise error.with_traceback(None)
 
     async def _single_flight(
         self, key: str, work: Callable[[], Awaitable[_models.ImagePlatforms]]

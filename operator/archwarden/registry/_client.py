@@ -411,6 +411,7 @@ class RegistryClient:
         scope = f"repository:{ref.path}:pull"
         url = endpoint.base_url + path
         auth_attempts = 0
+        token_refetched = False
         retries = 0
         while True:
             headers = {"Accept": accept} if accept else {}
@@ -456,9 +457,11 @@ class RegistryClient:
                     authorization is not None
                     and challenge.scheme == "bearer"
                     and challenge.error == "invalid_token"
-                    and auth_attempts < 2
+                    and not token_refetched
                 )
-                if auth_attempts >= 1 and not retry_token:
+                if retry_token:
+                    token_refetched = True  # once: a second invalid_token is final
+                elif auth_attempts >= 1:
                     raise exc.AuthenticationFailed(
                         endpoint.registry, self._unauthorized_reason(endpoint), subject
                     )
