@@ -1,0 +1,97 @@
+"""The policy engine: can a workload's pods run on the nodes they may be scheduled to?
+
+Pure functions over frozen values: no kopf, no HTTP, no I/O. The webhook and the offline
+``archwarden check`` command call the same code::
+
+    workload = policy.extract(obj)                    # Pod, Deployment, ..., CronJob
+    nodes = [policy.node_from_object(n) for n in node_objects]
+    # or, offline: nodes = policy.nodes_from_platforms(["linux/amd64", "linux/arm64"])
+    answers = {image: resolved.platforms, other: policy.ImageFailure("401 Unauthorized")}
+    decision = policy.decide(workload, nodes, answers, mode=policy.Mode.WARN)
+    decision.allowed, decision.reason, decision.message, decision.warnings
+    ops = policy.pod_patch(pod, decision, preferences={"arm64": 50})   # RFC 6902
+
+Also: :func:`candidate_nodes` (Kubernetes' selector, affinity and taint rules),
+:func:`template_patch` (the same merge for a workload template), :func:`stranded` (which
+workloads a node inventory change leaves with no node that can run them) and
+:func:`scheduling_changed` (whether an UPDATE needs a new decision).
+Malformed objects raise :class:`InvalidWorkload` / :class:`InvalidNode` naming the field.
+"""
+
+from archwarden.policy._decisions import (
+    Decision,
+    FailurePolicy,
+    ImageAnswer,
+    ImageFailure,
+    Mode,
+    Placement,
+    Reason,
+    decide,
+    stranded,
+)
+from archwarden.policy._errors import InvalidNode, InvalidObject, InvalidWorkload
+from archwarden.policy._mutation import (
+    ANNOTATION_PLATFORMS,
+    PatchOperation,
+    pod_patch,
+    template_patch,
+)
+from archwarden.policy._nodes import (
+    LABEL_ARCH,
+    LABEL_OS,
+    LABEL_WINDOWS_BUILD,
+    Node,
+    Taint,
+    node_from_object,
+    nodes_from_platforms,
+)
+from archwarden.policy._scheduling import candidate_nodes
+from archwarden.policy._workloads import (
+    SPEC_PATHS,
+    Container,
+    ContainerKind,
+    PodTemplate,
+    Requirement,
+    SelectorTerm,
+    Toleration,
+    Workload,
+    extract,
+    scheduling_changed,
+)
+
+__all__ = [
+    "ANNOTATION_PLATFORMS",
+    "LABEL_ARCH",
+    "LABEL_OS",
+    "LABEL_WINDOWS_BUILD",
+    "SPEC_PATHS",
+    "Container",
+    "ContainerKind",
+    "Decision",
+    "FailurePolicy",
+    "ImageAnswer",
+    "ImageFailure",
+    "InvalidNode",
+    "InvalidObject",
+    "InvalidWorkload",
+    "Mode",
+    "Node",
+    "PatchOperation",
+    "Placement",
+    "PodTemplate",
+    "Reason",
+    "Requirement",
+    "SelectorTerm",
+    "Taint",
+    "Toleration",
+    "Workload",
+    "candidate_nodes",
+    "decide",
+    "extract",
+    "node_from_object",
+    "nodes_from_platforms",
+    "pod_patch",
+    "scheduling_changed",
+    "stranded",
+    "template_patch",
+]

@@ -1,0 +1,410 @@
+"""Can a workload's pods run on the nodes they may be scheduled to? Decide, per mode.
+
+The work splits in two: :func:`_assess` finds the facts (candidate nodes, which of them can
+run every image, the message that explains a mismatch), independent of configuration;
+:func:`decide` applies the mode and failure policy to them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import TypeAlias, TypeVar
+
+from archwarden import platforms
+from archwarden.policy import _messages, _nodes, _scheduling, _workloads
+
+__all__ = [
+    "Decision",
+    "FailurePolicy",
+    "ImageAnswer",
+    "ImageFailure",
+    "Mode",
+    "Placement",
+    "Reason",
+    "decide",
+    "stranded",
+]
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Mode(enum.StrEnum):
+    ENFORCE = "enforce"
+    """Deny workloads no candidate node can run."""
+    WARN = "warn"
+    """Allow them, with the explanation as kubectl warnings."""
+    AUDIT = "audit"
+    """Allow them silently; the decision still records the mismatch (for Events and metrics)."""
+
+
+class FailurePolicy(enum.StrEnum):
+    """What to do, in enforce mode, when an image could not be inspected."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Reason(enum.StrEnum):
+    COMPATIBLE = "Compatible"
+    ARCHITECTURE_MISMATCH = "ArchitectureMismatch"
+    """No candidate node can run every image."""
+    ARCHITECTURE_PIN_MISMATCH = "ArchitecturePinMismatch"
+    """As above, and the user's own arch pin (nodeSelector or affinity) is what contradicts."""
+    PARTIAL_ARCHITECTURE_MISMATCH = "PartialArchitectureMismatch"
+    """A DaemonSet whose images some, not all, of its nodes cannot run."""
+    NO_CANDIDATE_NODES = "NoCandidateNodes"
+    IMAGE_INSPECTION_FAILED = "ImageInspectionFailed"
+    SKIPPED = "Skipped"
+
+    @property
+    def is_mismatch(self) -> bool:
+        """Whether this is in the ArchitectureMismatch family (for Events and metrics)."""
+        return self in _MISMATCH_FAMILY
+
+
+_MISMATCH_FAMILY = frozenset(
+    {
+        Reason.ARCHITECTURE_MISMATCH,
+        Reason.ARCHITECTURE_PIN_MISMATCH,
+        Reason.PARTIAL_ARCHITECTURE_MISMATCH,
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFailure:
+    """An image whose platforms could not be found out."""
+
+    error: str
+    """The registry's error, shown to the user."""
+
+
+ImageAnswer: TypeAlias = Sequence[platforms.Platform] | ImageFailure
+"""Per image: its platforms (``ImagePlatforms.platforms``) or why they are unknown."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where the pods can go, in node-label terms, for mutation."""
+
+    arches: tuple[str, ...]
+    """``kubernetes.io/arch`` values of the candidate nodes that can run the pod."""
+    required: tuple[_workloads.Requirement, ...] = ()
+    """Expressions to AND into every required affinity term so the pod avoids the candidate
+    nodes that cannot run it. Each is ``In`` over labels of compatible nodes, so it never
+    excludes a node that could run the pod; empty when nothing needs excluding."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: Reason
+    message: str = ""
+    """The full explanation; '' when compatible."""
+    warnings: tuple[str, ...] = ()
+    """kubectl warnings, each at most ~120 characters where possible."""
+    mismatch: bool = False
+    """An incompatibility was found, even if allowed (warn, audit, DaemonSet partial)."""
+    compatible_nodes: tuple[str, ...] = ()
+    incompatible_nodes: tuple[str, ...] = ()
+    """Candidate nodes that cannot run every (inspected) image."""
+    pod_platforms: tuple[str, ...] = ()
+    """Canonical platforms that can run every image (``archwarden.io/platforms``); () unknown."""
+    node_platforms: tuple[str, ...] = ()
+    """Canonical platforms of the candidate nodes that can run the pod."""
+    placement: Placement | None = None
+    """``None`` when no candidate node is known to run the pod."""
+    inspection_errors: tuple[tuple[str, str], ...] = ()
+    """``(image, error)`` for images that could not be inspected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Findings:
+    reason: Reason
+    message: str = ""
+    compatible: tuple[_nodes.Node, ...] = ()
+    incompatible: tuple[_nodes.Node, ...] = ()
+    pod_platforms: tuple[platforms.Platform, ...] = ()
+    placement: Placement | None = None
+    failures: tuple[tuple[str, str], ...] = ()
+
+
+def _runs(node: platforms.Platform, image_platforms: Iterable[platforms.Platform]) -> bool:
+    return any(platforms.node_can_run(node, p) for p in image_platforms)
+
+
+def _common_platforms(
+    answers: Sequence[tuple[platforms.Platform, ...]],
+) -> tuple[platforms.Platform, ...]:
+    """Platforms a node could have and run every image: a fallback-aware intersection.
+
+    An image platform counts when a node of exactly that platform runs all images, so
+    ``linux/arm64`` survives against an ``linux/arm/v7``-only image (arm64 runs arm/v7).
+    """
+    pool = {p for answer in answers for p in answer if not p.is_unknown}
+    return tuple(sorted(p for p in pool if all(_runs(p, answer) for answer in answers)))
+
+
+def _label_values(nodes: Sequence[_nodes.Node], key: str) -> tuple[str, ...] | None:
+    """Sorted values of ``key`` on all nodes; ``None`` if any node lacks the label."""
+    values = [node.label_map.get(key) for node in nodes]
+    if any(v is None for v in values):
+        return None
+    return tuple(sorted({v for v in values if v is not None}))
+
+
+def _placement(compatible: Sequence[_nodes.Node], incompatible: Sequence[_nodes.Node]) -> Placement:
+    """Label expressions that keep the pod on ``compatible`` nodes, never excluding one.
+
+    A label some compatible node lacks cannot be required, so it is left out (the
+    restriction is then partial, never wrong).
+    """
+    arches = _label_values(compatible, _nodes.LABEL_ARCH)
+    required: list[_workloads.Requirement] = []
+    if incompatible:
+        # The arch pin goes in whenever something must be excluded, even if it excludes
+        # nothing today: a node joining before the pod is scheduled is kept out too.
+        if arches is not None:
+            required.append(_workloads.Requirement(_nodes.LABEL_ARCH, "In", arches))
+        oses = _label_values(compatible, _nodes.LABEL_OS)
+        all_oses = {node.label_map.get(_nodes.LABEL_OS) for node in (*compatible, *incompatible)}
+        if oses is not None and len(all_oses) > 1:
+            required.append(_workloads.Requirement(_nodes.LABEL_OS, "In", oses))
+        # Builds only when every compatible node is Windows (and so labelled), and only when
+        # the build is what tells nodes apart: Linux images ignore it.
+        builds = _label_values(compatible, _nodes.LABEL_WINDOWS_BUILD)
+        if builds is not None:
+            requirement = _workloads.Requirement(_nodes.LABEL_WINDOWS_BUILD, "In", builds)
+            if any(
+                not _scheduling.matches_requirement(requirement, node.label_map)
+                for node in incompatible
+            ):
+                required.append(requirement)
+    return Placement(arches=arches or (), required=tuple(required))
+
+
+def _arch_pin(template: _workloads.PodTemplate) -> tuple[str, tuple[str, ...]] | None:
+    """The user's own architecture pin, described, with the arches it allows."""
+    selected = dict(template.node_selector).get(_nodes.LABEL_ARCH)
+    if selected is not None:
+        return f"nodeSelector {_nodes.LABEL_ARCH}={selected}", (selected,)
+    terms = [t for t in template.required_terms or () if not t.empty]
+    if not terms:
+        return None
+    allowed: set[str] = set()
+    for term in terms:
+        pins = [
+            set(r.values)
+            for r in term.match_expressions
+            if r.key == _nodes.LABEL_ARCH and r.operator == "In"
+        ]
+        if not pins:
+            return None  # this term admits any architecture: no pin
+        allowed |= set.intersection(*pins)
+    arches = tuple(sorted(allowed))
+    return f"node affinity {_nodes.LABEL_ARCH} In [{', '.join(arches)}]", arches
+
+
+def _contradicts(image_platforms: Sequence[platforms.Platform], arches: Sequence[str]) -> bool:
+    return not any(
+        platforms.node_can_run(platforms.normalize(p.os, arch, os_version=p.os_version), p)
+        for p in image_platforms
+        for arch in arches
+    )
+
+
+def _pin_message(
+    pin: str, arches: Sequence[str], images: Mapping[str, Sequence[platforms.Platform]]
+) -> str:
+    named = _messages.join_and(
+        [f"image {image}, which {_messages.supports(found)}" for image, found in images.items()]
+    )
+    if len(images) == 1 and len(arches) == 1:
+        wanted = f"{_messages.article(arches[0])} {arches[0]} image"
+    elif len(arches) == 1:
+        wanted = f"{arches[0]} images"
+    else:
+        wanted = ("an image" if len(images) == 1 else "images") + " for " + " or ".join(arches)
+    return f"{pin} contradicts {named}; remove the pin or publish {wanted}"
+
+
+def _mismatch(
+    template: _workloads.PodTemplate,
+    candidates: Sequence[_nodes.Node],
+    resolved: Mapping[str, tuple[platforms.Platform, ...]],
+) -> tuple[Reason, str]:
+    pin = _arch_pin(template)
+    if pin is not None:
+        described, arches = pin
+        against = {i: found for i, found in resolved.items() if _contradicts(found, arches)}
+        if against:
+            return Reason.ARCHITECTURE_PIN_MISMATCH, _pin_message(described, arches, against)
+    node_platforms = {node.platform for node in candidates}
+    unrunnable = [
+        image
+        for image, found in resolved.items()
+        if not any(_runs(node, found) for node in node_platforms)
+    ]
+    lead = "" if unrunnable else "no node can run all images: "
+    named = unrunnable or list(resolved)
+    clauses = [f"image {image} {_messages.supports(resolved[image])}" for image in named]
+    where = (
+        "the node this pod can use is" if len(candidates) == 1 else "the nodes this pod can use are"
+    )
+    fix = "publish a multi-arch image" if len(named) == 1 else "publish multi-arch images"
+    common = _common_platforms(list(resolved.values()))
+    targets = sorted(
+        {p.architecture if p.os == "linux" else f"{p.os}/{p.architecture}" for p in common}
+    )
+    if targets:
+        fix += f" or select {' or '.join(targets)} nodes"
+    summary = _messages.node_summary(candidates)
+    return Reason.ARCHITECTURE_MISMATCH, lead + "; ".join([*clauses, f"{where} {summary}", fix])
+
+
+def _partial_message(
+    candidates: Sequence[_nodes.Node],
+    incompatible: Sequence[_nodes.Node],
+    resolved: Mapping[str, tuple[platforms.Platform, ...]],
+) -> str:
+    names = _messages.some_names(sorted(node.name for node in incompatible))
+    node_platforms = {node.platform for node in incompatible}
+    images = [
+        f"image {image} {_messages.supports(found)}"
+        for image, found in resolved.items()
+        if not all(_runs(node, found) for node in node_platforms)
+    ]
+    those = "that node is" if len(incompatible) == 1 else "those nodes are"
+    return "; ".join(
+        [
+            f"{len(incompatible)} of the {len(candidates)} nodes this DaemonSet can use "
+            f"cannot run its images: {names}",
+            *images,
+            f"{those} {_messages.node_summary(incompatible)}",
+        ]
+    )
+
+
+def _assess(
+    workload: _workloads.Workload,
+    nodes: Iterable[_nodes.Node],
+    answers: Mapping[str, ImageAnswer],
+) -> _Findings:
+    images = workload.template.images
+    if not images:
+        return _Findings(Reason.SKIPPED, "the pod has no images to check")
+    resolved: dict[str, tuple[platforms.Platform, ...]] = {}
+    failures: dict[str, str] = {}
+    for image in images:
+        answer = answers.get(image)
+        if answer is None:
+            failures[image] = "the image was not inspected"
+        elif isinstance(answer, ImageFailure):
+            failures[image] = answer.error or "unknown error"
+        elif not answer:
+            failures[image] = "the registry reported no platforms"
+        else:
+            resolved[image] = tuple(answer)
+    failed = tuple(failures.items())
+    # A node whose platform is unknown (no labels, no nodeInfo) can be judged neither way.
+    candidates = [n for n in _scheduling.candidate_nodes(workload, nodes) if n.known]
+    if not candidates:
+        return _Findings(
+            Reason.NO_CANDIDATE_NODES,
+            "no ready node matches this pod's nodeSelector, node affinity and tolerations; "
+            "image platforms were not checked",
+            failures=failed,
+        )
+    # Judge each distinct node platform once: clusters have many nodes but few platforms.
+    verdicts: dict[platforms.Platform, bool] = {}
+    for node in candidates:
+        if node.platform not in verdicts:
+            verdicts[node.platform] = all(_runs(node.platform, p) for p in resolved.values())
+    compatible = tuple(n for n in candidates if verdicts[n.platform])
+    incompatible = tuple(n for n in candidates if not verdicts[n.platform])
+    common = _common_platforms(list(resolved.values())) if resolved and not failures else ()
+    findings = _Findings(
+        Reason.COMPATIBLE,
+        compatible=compatible,
+        incompatible=incompatible,
+        pod_platforms=common,
+        # Placement from the inspected images alone is still safe: a node that cannot run one
+        # of them cannot run the pod.
+        placement=_placement(compatible, incompatible) if compatible else None,
+        failures=failed,
+    )
+    if resolved and not compatible:
+        reason, message = _mismatch(workload.template, candidates, resolved)
+        return dataclasses.replace(findings, reason=reason, message=message)
+    if failures:
+        message = "; ".join(f"could not inspect image {i}: {error}" for i, error in failed)
+        return dataclasses.replace(findings, reason=Reason.IMAGE_INSPECTION_FAILED, message=message)
+    if incompatible and workload.kind == "DaemonSet":
+        message = _partial_message(candidates, incompatible, resolved)
+        return dataclasses.replace(
+            findings, reason=Reason.PARTIAL_ARCHITECTURE_MISMATCH, message=message
+        )
+    return findings
+
+
+def decide(
+    workload: _workloads.Workload,
+    nodes: Iterable[_nodes.Node],
+    answers: Mapping[str, ImageAnswer],
+    *,
+    mode: Mode = Mode.ENFORCE,
+    failure_policy: FailurePolicy = FailurePolicy.OPEN,
+) -> Decision:
+    """Decide whether ``workload`` may be admitted onto ``nodes``.
+
+    ``answers`` maps each image string (as written in the spec) to its platforms or an
+    :class:`ImageFailure`; a missing image counts as a failure. Only enforce mode denies:
+    when no candidate node can run every inspected image (whatever else failed), or when
+    an image could not be inspected and ``failure_policy`` is closed.
+    """
+    found = _assess(workload, nodes, answers)
+    reason, message = found.reason, found.message
+    mismatch = reason.is_mismatch
+    allowed = True
+    if reason in (Reason.ARCHITECTURE_MISMATCH, Reason.ARCHITECTURE_PIN_MISMATCH):
+        allowed = mode is not Mode.ENFORCE
+    elif reason is Reason.IMAGE_INSPECTION_FAILED:
+        allowed = not (mode is Mode.ENFORCE and failure_policy is FailurePolicy.CLOSED)
+        message += "; admitted without a platform check" if allowed else " (failure policy closed)"
+    warnings: tuple[str, ...] = ()
+    if allowed and message and mode is not Mode.AUDIT and reason is not Reason.SKIPPED:
+        warnings = _messages.warning_lines(message)
+    return Decision(
+        allowed=allowed,
+        reason=reason,
+        message=message,
+        warnings=warnings,
+        mismatch=mismatch,
+        compatible_nodes=tuple(sorted(n.name for n in found.compatible)),
+        incompatible_nodes=tuple(sorted(n.name for n in found.incompatible)),
+        pod_platforms=tuple(platforms.format_all(found.pod_platforms)),
+        node_platforms=tuple(platforms.format_all(n.platform for n in found.compatible)),
+        placement=found.placement,
+        inspection_errors=found.failures,
+    )
+
+
+def stranded(
+    workloads: Mapping[K, _workloads.Workload],
+    nodes: Iterable[_nodes.Node],
+    answers: Mapping[str, ImageAnswer],
+) -> dict[K, Decision]:
+    """The workloads that no candidate node can run, with the enforce-mode decision for each.
+
+    For node inventory changes: pass the cached image answers; an image missing from them is
+    unknown and only counts against a workload when its known images already rule it out.
+    """
+    nodes = tuple(nodes)
+    left: dict[K, Decision] = {}
+    for key, workload in workloads.items():
+        decision = decide(workload, nodes, answers)
+        if decision.reason in (Reason.ARCHITECTURE_MISMATCH, Reason.ARCHITECTURE_PIN_MISMATCH):
+            left[key] = decision
+    return left

@@ -1,0 +1,221 @@
+"""JSON patches that keep a pod (or a workload's template) on nodes that can run it.
+
+Our expressions are ANDed into every existing required node affinity term, never added as a
+new ORed term and never put into an empty term (which matches nothing): each operation can
+only narrow the user's constraints, never loosen them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypedDict
+
+from archwarden.policy import _decisions, _errors, _fields, _nodes, _workloads
+
+__all__ = [
+    "ANNOTATION_PLATFORMS",
+    "PatchOperation",
+    "pod_patch",
+    "template_patch",
+]
+
+ANNOTATION_PLATFORMS = "archwarden.io/platforms"
+
+_REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+_PREFERRED = "preferredDuringSchedulingIgnoredDuringExecution"
+
+_read = _fields.Reader(_errors.InvalidWorkload)
+
+Path = tuple[str | int, ...]
+
+
+class PatchOperation(TypedDict):
+    """One RFC 6902 operation; ``add`` also replaces an existing member."""
+
+    op: Literal["add"]
+    path: str
+    value: Any
+
+
+def _pointer(path: Path) -> str:
+    """RFC 6901: ``~`` and ``/`` inside a key are escaped (``archwarden.io~1platforms``)."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
+
+
+def _add(path: Path, value: Any) -> PatchOperation:
+    return {"op": "add", "path": _pointer(path), "value": value}
+
+
+def _dotted(path: Path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _child(parent: Mapping[str, Any], key: str, path: Path) -> Mapping[str, Any] | None:
+    """``parent[key]`` as an object, or ``None`` when missing or null."""
+    return _read.optional_mapping(parent.get(key), _dotted((*path, key)))
+
+
+def _walk(root: Mapping[str, Any], path: Path) -> Mapping[str, Any]:
+    node = _read.mapping(root, "object")
+    for i, part in enumerate(path):
+        child = _child(node, str(part), path[:i])
+        if child is None:
+            raise _read.fail(_dotted(path[: i + 1]), "required")
+        node = child
+    return node
+
+
+def _preferences(
+    placement: _decisions.Placement, preferences: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    entries = []
+    for arch, weight in sorted(preferences.items()):
+        # The API server accepts weights 1-100 only; settings should have refused others.
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 100:
+            raise ValueError(f"preference weight for {arch!r} must be 1-100, got {weight!r}")
+        if arch in placement.arches:
+            requirement = _workloads.Requirement(_nodes.LABEL_ARCH, "In", (arch,))
+            entries.append(
+                {"weight": weight, "preference": {"matchExpressions": [requirement.to_json()]}}
+            )
+    return entries
+
+
+def _has_preference(existing: Sequence[Any], entry: Mapping[str, Any], path: Path) -> bool:
+    """Whether a preferred term already expresses this arch preference (any weight)."""
+    wanted = entry["preference"]["matchExpressions"][0]
+    for i, raw in enumerate(existing):
+        term = _read.mapping(raw, _dotted((*path, i)))
+        preference = _read.mapping(term.get("preference"), _dotted((*path, i, "preference")))
+        expressions = _read.list(
+            preference.get("matchExpressions"),
+            _dotted((*path, i, "preference", "matchExpressions")),
+        )
+        if wanted in expressions:
+            return True
+    return False
+
+
+def _affinity_ops(
+    spec: Mapping[str, Any],
+    spec_path: Path,
+    required: list[dict[str, Any]],
+    preferred: list[dict[str, Any]],
+) -> list[PatchOperation]:
+    fresh: dict[str, Any] = {}
+    if required:
+        fresh[_REQUIRED] = {"nodeSelectorTerms": [{"matchExpressions": required}]}
+    if preferred:
+        fresh[_PREFERRED] = preferred
+    if not fresh:
+        return []
+    affinity = _child(spec, "affinity", spec_path)
+    if affinity is None:
+        return [_add((*spec_path, "affinity"), {"nodeAffinity": fresh})]
+    node_path: Path = (*spec_path, "affinity", "nodeAffinity")
+    node_affinity = _child(affinity, "nodeAffinity", node_path[:-1])
+    if node_affinity is None:
+        return [_add(node_path, fresh)]
+    ops: list[PatchOperation] = []
+    existing_required = _child(node_affinity, _REQUIRED, node_path)
+    if required and existing_required is None:
+        ops.append(_add((*node_path, _REQUIRED), fresh[_REQUIRED]))
+    elif required and existing_required is not None:
+        terms_path: Path = (*node_path, _REQUIRED, "nodeSelectorTerms")
+        # No terms at all matches no node; adding one would loosen that, so leave it alone.
+        terms = _read.list(existing_required.get("nodeSelectorTerms"), _dotted(terms_path))
+        for i, raw in enumerate(terms):
+            term = _read.mapping(raw, _dotted((*terms_path, i)))
+            expressions_path: Path = (*terms_path, i, "matchExpressions")
+            expressions = _read.list(term.get("matchExpressions"), _dotted(expressions_path))
+            fields = _read.list(term.get("matchFields"), _dotted((*terms_path, i, "matchFields")))
+            if not expressions and not fields:
+                continue  # an empty term matches nothing; an expression would widen it
+            missing = [r for r in required if r not in expressions]
+            if not missing:
+                continue
+            if expressions:
+                ops.extend(_add((*expressions_path, "-"), r) for r in missing)
+            else:
+                ops.append(_add(expressions_path, missing))
+    if preferred:
+        preferred_path: Path = (*node_path, _PREFERRED)
+        present = node_affinity.get(_PREFERRED)
+        existing = _read.list(present, _dotted(preferred_path))
+        new = [e for e in preferred if not _has_preference(existing, e, preferred_path)]
+        if new and present is None:
+            ops.append(_add(preferred_path, new))
+        else:
+            ops.extend(_add((*preferred_path, "-"), e) for e in new)
+    return ops
+
+
+def _annotation_ops(
+    root: Mapping[str, Any], metadata_path: Path, value: str
+) -> list[PatchOperation]:
+    parent = _walk(root, metadata_path[:-1])
+    metadata = _child(parent, str(metadata_path[-1]), metadata_path[:-1])
+    if metadata is None:
+        return [_add(metadata_path, {"annotations": {ANNOTATION_PLATFORMS: value}})]
+    annotations = _child(metadata, "annotations", metadata_path)
+    if annotations is None:
+        return [_add((*metadata_path, "annotations"), {ANNOTATION_PLATFORMS: value})]
+    if annotations.get(ANNOTATION_PLATFORMS) == value:
+        return []
+    return [_add((*metadata_path, "annotations", ANNOTATION_PLATFORMS), value)]
+
+
+def _patch(
+    root: Mapping[str, Any],
+    spec_path: Path,
+    decision: _decisions.Decision,
+    preferences: Mapping[str, int] | None,
+    *,
+    annotate: bool,
+) -> list[PatchOperation]:
+    if not decision.allowed:
+        return []
+    ops: list[PatchOperation] = []
+    if decision.placement is not None:
+        spec = _walk(root, spec_path)
+        required = [r.to_json() for r in decision.placement.required]
+        preferred = _preferences(decision.placement, preferences or {})
+        ops.extend(_affinity_ops(spec, spec_path, required, preferred))
+    if annotate and decision.pod_platforms:
+        metadata_path = (*spec_path[:-1], "metadata")
+        ops.extend(_annotation_ops(root, metadata_path, ",".join(decision.pod_platforms)))
+    return ops
+
+
+def pod_patch(
+    pod: Mapping[str, Any],
+    decision: _decisions.Decision,
+    *,
+    preferences: Mapping[str, int] | None = None,
+) -> list[PatchOperation]:
+    """Operations that constrain ``pod`` to the nodes ``decision`` found able to run it.
+
+    Adds required ``kubernetes.io/arch In [...]`` (and ``kubernetes.io/os``, or the Windows
+    build, when those tell compatible nodes apart) only when some candidate node cannot run
+    the pod; ``preferences`` (``{"arm64": 50}``) adds preferred terms for arches that can run
+    it, unless already present; and sets the ``archwarden.io/platforms`` annotation.
+    Returns ``[]`` for a denied decision.
+    """
+    return _patch(pod, ("spec",), decision, preferences, annotate=True)
+
+
+def template_patch(
+    obj: Mapping[str, Any],
+    decision: _decisions.Decision,
+    *,
+    preferences: Mapping[str, int] | None = None,
+    annotate: bool = True,
+) -> list[PatchOperation]:
+    """:func:`pod_patch` for a workload's pod template (any kind :func:`extract` reads).
+
+    Changing a template rolls out new pods; the caller decides whether that is wanted.
+    """
+    kind = _read.string(_read.mapping(obj, "object").get("kind"), "kind")
+    if kind not in _workloads.SPEC_PATHS:
+        raise _read.fail("kind", f"unsupported kind {kind!r}")
+    return _patch(obj, _workloads.SPEC_PATHS[kind], decision, preferences, annotate=annotate)

@@ -1,0 +1,157 @@
+"""Nodes reduced to what placement decisions need: platform, labels, taints and readiness."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from archwarden import platforms
+from archwarden.policy import _errors, _fields
+
+__all__ = [
+    "LABEL_ARCH",
+    "LABEL_OS",
+    "LABEL_WINDOWS_BUILD",
+    "Node",
+    "Taint",
+    "node_from_object",
+    "nodes_from_platforms",
+]
+
+LABEL_OS = "kubernetes.io/os"
+LABEL_ARCH = "kubernetes.io/arch"
+# Set by the kubelet on Windows nodes (e.g. 10.0.20348); Windows images must match the host build.
+LABEL_WINDOWS_BUILD = "node.kubernetes.io/windows-build"
+
+_read = _fields.Reader(_errors.InvalidNode)
+
+
+@dataclasses.dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str = ""
+    effect: str = ""
+    """``NoSchedule``, ``PreferNoSchedule`` or ``NoExecute``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """One node, frozen and hashable so an index (kopf's) can hold it."""
+
+    name: str
+    os: str
+    """As labelled (``kubernetes.io/os``), else as the kubelet reports it; '' when unknown."""
+    arch: str
+    """As labelled (``kubernetes.io/arch``), else as the kubelet reports it; '' when unknown."""
+    windows_build: str = ""
+    variant: str = ""
+    """Only synthetic nodes set it: node labels never carry an architecture variant."""
+    labels: tuple[tuple[str, str], ...] = ()
+    """Sorted ``(key, value)`` pairs; see :attr:`label_map`."""
+    taints: tuple[Taint, ...] = ()
+    ready: bool = True
+    unschedulable: bool = False
+
+    def __post_init__(self) -> None:
+        # Sorted so that equal label sets compare (and hash) equal whatever their source order.
+        object.__setattr__(self, "labels", tuple(sorted(self.labels)))
+
+    @functools.cached_property
+    def label_map(self) -> Mapping[str, str]:
+        return types.MappingProxyType(dict(self.labels))
+
+    @property
+    def known(self) -> bool:
+        """Whether the node's os and architecture are known; unknown nodes are never judged."""
+        return bool(self.os and self.arch)
+
+    @property
+    def platform(self) -> platforms.Platform:
+        """The node's platform; Windows nodes carry their build as ``os_version``."""
+        return platforms.normalize(
+            self.os,
+            self.arch,
+            self.variant,
+            os_version=self.windows_build if self.os.lower() == "windows" else "",
+        )
+
+
+def _taint(raw: object, path: str) -> Taint:
+    body = _read.mapping(raw, path)
+    return Taint(
+        key=_read.string(body.get("key"), f"{path}.key"),
+        value=_read.string(body.get("value"), f"{path}.value"),
+        effect=_read.string(body.get("effect"), f"{path}.effect"),
+    )
+
+
+def _ready(status: Mapping[str, Any]) -> bool:
+    conditions = _read.list(status.get("conditions"), "status.conditions")
+    for i, raw in enumerate(conditions):
+        condition = _read.mapping(raw, f"status.conditions[{i}]")
+        if _read.string(condition.get("type"), f"status.conditions[{i}].type") == "Ready":
+            return _read.string(condition.get("status"), f"status.conditions[{i}].status") == "True"
+    return False
+
+
+def node_from_object(obj: Mapping[str, Any]) -> Node:
+    """A :class:`Node` from a Kubernetes Node object; raises :class:`InvalidNode`."""
+    body = _read.mapping(obj, "node")
+    metadata = _read.mapping(body.get("metadata"), "metadata")
+    spec = _read.mapping(body.get("spec"), "spec")
+    status = _read.mapping(body.get("status"), "status")
+    info = _read.mapping(status.get("nodeInfo"), "status.nodeInfo")
+    labels = _read.string_map(metadata.get("labels"), "metadata.labels")
+    os_name = labels.get(LABEL_OS) or _read.string(
+        info.get("operatingSystem"), "status.nodeInfo.operatingSystem"
+    )
+    build = labels.get(LABEL_WINDOWS_BUILD, "")
+    if not build and os_name == "windows":
+        # On Windows the kubelet reports the OS build (10.0.20348.2527) as the kernel version.
+        build = _read.string(info.get("kernelVersion"), "status.nodeInfo.kernelVersion")
+    return Node(
+        name=_read.string(metadata.get("name"), "metadata.name"),
+        os=os_name,
+        arch=labels.get(LABEL_ARCH)
+        or _read.string(info.get("architecture"), "status.nodeInfo.architecture"),
+        windows_build=build,
+        labels=tuple(labels.items()),
+        taints=tuple(
+            _taint(raw, f"spec.taints[{i}]")
+            for i, raw in enumerate(_read.list(spec.get("taints"), "spec.taints"))
+        ),
+        ready=_ready(status),
+        unschedulable=_read.boolean(spec.get("unschedulable"), "spec.unschedulable"),
+    )
+
+
+def nodes_from_platforms(specs: Iterable[str]) -> list[Node]:
+    """One ready, untainted synthetic node per ``os/arch[/variant]`` (for offline checks).
+
+    Repeat a platform to get several nodes of it. Names are ``linux-amd64``, ``linux-amd64-2``...
+    Raises :class:`archwarden.platforms.InvalidPlatform` for a malformed specifier.
+    """
+    nodes: list[Node] = []
+    seen: dict[str, int] = {}
+    for spec in specs:
+        platform = platforms.parse(spec)
+        base = platform.canonical.replace("/", "-")
+        seen[base] = seen.get(base, 0) + 1
+        name = base if seen[base] == 1 else f"{base}-{seen[base]}"
+        nodes.append(
+            Node(
+                name=name,
+                os=platform.os,
+                arch=platform.architecture,
+                variant=platform.variant,
+                labels=(
+                    (LABEL_OS, platform.os),
+                    (LABEL_ARCH, platform.architecture),
+                    ("kubernetes.io/hostname", name),
+                ),
+            )
+        )
+    return nodes

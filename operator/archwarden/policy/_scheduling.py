@@ -1,0 +1,143 @@
+"""Which nodes may a pod be scheduled to? Kubernetes' own filtering rules, minus resources.
+
+Kept faithful to kube-scheduler's NodeAffinity, TaintToleration and NodeUnschedulable plugins
+(component-helpers ``nodeaffinity`` and ``v1.Toleration.ToleratesTaint``): a looser reading
+would blame images for nodes the pod could never use, a stricter one would miss mismatches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from archwarden.policy import _nodes, _workloads
+
+__all__ = [
+    "DAEMONSET_TOLERATIONS",
+    "candidate_nodes",
+    "matches_affinity",
+    "matches_node_selector",
+    "matches_requirement",
+    "matches_term",
+    "tolerates",
+    "tolerates_taints",
+]
+
+# Effects that keep a pod off a node; PreferNoSchedule only lowers the node's score.
+_EXCLUDING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
+
+_TAINT_UNSCHEDULABLE = _nodes.Taint("node.kubernetes.io/unschedulable", effect="NoSchedule")
+
+# The DaemonSet controller adds these to every pod it creates (pkg/controller/daemon/util), so
+# a DaemonSet's pods also land on cordoned nodes and nodes under resource pressure.
+DAEMONSET_TOLERATIONS: tuple[_workloads.Toleration, ...] = tuple(
+    _workloads.Toleration(key=key, operator="Exists", effect=effect)
+    for key, effect in (
+        ("node.kubernetes.io/not-ready", "NoExecute"),
+        ("node.kubernetes.io/unreachable", "NoExecute"),
+        ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+        ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+        ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+        ("node.kubernetes.io/unschedulable", "NoSchedule"),
+    )
+)
+
+
+def matches_requirement(requirement: _workloads.Requirement, labels: Mapping[str, str]) -> bool:
+    """A ``matchExpressions`` item against node labels (labels.Selector semantics)."""
+    value = labels.get(requirement.key)
+    operator = requirement.operator
+    if operator == "In":
+        return value is not None and value in requirement.values
+    if operator == "NotIn":
+        return value is None or value not in requirement.values
+    if operator == "Exists":
+        return value is not None
+    if operator == "DoesNotExist":
+        return value is None
+    if operator in ("Gt", "Lt") and value is not None and len(requirement.values) == 1:
+        try:
+            actual, bound = int(value), int(requirement.values[0])
+        except ValueError:
+            return False
+        return actual > bound if operator == "Gt" else actual < bound
+    return False
+
+
+def matches_term(term: _workloads.SelectorTerm, node: _nodes.Node) -> bool:
+    """All of a term's expressions and fields; an empty term matches nothing."""
+    if term.empty:
+        return False
+    fields = {"metadata.name": node.name}
+    return all(matches_requirement(r, node.label_map) for r in term.match_expressions) and all(
+        matches_requirement(r, fields) for r in term.match_fields
+    )
+
+
+def matches_affinity(terms: tuple[_workloads.SelectorTerm, ...] | None, node: _nodes.Node) -> bool:
+    """Required node affinity: terms are ORed; no affinity at all matches every node."""
+    if terms is None:
+        return True
+    return any(matches_term(term, node) for term in terms)
+
+
+def matches_node_selector(selector: Iterable[tuple[str, str]], node: _nodes.Node) -> bool:
+    return all(node.label_map.get(key) == value for key, value in selector)
+
+
+def tolerates(toleration: _workloads.Toleration, taint: _nodes.Taint) -> bool:
+    """``v1.Toleration.ToleratesTaint``: empty effect and empty key are wildcards."""
+    if toleration.effect and toleration.effect != taint.effect:
+        return False
+    if toleration.key and toleration.key != taint.key:
+        return False
+    if toleration.operator == "Exists":
+        return True
+    if toleration.operator == "Equal":
+        return toleration.value == taint.value
+    # Unknown operators tolerate nothing, as in Kubernetes.
+    return False
+
+
+def tolerates_taints(
+    tolerations: Iterable[_workloads.Toleration], taints: Iterable[_nodes.Taint]
+) -> bool:
+    """Whether every NoSchedule/NoExecute taint is tolerated."""
+    tolerations = tuple(tolerations)
+    return all(
+        any(tolerates(t, taint) for t in tolerations)
+        for taint in taints
+        if taint.effect in _EXCLUDING_EFFECTS
+    )
+
+
+def candidate_nodes(
+    workload: _workloads.Workload, nodes: Iterable[_nodes.Node]
+) -> list[_nodes.Node]:
+    """The nodes the workload's pods may be scheduled to, ignoring resources.
+
+    Ready, schedulable (or tolerating cordons), matching nodeSelector and required node
+    affinity, and tolerating every NoSchedule/NoExecute taint. A pod with ``spec.nodeName``
+    bypasses the scheduler: only that node, and only the selector and affinity (which the
+    kubelet re-checks on admission), apply.
+    """
+    template = workload.template
+    tolerations = template.tolerations
+    if workload.kind == "DaemonSet":
+        tolerations += DAEMONSET_TOLERATIONS
+    found = []
+    for node in nodes:
+        if not (
+            matches_node_selector(template.node_selector, node)
+            and matches_affinity(template.required_terms, node)
+        ):
+            continue
+        if template.node_name:
+            if node.name == template.node_name:
+                found.append(node)
+            continue
+        if not node.ready or not tolerates_taints(tolerations, node.taints):
+            continue
+        if node.unschedulable and not tolerates_taints(tolerations, (_TAINT_UNSCHEDULABLE,)):
+            continue
+        found.append(node)
+    return found

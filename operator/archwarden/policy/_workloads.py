@@ -1,0 +1,291 @@
+"""Workloads reduced to their pod template's images and scheduling constraints."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+from archwarden.policy import _errors, _fields
+
+__all__ = [
+    "NODE_SELECTOR_OPERATORS",
+    "SPEC_PATHS",
+    "Container",
+    "ContainerKind",
+    "PodTemplate",
+    "Requirement",
+    "SelectorTerm",
+    "Toleration",
+    "Workload",
+    "extract",
+    "scheduling_changed",
+]
+
+# Where each kind keeps its pod spec. Pods are judged as they are; the others by their template.
+SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "ReplicationController": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+
+NODE_SELECTOR_OPERATORS = frozenset({"In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"})
+# The API server accepts only this field, with only these operators, in matchFields.
+_FIELD_KEYS = frozenset({"metadata.name"})
+_FIELD_OPERATORS = frozenset({"In", "NotIn"})
+
+_REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+
+_read = _fields.Reader(_errors.InvalidWorkload)
+
+
+class ContainerKind(enum.StrEnum):
+    """The pod spec list a container comes from (its JSON field name)."""
+
+    CONTAINER = "containers"
+    INIT = "initContainers"
+    EPHEMERAL = "ephemeralContainers"
+
+
+@dataclasses.dataclass(frozen=True)
+class Container:
+    name: str
+    kind: ContainerKind
+    image: str
+    """Exactly as written in the spec: messages show the user's own spelling."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Requirement:
+    """A node selector requirement (``matchExpressions`` or ``matchFields`` item)."""
+
+    key: str
+    operator: str
+    values: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"key": self.key, "operator": self.operator}
+        if self.values:
+            data["values"] = list(self.values)
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectorTerm:
+    """One ``nodeSelectorTerms`` item; its requirements are ANDed."""
+
+    match_expressions: tuple[Requirement, ...] = ()
+    match_fields: tuple[Requirement, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """An empty term matches no node (Kubernetes semantics)."""
+        return not self.match_expressions and not self.match_fields
+
+
+@dataclasses.dataclass(frozen=True)
+class Toleration:
+    key: str = ""
+    operator: str = "Equal"
+    value: str = ""
+    effect: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PodTemplate:
+    """Everything in a pod spec that placement decisions depend on."""
+
+    containers: tuple[Container, ...]
+    """``containers``, then ``initContainers``, then ``ephemeralContainers``; no empty images."""
+    node_selector: tuple[tuple[str, str], ...] = ()
+    required_terms: tuple[SelectorTerm, ...] | None = None
+    """Required node affinity terms (ORed); ``None`` when the pod has no required affinity."""
+    tolerations: tuple[Toleration, ...] = ()
+    image_pull_secrets: tuple[str, ...] = ()
+    service_account: str = "default"
+    node_name: str = ""
+    """``spec.nodeName``: a pod bound to a node bypasses the scheduler."""
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """Distinct images in container order."""
+        return tuple(dict.fromkeys(c.image for c in self.containers))
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    kind: str
+    name: str
+    namespace: str
+    template: PodTemplate
+    controller_kind: str = ""
+    """Kind of the controlling owner (``DaemonSet`` for a DaemonSet's pods), '' if none."""
+
+    @property
+    def spec_path(self) -> tuple[str, ...]:
+        return SPEC_PATHS[self.kind]
+
+
+def _requirement(raw: object, path: str, *, field: bool) -> Requirement:
+    body = _read.mapping(raw, path)
+    key = _read.string(body.get("key"), f"{path}.key")
+    operator = _read.string(body.get("operator"), f"{path}.operator")
+    values = _read.strings(body.get("values"), f"{path}.values")
+    if field and key not in _FIELD_KEYS:
+        raise _read.fail(f"{path}.key", f"unsupported field {key!r}: only metadata.name")
+    allowed = _FIELD_OPERATORS if field else NODE_SELECTOR_OPERATORS
+    if operator not in allowed:
+        raise _read.fail(
+            f"{path}.operator",
+            f"unsupported operator {operator!r}: expected one of {', '.join(sorted(allowed))}",
+        )
+    if operator in ("Gt", "Lt"):
+        try:
+            (number,) = values
+            int(number)
+        except ValueError:
+            raise _read.fail(
+                f"{path}.values", f"operator {operator} needs exactly one integer value"
+            ) from None
+    return Requirement(key=key, operator=operator, values=values)
+
+
+def _term(raw: object, path: str) -> SelectorTerm:
+    body = _read.mapping(raw, path)
+
+    def requirements(name: str, *, field: bool) -> tuple[Requirement, ...]:
+        items = _read.list(body.get(name), f"{path}.{name}")
+        return tuple(
+            _requirement(item, f"{path}.{name}[{i}]", field=field) for i, item in enumerate(items)
+        )
+
+    return SelectorTerm(
+        match_expressions=requirements("matchExpressions", field=False),
+        match_fields=requirements("matchFields", field=True),
+    )
+
+
+def _required_terms(spec: Mapping[str, Any], path: str) -> tuple[SelectorTerm, ...] | None:
+    affinity = _read.mapping(spec.get("affinity"), f"{path}.affinity")
+    node_affinity = _read.mapping(affinity.get("nodeAffinity"), f"{path}.affinity.nodeAffinity")
+    where = f"{path}.affinity.nodeAffinity.{_REQUIRED}"
+    required = _read.optional_mapping(node_affinity.get(_REQUIRED), where)
+    if required is None:
+        return None
+    terms = _read.list(required.get("nodeSelectorTerms"), f"{where}.nodeSelectorTerms")
+    return tuple(_term(raw, f"{where}.nodeSelectorTerms[{i}]") for i, raw in enumerate(terms))
+
+
+def _toleration(raw: object, path: str) -> Toleration:
+    body = _read.mapping(raw, path)
+    # tolerationSeconds only delays eviction; it does not change where a pod may start.
+    return Toleration(
+        key=_read.string(body.get("key"), f"{path}.key"),
+        operator=_read.string(body.get("operator"), f"{path}.operator") or "Equal",
+        value=_read.string(body.get("value"), f"{path}.value"),
+        effect=_read.string(body.get("effect"), f"{path}.effect"),
+    )
+
+
+def _containers(spec: Mapping[str, Any], path: str) -> tuple[Container, ...]:
+    if spec.get(ContainerKind.CONTAINER) is None:
+        raise _read.fail(f"{path}.containers", "required")
+    found: list[Container] = []
+    for kind in ContainerKind:
+        items = _read.list(spec.get(kind), f"{path}.{kind}")
+        for i, raw in enumerate(items):
+            where = f"{path}.{kind}[{i}]"
+            body = _read.mapping(raw, where)
+            name = _read.string(body.get("name"), f"{where}.name")
+            # Templates may omit the image (tools fill it in later); nothing to check then.
+            image = _read.string(body.get("image"), f"{where}.image").strip()
+            if image:
+                found.append(Container(name=name, kind=kind, image=image))
+    return tuple(found)
+
+
+def _pull_secrets(spec: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    where = f"{path}.imagePullSecrets"
+    names = []
+    for i, raw in enumerate(_read.list(spec.get("imagePullSecrets"), where)):
+        name = _read.string(_read.mapping(raw, f"{where}[{i}]").get("name"), f"{where}[{i}].name")
+        if name:
+            names.append(name)
+    return tuple(names)
+
+
+def _template(spec: Mapping[str, Any], path: str) -> PodTemplate:
+    selector = _read.string_map(spec.get("nodeSelector"), f"{path}.nodeSelector")
+    tolerations = _read.list(spec.get("tolerations"), f"{path}.tolerations")
+    # serviceAccount is the deprecated spelling the API server still copies across.
+    account = _read.string(spec.get("serviceAccountName"), f"{path}.serviceAccountName")
+    account = account or _read.string(spec.get("serviceAccount"), f"{path}.serviceAccount")
+    return PodTemplate(
+        containers=_containers(spec, path),
+        node_selector=tuple(sorted(selector.items())),
+        required_terms=_required_terms(spec, path),
+        tolerations=tuple(
+            _toleration(raw, f"{path}.tolerations[{i}]") for i, raw in enumerate(tolerations)
+        ),
+        image_pull_secrets=_pull_secrets(spec, path),
+        service_account=account or "default",
+        node_name=_read.string(spec.get("nodeName"), f"{path}.nodeName"),
+    )
+
+
+def _controller_kind(metadata: Mapping[str, Any]) -> str:
+    owners = _read.list(metadata.get("ownerReferences"), "metadata.ownerReferences")
+    for i, raw in enumerate(owners):
+        where = f"metadata.ownerReferences[{i}]"
+        owner = _read.mapping(raw, where)
+        if _read.boolean(owner.get("controller"), f"{where}.controller"):
+            return _read.string(owner.get("kind"), f"{where}.kind")
+    return ""
+
+
+def extract(obj: Mapping[str, Any], *, kind: str | None = None) -> Workload:
+    """The :class:`Workload` of a Pod or workload object; raises :class:`InvalidWorkload`.
+
+    ``kind`` overrides ``obj["kind"]`` (admission requests name the kind separately).
+    """
+    body = _read.mapping(obj, "object")
+    kind = kind or _read.string(body.get("kind"), "kind")
+    if kind not in SPEC_PATHS:
+        raise _read.fail("kind", f"unsupported kind {kind!r}")
+    metadata = _read.mapping(body.get("metadata"), "metadata")
+    name = _read.string(metadata.get("name"), "metadata.name")
+    name = name or _read.string(metadata.get("generateName"), "metadata.generateName")
+    spec: Mapping[str, Any] = body
+    path = ""
+    for part in SPEC_PATHS[kind]:
+        path = f"{path}.{part}" if path else part
+        if spec.get(part) is None:
+            raise _read.fail(path, "required")
+        spec = _read.mapping(spec.get(part), path)
+    return Workload(
+        kind=kind,
+        name=name,
+        namespace=_read.string(metadata.get("namespace"), "metadata.namespace"),
+        template=_template(spec, path),
+        controller_kind=_controller_kind(metadata),
+    )
+
+
+def scheduling_changed(old_obj: Mapping[str, Any], new_obj: Mapping[str, Any]) -> bool:
+    """Whether an UPDATE changed anything a placement decision depends on.
+
+    That is the images (any container kind), nodeSelector, required node affinity,
+    tolerations, nodeName, and the pull secrets and service account that decide how images
+    are inspected. An object that cannot be read counts as changed, so it gets (re)checked.
+    """
+    try:
+        old, new = extract(old_obj), extract(new_obj)
+    except _errors.InvalidWorkload:
+        return True
+    return old.kind != new.kind or old.template != new.template
