@@ -219,3 +219,16 @@ def test_from_files_errors_name_the_file_not_the_content(tmp_path: Path) -> None
     missing = tmp_path / "missing.json"
     with pytest.raises(InvalidDockerConfig, match=r"cannot read docker config .*missing\.json"):
         CredentialStore.from_files([str(missing)])
+
+
+def test_invalid_json_error_keeps_no_reference_to_the_document() -> None:
+    secret = '{"auths": {"r.example": {"password": "hunter2-secret"}'  # missing a brace
+    with pytest.raises(InvalidDockerConfig) as caught:
+        CredentialStore.from_docker_config(secret)
+    chain = []
+    current: BaseException | None = caught.value
+    while current is not None:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    assert chain == [caught.value]
+    assert "hunter2" not in repr(caught.value.args)

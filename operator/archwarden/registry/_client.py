@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import email.utils
+import hashlib
 import json
 import random
 import ssl
@@ -23,6 +25,13 @@ __all__ = ["RegistryClient", "RequestObserver"]
 USER_AGENT = "archwarden/0.1 (+https://github.com/archwarden/archwarden)"
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+# Per-call credentials (a pod's pull secrets) for one shared client: set by
+# :meth:`RegistryClient.using`, inherited by tasks started inside, so concurrent admissions with
+# different secrets never see each other's. Tokens are cached per identity for the same reason.
+_call_credentials: contextvars.ContextVar[_credentials.CredentialStore | None] = (
+    contextvars.ContextVar("archwarden_registry_credentials", default=None)
+)
 
 RequestObserver = Callable[[str, str, float], None]
 """Called after every HTTP exchange with (registry host, status code or error kind, seconds)."""
@@ -271,7 +280,28 @@ class RegistryClient:
 
     def _credential(self, endpoint: _Endpoint) -> _credentials.Credential | None:
         # Keyed by the host actually contacted: a mirror never receives the upstream's secret.
-        return self.credentials.lookup(endpoint.registry if not endpoint.mirror else endpoint.host)
+        store = _call_credentials.get() or self.credentials
+        return store.lookup(endpoint.registry if not endpoint.mirror else endpoint.host)
+
+    def _token_realm_key(self, endpoint: _Endpoint, realm: str) -> str:
+        """Tokens are cached per identity: one pod's secret must never serve another pod."""
+        credential = self._credential(endpoint)
+        if credential is None:
+            return realm
+        secret = "\0".join((credential.username, credential.password, credential.identity_token))
+        return realm + "#" + hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+    @staticmethod
+    def using(credentials: _credentials.CredentialStore | None) -> contextvars.Token[Any]:
+        """Use ``credentials`` (instead of the client's own) in the current context.
+
+        Pass the returned token to :meth:`restore`. ``None`` means the client's own store.
+        """
+        return _call_credentials.set(credentials)
+
+    @staticmethod
+    def restore(token: contextvars.Token[Any]) -> None:
+        _call_credentials.reset(token)
 
     async def _authorization(self, endpoint: _Endpoint, scope: str, subject: str) -> str | None:
         credential = self._credential(endpoint)
@@ -292,14 +322,15 @@ class RegistryClient:
         scopes: tuple[str, ...],
         subject: str,
     ) -> str:
-        key = _auth.TokenCache.key(challenge.realm, challenge.service, scopes)
+        realm_key = self._token_realm_key(endpoint, challenge.realm)
+        key = _auth.TokenCache.key(realm_key, challenge.service, scopes)
         lock = self._token_locks.setdefault(key, asyncio.Lock())
         async with lock:  # concurrent requests for one scope share one token fetch
-            cached = self._tokens.get(challenge.realm, challenge.service, scopes)
+            cached = self._tokens.get(realm_key, challenge.service, scopes)
             if cached is not None:
                 return cached
             token, expires_in = await self._fetch_token(endpoint, challenge, scopes, subject)
-            self._tokens.put(challenge.realm, challenge.service, scopes, token, expires_in)
+            self._tokens.put(realm_key, challenge.service, scopes, token, expires_in)
             return token
 
     async def _fetch_token(
@@ -466,7 +497,9 @@ class RegistryClient:
                         endpoint.registry, self._unauthorized_reason(endpoint), subject
                     )
                 if known is not None and known.scheme == "bearer":
-                    self._tokens.drop(known.realm, known.service, (scope,))
+                    self._tokens.drop(
+                        self._token_realm_key(endpoint, known.realm), known.service, (scope,)
+                    )
                 self._challenges[endpoint.host] = _auth.Challenge(
                     challenge.scheme,
                     {k: v for k, v in challenge.params.items() if k in ("realm", "service")},

@@ -18,6 +18,16 @@ from archwarden.registry import _config
 __all__ = ["Credential", "CredentialStore", "InvalidDockerConfig"]
 
 
+_INVALID = object()
+
+
+def _parse_json(content: bytes | str) -> Any:
+    try:
+        return json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return _INVALID
+
+
 class InvalidDockerConfig(ValueError):
     """A docker config that cannot be read; the message never includes its content."""
 
@@ -104,10 +114,11 @@ class CredentialStore:
     def from_docker_config(cls, content: bytes | str | Mapping[str, Any]) -> CredentialStore:
         """Read ``{"auths": {...}}`` (or a legacy ``.dockercfg`` without the wrapper)."""
         if isinstance(content, bytes | str):
-            try:
-                data = json.loads(content)
-            except (ValueError, UnicodeDecodeError):
-                raise InvalidDockerConfig("docker config is not valid JSON") from None
+            # Raised outside the except block: the JSON error's text quotes the document, and
+            # even a suppressed __context__ would keep secrets reachable from our exception.
+            data = _parse_json(content)
+            if data is _INVALID:
+                raise InvalidDockerConfig("docker config is not valid JSON")
         else:
             data = content
         if not isinstance(data, Mapping):
