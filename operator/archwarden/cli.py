@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from archwarden import __version__, reference, registry
+from archwarden import __version__, policy, reference, registry, settings
 
 __all__ = ["main"]
 
@@ -76,6 +78,155 @@ async def _inspect(args: argparse.Namespace) -> int:
     return 1 if any("error" in row for row in rows) else 0
 
 
+def _load_documents(paths: list[str]) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """(source, object) for every document, unwrapping ``kind: List``; and read errors."""
+    import yaml
+
+    found: list[tuple[str, dict[str, Any]]] = []
+    errors: list[str] = []
+    for path in paths:
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            errors.append(f"{path}: cannot read: {exc.strerror or exc}")
+            continue
+        try:
+            docs = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            errors.append(f"{path}: not valid YAML{where}")
+            continue
+        for index, doc in enumerate(docs):
+            if doc is None:
+                continue
+            if not isinstance(doc, dict):
+                errors.append(f"{path}: document {index + 1} is not a mapping")
+                continue
+            items = doc.get("items") if doc.get("kind") == "List" else [doc]
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict):
+                    found.append((path, item))
+    return found, errors
+
+
+def _cluster_nodes(kubeconfig: str | None) -> list[policy.Node]:
+    from archwarden import kube
+
+    api = kube.load_api_client(kubeconfig)
+    reader = kube.ApiReader(api)
+    items = asyncio.run(reader.list("v1", "nodes"))
+    return [policy.node_from_object(item) for item in items]
+
+
+async def _check(args: argparse.Namespace) -> int:
+    documents, errors = _load_documents(args.filename)
+    if args.platforms:
+        try:
+            nodes = policy.nodes_from_platforms(p for p in args.platforms.split(",") if p.strip())
+        except ValueError as exc:
+            print(f"archwarden: error: --platforms: {exc}", file=sys.stderr)
+            return 2
+    else:
+        try:
+            nodes = await asyncio.to_thread(_cluster_nodes, args.kubeconfig)
+        except Exception as exc:  # a missing kubeconfig or an unreachable cluster: one line
+            print(f"archwarden: error: cannot read the cluster's nodes: {exc}", file=sys.stderr)
+            return 2
+    workloads: list[tuple[str, policy.Workload]] = []
+    for source, obj in documents:
+        if obj.get("kind") not in policy.SPEC_PATHS:
+            continue
+        try:
+            workloads.append((source, policy.extract(obj)))
+        except policy.InvalidWorkload as exc:
+            name = (obj.get("metadata") or {}).get("name", "?")
+            errors.append(f"{source}: {obj.get('kind')} {name}: {exc}")
+    credentials = registry.CredentialStore.from_files(args.docker_config)
+    config = settings.Settings(mode=args.mode, failure_policy=args.failure_policy)
+    rows: list[dict[str, Any]] = []
+    async with registry.RegistryClient(_registry_settings(args), credentials) as client:
+        from archwarden import admission
+
+        engine = admission.Admission(
+            dataclasses.replace(
+                config, webhook=dataclasses.replace(config.webhook, budget_seconds=args.timeout * 3)
+            ),
+            registry.Resolver(client),
+            lambda: nodes,
+        )
+        for source, workload in workloads:
+            answers = await engine.answers(workload.template.images, None)
+            decision = policy.decide(
+                workload,
+                nodes,
+                answers,
+                mode=policy.Mode(args.mode),
+                failure_policy=policy.FailurePolicy(args.failure_policy),
+            )
+            verdict = "deny" if not decision.allowed else ("warn" if decision.message else "ok")
+            rows.append(
+                {
+                    "file": source,
+                    "kind": workload.kind,
+                    "namespace": workload.namespace,
+                    "name": workload.name,
+                    "verdict": verdict,
+                    "reason": str(decision.reason),
+                    "message": decision.message,
+                    "platforms": list(decision.pod_platforms),
+                }
+            )
+    for error in errors:
+        print(f"archwarden: error: {error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            name = f"{row['kind']}/{row['name']}"
+            if row["namespace"]:
+                name = f"{row['namespace']}/{name}"
+            line = f"{row['verdict'].upper():4}  {name}"
+            if row["message"]:
+                line += f": {row['message']}"
+            print(line)
+    return 1 if errors or any(r["verdict"] == "deny" for r in rows) else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    try:
+        config = settings.load(args.config)
+    except settings.ConfigError as exc:
+        print(f"archwarden: error: {exc}", file=sys.stderr)
+        return 2
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    import kopf
+
+    from archwarden import handlers
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    runtime = handlers.Runtime(
+        config=config,
+        dev=args.dev,
+        dev_dir=Path(args.dev_dir),
+        kubeconfig=args.kubeconfig,
+    )
+    kopf.run(
+        clusterwide=True,
+        standalone=True,  # replicas do not peer: each serves from its own live inventory
+        memo=kopf.Memo(runtime=runtime),
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="archwarden",
@@ -89,6 +240,69 @@ def _parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("images", nargs="+", metavar="REF", help="image references")
     inspect.add_argument("--json", action="store_true", help="print a JSON list")
+    _registry_flags(inspect)
+    inspect.set_defaults(handler=_inspect)
+
+    check = commands.add_parser(
+        "check",
+        help="run the admission policy offline over YAML manifests (for CI pipelines)",
+    )
+    check.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="manifest file, multi-document YAML; '-' reads stdin (repeatable)",
+    )
+    where = check.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--platforms",
+        metavar="LIST",
+        help="node platforms to check against, e.g. linux/amd64,linux/arm64 (one node each)",
+    )
+    where.add_argument(
+        "--from-cluster", action="store_true", help="use the nodes of the current cluster"
+    )
+    check.add_argument("--kubeconfig", metavar="FILE", help="with --from-cluster")
+    check.add_argument(
+        "--mode",
+        choices=["enforce", "warn", "audit"],
+        default="enforce",
+        help="policy mode (default enforce: exit 1 when a workload would be denied)",
+    )
+    check.add_argument(
+        "--failure-policy",
+        choices=["open", "closed"],
+        default="closed",
+        help="when an image cannot be inspected (default closed: counts as denied)",
+    )
+    check.add_argument("--json", action="store_true", help="print a JSON list of verdicts")
+    _registry_flags(check)
+    check.set_defaults(handler=_check)
+
+    run = commands.add_parser("run", help="run the admission webhook and operator")
+    run.add_argument("--config", metavar="FILE", help="configuration file (YAML)")
+    run.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: the usual lookup)")
+    run.add_argument(
+        "--dev",
+        action="store_true",
+        help="generate a local CA and certificate and register the webhooks at "
+        "https://127.0.0.1:PORT (local clusters only)",
+    )
+    run.add_argument(
+        "--dev-dir",
+        metavar="DIR",
+        default=".archwarden-dev",
+        help="where --dev writes its certificates",
+    )
+    run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.set_defaults(handler=None, sync_handler=_run)
+    return parser
+
+
+def _registry_flags(parser: argparse.ArgumentParser) -> None:
+    inspect = parser
     inspect.add_argument(
         "--docker-config",
         action="append",
@@ -114,13 +328,13 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--timeout", type=float, default=10.0, help="seconds per registry request (default 10)"
     )
-    inspect.set_defaults(handler=_inspect)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.handler is None:
+            return int(args.sync_handler(args))
         return int(asyncio.run(args.handler(args)))
     except KeyboardInterrupt:
         return 130

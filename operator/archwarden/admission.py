@@ -1,0 +1,252 @@
+"""One admission review, start to finish, without kopf: the handlers are thin glue over this.
+
+Flow: scope (excluded namespaces, opt-out, own pods) -> what changed (UPDATE) -> extract the
+pod template -> pull credentials -> resolve every image within the budget (stale answers
+allowed) -> the policy decision -> a patch for pods -> Events and metrics for the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from archwarden import metrics, policy, reference, registry, settings
+
+__all__ = ["Admission", "EventNote", "Outcome"]
+
+ANNOTATION_SKIP = "archwarden.io/skip"
+LABEL_MODE = "archwarden.io/mode"
+# archwarden's own pods carry this label (the chart's selector labels); never block them.
+OWN_LABEL = ("app.kubernetes.io/name", "archwarden")
+
+CredentialsFn = Callable[
+    [str, Iterable[str], str], Awaitable[tuple[registry.CredentialStore, list[str]]]
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class EventNote:
+    """An Event the caller should post (unless the request is a dry run)."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    allowed: bool
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    patch: tuple[policy.PatchOperation, ...] = ()
+    events: tuple[EventNote, ...] = ()
+    decision: policy.Decision | None = None
+    label: str = "allowed"
+    """For metrics: allowed, denied, warned, skipped."""
+
+
+def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+class Admission:
+    def __init__(
+        self,
+        config: settings.Settings,
+        resolver: registry.Resolver,
+        nodes: Callable[[], list[policy.Node]],
+        *,
+        credentials: CredentialsFn | None = None,
+        namespace_mode: Callable[[str], str | None] = lambda _ns: None,
+        meters: metrics.Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.resolver = resolver
+        self.nodes = nodes
+        self.credentials = credentials
+        self.namespace_mode = namespace_mode
+        self.metrics = meters or metrics.Metrics()
+
+    def mode_for(self, namespace: str) -> policy.Mode:
+        override = self.namespace_mode(namespace)
+        if override in ("enforce", "warn", "audit"):
+            return policy.Mode(override)
+        return policy.Mode(self.config.mode)
+
+    async def answers(
+        self, images: Iterable[str], creds: registry.CredentialStore | None
+    ) -> dict[str, policy.ImageAnswer]:
+        """Platforms (or the failure) of every image, within the admission budget."""
+        images = list(dict.fromkeys(images))
+        result: dict[str, policy.ImageAnswer] = {}
+
+        async def one(image: str) -> None:
+            try:
+                ref = reference.parse(image)
+            except reference.InvalidReference as exc:
+                result[image] = policy.ImageFailure(str(exc))
+                return
+            token = registry.RegistryClient.using(creds)
+            try:
+                answer = await self.resolver.resolve(ref, allow_stale=True)
+            except registry.RegistryError as exc:
+                result[image] = policy.ImageFailure(str(exc))
+            else:
+                result[image] = answer.platforms
+            finally:
+                registry.RegistryClient.restore(token)
+
+        tasks = [asyncio.ensure_future(one(image)) for image in images]
+        budget = self.config.webhook.budget_seconds
+        _done, pending = await asyncio.wait(tasks, timeout=budget) if tasks else (set(), set())
+        for task in pending:
+            task.cancel()  # the shared lookup itself continues (shielded) and fills the cache
+        for image in images:
+            if image not in result:
+                stale = self._stale(image)
+                result[image] = (
+                    stale
+                    if stale is not None
+                    else policy.ImageFailure(
+                        f"image {image}: registry did not answer within {budget:g}s"
+                    )
+                )
+        return result
+
+    def _stale(self, image: str) -> tuple[Any, ...] | None:
+        try:
+            held = self.resolver.cached(image)
+        except reference.InvalidReference:
+            return None
+        return held.platforms if held is not None else None
+
+    async def review(
+        self,
+        obj: Mapping[str, Any],
+        *,
+        operation: str,
+        old: Mapping[str, Any] | None = None,
+        namespace: str = "",
+        mutate: bool = False,
+        webhook: str = "validate",
+    ) -> Outcome:
+        started = time.perf_counter()
+        kind = str(obj.get("kind") or "")
+        try:
+            outcome = await self._review(obj, operation, old, namespace, mutate)
+        finally:
+            self.metrics.admission_duration.labels(webhook).observe(time.perf_counter() - started)
+        self.metrics.admission_requests.labels(webhook, kind, operation, outcome.label).inc()
+        return outcome
+
+    async def _review(
+        self,
+        obj: Mapping[str, Any],
+        operation: str,
+        old: Mapping[str, Any] | None,
+        namespace: str,
+        mutate: bool,
+    ) -> Outcome:
+        meta = _metadata(obj)
+        namespace = namespace or str(meta.get("namespace") or "")
+        labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
+        annotations = (
+            meta.get("annotations") if isinstance(meta.get("annotations"), Mapping) else {}
+        )
+        assert isinstance(labels, Mapping) and isinstance(annotations, Mapping)
+        if operation not in ("CREATE", "UPDATE"):
+            return Outcome(True, label="skipped")  # DELETE and CONNECT are never blocked
+        if namespace in self.config.excluded_namespaces:
+            return Outcome(True, label="skipped")
+        if labels.get(OWN_LABEL[0]) == OWN_LABEL[1]:
+            return Outcome(True, label="skipped")
+        if str(annotations.get(ANNOTATION_SKIP, "")).lower() == "true":
+            note = EventNote(
+                "Normal",
+                "ArchitectureCheckSkipped",
+                f'{ANNOTATION_SKIP}: "true" is set; archwarden did not check this workload',
+            )
+            return Outcome(True, events=(note,) if not mutate else (), label="skipped")
+        if operation == "UPDATE" and old is not None and not policy.scheduling_changed(old, obj):
+            return Outcome(True, label="unchanged")
+        try:
+            workload = policy.extract(obj)
+        except policy.InvalidWorkload as exc:
+            # The API server's own validation rejects malformed objects with better context;
+            # we only say why we could not check it.
+            return Outcome(True, warnings=(f"archwarden: cannot read this object: {exc}",))
+
+        problems: list[str] = []
+        creds: registry.CredentialStore | None = None
+        if self.credentials is not None:
+            creds, problems = await self.credentials(
+                namespace, workload.template.image_pull_secrets, workload.template.service_account
+            )
+        answers = await self.answers(workload.template.images, creds)
+        mode = self.mode_for(namespace)
+        failure_policy = policy.FailurePolicy(self.config.failure_policy)
+        decision = policy.decide(
+            workload, self.nodes(), answers, mode=mode, failure_policy=failure_policy
+        )
+        # A DaemonSet's own pods are pinned to one node each; denying one would make the
+        # controller retry forever, so those are judged with warn semantics.
+        if (
+            not decision.allowed
+            and workload.kind == "Pod"
+            and workload.controller_kind == "DaemonSet"
+        ):
+            decision = policy.decide(
+                workload,
+                self.nodes(),
+                answers,
+                mode=policy.Mode.WARN,
+                failure_policy=failure_policy,
+            )
+
+        events: list[EventNote] = []
+        if decision.mismatch:
+            events.append(EventNote("Warning", "ArchitectureMismatch", decision.message))
+        if decision.reason is policy.Reason.IMAGE_INSPECTION_FAILED:
+            events.append(EventNote("Warning", "ImageInspectionFailed", decision.message))
+            self.metrics.registry_failures.labels("allowed" if decision.allowed else "denied").inc()
+        warnings = list(decision.warnings) + [f"archwarden: {p}" for p in problems]
+
+        patch: tuple[policy.PatchOperation, ...] = ()
+        if mutate and decision.allowed and self.config.mutate:
+            patch = tuple(
+                policy.pod_patch(obj, decision, preferences=self.config.preferred_architectures)
+            )
+            if any(
+                op["path"].endswith("/affinity") or "nodeAffinity" in op["path"] for op in patch
+            ):
+                events.append(
+                    EventNote(
+                        "Normal",
+                        "NodeAffinityInjected",
+                        "pods constrained to nodes of "
+                        + ", ".join(decision.node_platforms or decision.pod_platforms),
+                    )
+                )
+        if mutate:
+            # The validating webhook reports mismatches; the mutating one only its own patches.
+            events = [e for e in events if e.reason == "NodeAffinityInjected"]
+            warnings = []
+        if not decision.allowed:
+            label = "denied"
+        elif decision.warnings:
+            label = "warned"
+        else:
+            label = "allowed"
+        return Outcome(
+            allowed=decision.allowed,
+            message=decision.message,
+            warnings=tuple(warnings),
+            patch=patch,
+            events=tuple(events),
+            decision=decision,
+            label=label,
+        )

@@ -1,0 +1,352 @@
+"""kopf glue: indexes, admission handlers, watchers. Decisions live in ``admission``/``policy``.
+
+Handler ids are the webhook URL paths (and the chart's webhook names), so they are stable API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import jsonpatch
+import kopf
+
+from archwarden import admission, certs, kube, metrics, policy, registry, serving, settings
+
+__all__ = ["WORKLOAD_RESOURCES", "Runtime"]
+
+logger = logging.getLogger("archwarden")
+
+WORKLOAD_RESOURCES = {
+    "validate-deployments": ("apps", "v1", "deployments"),
+    "validate-statefulsets": ("apps", "v1", "statefulsets"),
+    "validate-daemonsets": ("apps", "v1", "daemonsets"),
+    "validate-replicasets": ("apps", "v1", "replicasets"),
+    "validate-jobs": ("batch", "v1", "jobs"),
+    "validate-cronjobs": ("batch", "v1", "cronjobs"),
+}
+KIND_PLURALS = {
+    "Deployment": ("apps/v1", "deployments"),
+    "StatefulSet": ("apps/v1", "statefulsets"),
+    "DaemonSet": ("apps/v1", "daemonsets"),
+    "ReplicaSet": ("apps/v1", "replicasets"),
+    "Job": ("batch/v1", "jobs"),
+    "CronJob": ("batch/v1", "cronjobs"),
+}
+REEVALUATE_DELAY = 1.0
+"""Seconds to let a burst of node changes settle before re-evaluating workloads."""
+
+
+@dataclasses.dataclass
+class Runtime:
+    """Everything the handlers share, built by ``archwarden run`` before kopf starts."""
+
+    config: settings.Settings
+    dev: bool = False
+    dev_dir: Path = Path(".archwarden-dev")
+    kubeconfig: str | None = None
+    metrics: metrics.Metrics = dataclasses.field(default_factory=metrics.Metrics)
+    ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    events: kube.EventDeduper = dataclasses.field(default_factory=kube.EventDeduper)
+    nodes: dict[str, policy.Node] = dataclasses.field(default_factory=dict)
+    namespace_modes: dict[str, str] = dataclasses.field(default_factory=dict)
+    platform_set: frozenset[str] | None = None
+    admission: admission.Admission | None = None
+    reader: kube.ApiReader | None = None
+    client: registry.RegistryClient | None = None
+    health: serving.HealthServer | None = None
+    reevaluation: asyncio.Task[None] | None = None
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime = memo.get("runtime") if isinstance(memo, Mapping) else getattr(memo, "runtime", None)
+    if not isinstance(runtime, Runtime):
+        raise RuntimeError("archwarden handlers need a Runtime in kopf's memo")
+    return runtime
+
+
+# -- startup and cleanup --------------------------------------------------------------------------
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    rt = _runtime(memo)
+    config = rt.config
+    settings.posting.reporting_component = "archwarden"
+    settings.posting.level = logging.WARNING  # only our own kopf.event calls post Events
+    settings.persistence.finalizer = "archwarden.io/finalizer"
+    settings.watching.server_timeout = 300
+    if rt.dev:
+        files = certs.write_dev_certificates(rt.dev_dir)
+        settings.admission.server = kopf.WebhookServer(
+            addr="127.0.0.1",
+            port=config.webhook.port,
+            host="127.0.0.1",
+            certfile=str(files.cert_file),
+            pkeyfile=str(files.key_file),
+            cafile=str(files.ca_file),
+        )
+        settings.admission.managed = "archwarden.io"
+    else:
+        if not (config.webhook.cert_file and config.webhook.key_file):
+            raise kopf.PermanentError(
+                "webhook.certFile and webhook.keyFile are required (or --dev)"
+            )
+        settings.admission.server = kopf.WebhookServer(
+            addr=config.webhook.address,
+            port=config.webhook.port,
+            certfile=config.webhook.cert_file,
+            pkeyfile=config.webhook.key_file,
+        )
+    api_client = kube.load_api_client(rt.kubeconfig)
+    rt.reader = kube.ApiReader(api_client)
+    rt.client = registry.RegistryClient(
+        config.client_settings(), observer=rt.metrics.observe_registry
+    )
+    resolver = registry.Resolver(rt.client, config.cache, observer=rt.metrics.observe_lookup)
+    secrets = kube.PullSecrets(rt.reader, config.global_pull_secret)
+    rt.admission = admission.Admission(
+        config,
+        resolver,
+        lambda: list(rt.nodes.values()),
+        credentials=secrets.for_pod,
+        namespace_mode=rt.namespace_modes.get,
+        meters=rt.metrics,
+    )
+    rt.health = serving.HealthServer(rt.metrics, rt.ready)
+    await rt.health.start(config.metrics.address, config.metrics.port)
+    logger.info(
+        "archwarden ready to serve: webhook port %d, metrics port %d, mode %s",
+        config.webhook.port,
+        config.metrics.port,
+        config.mode,
+    )
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: Any, **_: Any) -> None:
+    rt = _runtime(memo)
+    if rt.health is not None:
+        await rt.health.stop()
+    if rt.client is not None:
+        await rt.client.aclose()
+
+
+# -- inventory ------------------------------------------------------------------------------------
+
+
+def _update_node_metrics(rt: Runtime) -> None:
+    counts: dict[tuple[str, str], int] = {}
+    for node in rt.nodes.values():
+        counts[(node.os or "unknown", node.arch or "unknown")] = (
+            counts.get((node.os or "unknown", node.arch or "unknown"), 0) + 1
+        )
+    rt.metrics.nodes.clear()
+    for (os_name, arch), count in counts.items():
+        rt.metrics.nodes.labels(os_name, arch).set(count)
+
+
+@kopf.on.event("nodes")
+async def node_changed(
+    event: Mapping[str, Any], body: Mapping[str, Any], name: str, memo: Any, **_: Any
+) -> None:
+    """Keep the inventory; kopf delivers every existing node first, then changes."""
+    rt = _runtime(memo)
+    if event.get("type") == "DELETED":
+        rt.nodes.pop(name, None)
+    else:
+        try:
+            rt.nodes[name] = policy.node_from_object(body)
+        except policy.InvalidNode as exc:
+            logger.warning("node %s ignored: %s", name, exc)
+            rt.nodes.pop(name, None)
+    _update_node_metrics(rt)
+    platforms = frozenset(n.platform.canonical for n in rt.nodes.values() if n.known and n.ready)
+    if platforms != rt.platform_set:
+        first = rt.platform_set is None
+        rt.platform_set = platforms
+        if not first:
+            logger.info("node platforms now: %s", ", ".join(sorted(platforms)))
+        _schedule_reevaluation(rt)
+
+
+@kopf.on.event("namespaces")
+async def namespace_changed(
+    event: Mapping[str, Any], name: str, labels: Mapping[str, str], memo: Any, **_: Any
+) -> None:
+    rt = _runtime(memo)
+    mode = labels.get(admission.LABEL_MODE)
+    if event.get("type") == "DELETED" or not mode:
+        rt.namespace_modes.pop(name, None)
+    else:
+        rt.namespace_modes[name] = mode
+    # Handlers only start once kopf's initial listings are in; the first namespace event
+    # therefore means the node inventory is as complete as the cluster's (there is always a
+    # namespace, even where there are no nodes yet).
+    rt.ready.set()
+
+
+def _schedule_reevaluation(rt: Runtime) -> None:
+    if rt.reevaluation is None or rt.reevaluation.done():
+        rt.reevaluation = asyncio.create_task(_reevaluate(rt))
+
+
+async def _reevaluate(rt: Runtime) -> None:
+    """After inventory changes: which workloads have no node left that can run them?"""
+    await asyncio.sleep(REEVALUATE_DELAY)
+    if rt.reader is None or rt.admission is None:
+        return
+    workloads: dict[tuple[str, str, str], policy.Workload] = {}
+    bodies: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+    for kind, (api_version, plural) in KIND_PLURALS.items():
+        try:
+            items = await rt.reader.list(api_version, plural)
+        except Exception as exc:  # the API may be briefly unavailable; next change retries
+            logger.warning("re-evaluation skipped %s: %s", plural, exc)
+            continue
+        for item in items:
+            meta = item.get("metadata") or {}
+            namespace = str(meta.get("namespace") or "")
+            if namespace in rt.config.excluded_namespaces or any(
+                ref.get("controller") for ref in meta.get("ownerReferences") or []
+            ):
+                continue  # owned objects (a Deployment's ReplicaSets) are judged via the owner
+            try:
+                workload = policy.extract({**item, "kind": kind})
+            except policy.InvalidWorkload:
+                continue
+            key = (kind, namespace, str(meta.get("name") or ""))
+            workloads[key] = workload
+            bodies[key] = {**item, "kind": kind, "apiVersion": api_version}
+    answers: dict[str, policy.ImageAnswer] = {}
+    for workload in workloads.values():
+        for image in workload.template.images:
+            held = rt.admission._stale(image)
+            if held is not None:
+                answers[image] = held
+    left = policy.stranded(workloads, list(rt.nodes.values()), answers)
+    rt.metrics.workloads_unschedulable.clear()
+    per_kind: dict[str, int] = {}
+    for key, decision in left.items():
+        per_kind[key[0]] = per_kind.get(key[0], 0) + 1
+        message = "no node left can run this workload: " + decision.message
+        if rt.events.first(*key, "ArchitectureUnavailable", message):
+            kopf.event(
+                cast(Any, bodies[key]),
+                type="Warning",
+                reason="ArchitectureUnavailable",
+                message=message[:1024],
+            )
+    for kind, count in per_kind.items():
+        rt.metrics.workloads_unschedulable.labels(kind).set(count)
+
+
+# -- admission ------------------------------------------------------------------------------------
+
+
+def _event_target(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Pods made by controllers report on their owner (they may have no name yet)."""
+    meta = body.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller"):
+            return {
+                "apiVersion": ref.get("apiVersion"),
+                "kind": ref.get("kind"),
+                "metadata": {
+                    "name": ref.get("name"),
+                    "namespace": meta.get("namespace"),
+                    "uid": ref.get("uid"),
+                },
+            }
+    return body if meta.get("name") else None
+
+
+def _post_events(
+    rt: Runtime, body: Mapping[str, Any], outcome: admission.Outcome, dryrun: bool
+) -> None:
+    if dryrun or not outcome.events:
+        return
+    target = _event_target(body)
+    if target is None:
+        return
+    meta = target.get("metadata") or {}
+    for note in outcome.events:
+        key = (str(target.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
+        if rt.events.first(*key, note.reason, note.message):
+            kopf.event(
+                cast(Any, dict(target)),
+                type=note.type,
+                reason=note.reason,
+                message=note.message[:1024],
+            )
+
+
+async def _validate(webhook: str, kw: Mapping[str, Any]) -> None:
+    rt = _runtime(kw["memo"])
+    assert rt.admission is not None
+    body, old = kw["body"], kw.get("old")
+    outcome = await rt.admission.review(
+        dict(body),
+        operation=str(kw.get("operation") or ""),
+        old=dict(old) if old else None,
+        webhook=webhook,
+    )
+    kw["warnings"].extend(outcome.warnings)
+    _post_events(rt, body, outcome, bool(kw.get("dryrun")))
+    if not outcome.allowed:
+        raise kopf.AdmissionError(outcome.message, code=403)
+
+
+def _register_validation(
+    handler_id: str, group: str, version: str, plural: str, subresource: str | None = None
+) -> None:
+    # ignore_failures: with --dev the managed configuration uses failurePolicy Ignore, so a
+    # stopped archwarden never locks a developer's cluster. Registry failures are decided by
+    # our own failurePolicy setting, not by the apiserver's.
+    resource = (group, version, plural) if group else (version, plural)
+
+    @kopf.on.validate(
+        *resource,
+        id=handler_id,
+        subresource=subresource,
+        operations=["UPDATE"] if subresource else ["CREATE", "UPDATE"],
+        side_effects=True,  # Events, but never on dry runs
+        ignore_failures=True,
+    )
+    async def validate(**kw: Any) -> None:
+        await _validate(handler_id, kw)
+
+
+for _id, (_group, _version, _plural) in WORKLOAD_RESOURCES.items():
+    _register_validation(_id, _group, _version, _plural)
+_register_validation("validate-pods", "", "v1", "pods")  # core group
+_register_validation("validate-ephemeralcontainers", "", "v1", "pods", "ephemeralcontainers")
+
+
+@kopf.on.mutate(
+    "v1",
+    "pods",
+    id="mutate-pods",
+    operations=["CREATE"],
+    side_effects=True,
+    ignore_failures=True,
+)
+async def mutate_pods(**kw: Any) -> None:
+    body, patch = kw["body"], kw["patch"]
+    rt = _runtime(kw["memo"])
+    assert rt.admission is not None
+    outcome = await rt.admission.review(
+        dict(body), operation="CREATE", mutate=True, webhook="mutate-pods"
+    )
+    if outcome.patch:
+        operations = [dict(op) for op in outcome.patch]
+
+        def apply(target: Any) -> None:
+            jsonpatch.apply_patch(target, operations, in_place=True)
+
+        patch.fns.append(apply)
+    _post_events(rt, body, outcome, bool(kw.get("dryrun")))

@@ -1,0 +1,109 @@
+"""Pull credentials for a pod: its imagePullSecrets, its ServiceAccount's, and a global one.
+
+Secrets are cached briefly (a rotated secret is seen within the TTL) and never logged: only
+their namespace/name appears in messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Callable, Iterable
+
+import cachetools
+
+from archwarden import registry
+from archwarden.kube import _api
+
+__all__ = ["PullSecrets"]
+
+SECRET_TTL = 30.0
+
+
+class PullSecrets:
+    def __init__(
+        self,
+        reader: _api.ApiReader,
+        global_secret: str | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._reader = reader
+        self._global = global_secret
+        self._cache: cachetools.TTLCache[tuple[str, str], registry.CredentialStore] = (
+            cachetools.TTLCache(1024, SECRET_TTL, timer=clock)
+        )
+        self._accounts: cachetools.TTLCache[tuple[str, str], tuple[str, ...]] = cachetools.TTLCache(
+            1024, SECRET_TTL, timer=clock
+        )
+
+    async def _store(
+        self, namespace: str, name: str, problems: list[str]
+    ) -> registry.CredentialStore:
+        key = (namespace, name)
+        if key in self._cache:
+            return self._cache[key]
+        try:
+            secret = await self._reader.secret(namespace, name)
+        except _api.NotFound:
+            problems.append(f"pull secret {namespace}/{name} not found")
+            return registry.CredentialStore()
+        except _api.ApiUnavailable as exc:
+            problems.append(f"pull secret {namespace}/{name} unreadable ({exc})")
+            return registry.CredentialStore()
+        data = secret.get("data") or {}
+        raw = data.get(".dockerconfigjson") or data.get(".dockercfg")
+        if not isinstance(raw, str):
+            problems.append(f"pull secret {namespace}/{name} has no .dockerconfigjson")
+            store = registry.CredentialStore()
+        else:
+            try:
+                store = registry.CredentialStore.from_docker_config(base64.b64decode(raw))
+            except (binascii.Error, registry.InvalidDockerConfig) as exc:
+                reason = str(exc) if isinstance(exc, registry.InvalidDockerConfig) else "bad base64"
+                problems.append(f"pull secret {namespace}/{name}: {reason}")
+                store = registry.CredentialStore()
+        self._cache[key] = store
+        return store
+
+    async def _account_secrets(
+        self, namespace: str, account: str, problems: list[str]
+    ) -> tuple[str, ...]:
+        key = (namespace, account)
+        if key in self._accounts:
+            return self._accounts[key]
+        try:
+            body = await self._reader.service_account(namespace, account)
+        except _api.NotFound:
+            names: tuple[str, ...] = ()  # not created yet: the pod will fail on its own
+        except _api.ApiUnavailable as exc:
+            problems.append(f"service account {namespace}/{account} unreadable ({exc})")
+            return ()
+        else:
+            refs = body.get("imagePullSecrets") or []
+            names = tuple(
+                str(r["name"])
+                for r in refs
+                if isinstance(r, dict) and isinstance(r.get("name"), str)
+            )
+        self._accounts[key] = names
+        return names
+
+    async def for_pod(
+        self, namespace: str, secret_names: Iterable[str], service_account: str
+    ) -> tuple[registry.CredentialStore, list[str]]:
+        """Credentials for a pod, and problems worth a warning (missing or broken secrets)."""
+        problems: list[str] = []
+        stores: list[registry.CredentialStore] = []
+        if self._global:
+            g_ns, _, g_name = self._global.partition("/")
+            stores.append(await self._store(g_ns, g_name, problems))
+        names = list(
+            dict.fromkeys(
+                [*await self._account_secrets(namespace, service_account, problems), *secret_names]
+            )
+        )
+        for name in names:
+            stores.append(await self._store(namespace, name, problems))
+        return registry.CredentialStore().merged(*stores), problems

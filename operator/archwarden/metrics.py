@@ -1,0 +1,71 @@
+"""Prometheus metrics. Labels are bounded: no per-image, per-pod or per-namespace labels."""
+
+from __future__ import annotations
+
+import prometheus_client as prom
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """One registry of archwarden's metrics (a fresh one per instance keeps tests apart)."""
+
+    def __init__(self, registry: prom.CollectorRegistry | None = None) -> None:
+        self.registry = registry or prom.CollectorRegistry()
+        r = self.registry
+        self.admission_requests = prom.Counter(
+            "archwarden_admission_requests",
+            "Admission reviews answered.",
+            ["webhook", "kind", "operation", "decision"],
+            registry=r,
+        )
+        self.admission_duration = prom.Histogram(
+            "archwarden_admission_duration_seconds",
+            "Time to answer an admission review.",
+            ["webhook"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
+        self.registry_requests = prom.Counter(
+            "archwarden_registry_requests",
+            "HTTP requests to registries, by registry host and status code (or error kind).",
+            ["registry", "code"],
+            registry=r,
+        )
+        self.registry_duration = prom.Histogram(
+            "archwarden_registry_request_duration_seconds",
+            "Duration of registry HTTP requests.",
+            ["registry"],
+            registry=r,
+        )
+        self.cache_lookups = prom.Counter(
+            "archwarden_image_cache_lookups",
+            "Image platform lookups by result: hit, miss, revalidated, stale, failure_cached.",
+            ["result"],
+            registry=r,
+        )
+        self.nodes = prom.Gauge(
+            "archwarden_nodes", "Nodes in the inventory by os and arch.", ["os", "arch"], registry=r
+        )
+        self.workloads_unschedulable = prom.Gauge(
+            "archwarden_workloads_unschedulable",
+            "Workloads left with no node that can run their images.",
+            ["kind"],
+            registry=r,
+        )
+        self.registry_failures = prom.Counter(
+            "archwarden_registry_failures",
+            "Admissions that met a registry failure, by failure policy outcome.",
+            ["outcome"],
+            registry=r,
+        )
+
+    def observe_registry(self, registry: str, code: str, seconds: float) -> None:
+        self.registry_requests.labels(registry, code).inc()
+        self.registry_duration.labels(registry).observe(seconds)
+
+    def observe_lookup(self, result: str) -> None:
+        self.cache_lookups.labels(result).inc()
+
+    def exposition(self) -> bytes:
+        return prom.generate_latest(self.registry)

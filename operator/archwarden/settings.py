@@ -1,0 +1,234 @@
+"""archwarden's configuration file (YAML), read by ``archwarden run --config FILE``.
+
+Every key is optional; an unknown key or a wrong type is an error naming the key, so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from archwarden import registry
+
+__all__ = ["ConfigError", "Settings", "load"]
+
+MODES = ("enforce", "warn", "audit")
+FAILURE_POLICIES = ("open", "closed")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookSettings:
+    port: int = 9443
+    """HTTPS port for both admission webhooks."""
+    address: str = "0.0.0.0"  # noqa: S104 - a webhook must be reachable by the apiserver
+    """Listen address."""
+    cert_file: str | None = None
+    key_file: str | None = None
+    """Serving certificate and key (PEM); re-read when they change. Unset with ``--dev``."""
+    budget_seconds: float = 3.0
+    """Time each admission may spend on registries: below the webhook's 5 s timeout, so a slow
+    registry yields an answer by policy (stale cache, failurePolicy) instead of an apiserver
+    timeout."""
+    timeout_seconds: int = 5
+    """The apiserver's timeout for our webhooks (``--dev`` registers it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsSettings:
+    port: int = 8080
+    """Plain-HTTP port serving /metrics, /healthz and /readyz."""
+    address: str = "0.0.0.0"  # noqa: S104 - scraped by Prometheus from other pods
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    mode: str = "enforce"
+    """enforce (deny), warn (allow with a warning and an Event) or audit (Event and metric)."""
+    mutate: bool = True
+    """Add node affinity to pods so they land only on nodes that can run them."""
+    mutate_workload_templates: bool = False
+    """Also patch workload templates (GitOps tools would see drift, hence off)."""
+    failure_policy: str = "open"
+    """When a registry fails: open (allow with a warning) or closed (deny)."""
+    excluded_namespaces: tuple[str, ...] = ("kube-system",)
+    preferred_architectures: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Soft node-affinity weight per architecture, e.g. {"arm64": 50}."""
+    global_pull_secret: str | None = None
+    """``namespace/name`` of a dockerconfigjson secret used for every image."""
+    registries: Mapping[str, registry.RegistrySettings] = dataclasses.field(default_factory=dict)
+    cache: registry.CacheSettings = dataclasses.field(default_factory=registry.CacheSettings)
+    registry_timeout: float = 2.5
+    webhook: WebhookSettings = dataclasses.field(default_factory=WebhookSettings)
+    metrics: MetricsSettings = dataclasses.field(default_factory=MetricsSettings)
+
+    def client_settings(self) -> registry.ClientSettings:
+        return registry.ClientSettings(
+            registries=dict(self.registries), timeout=self.registry_timeout, max_retries=1
+        )
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], key: str) -> Any:
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{key}: expected {names}, got {type(value).__name__}")
+    return value
+
+
+def _only(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(allowed))})")
+
+
+def _registries(data: Any) -> dict[str, registry.RegistrySettings]:
+    result = {}
+    for host, entry in _expect(data, dict, "registries").items():
+        where = f"registries.{host}"
+        entry = _expect(entry or {}, dict, where)
+        _only(entry, {"insecure", "caFile", "mirrors", "timeout"}, where)
+        mirrors = _expect(entry.get("mirrors", []), list, f"{where}.mirrors")
+        result[str(host)] = registry.RegistrySettings(
+            insecure=_expect(entry.get("insecure", False), bool, f"{where}.insecure"),
+            ca_file=_expect(entry.get("caFile"), (str, type(None)), f"{where}.caFile"),
+            mirrors=tuple(_expect(m, str, f"{where}.mirrors[]") for m in mirrors),
+            timeout=_expect(entry.get("timeout"), (int, float, type(None)), f"{where}.timeout"),
+        )
+    return result
+
+
+def from_mapping(data: Mapping[str, Any]) -> Settings:
+    _only(
+        data,
+        {
+            "mode",
+            "mutate",
+            "mutateWorkloadTemplates",
+            "failurePolicy",
+            "excludedNamespaces",
+            "preferredArchitectures",
+            "globalPullSecret",
+            "registries",
+            "cache",
+            "registryTimeout",
+            "webhook",
+            "metrics",
+        },
+        "",
+    )
+    mode = _expect(data.get("mode", "enforce"), str, "mode")
+    if mode not in MODES:
+        raise ConfigError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    failure = _expect(data.get("failurePolicy", "open"), str, "failurePolicy")
+    if failure not in FAILURE_POLICIES:
+        raise ConfigError(
+            f"failurePolicy: expected one of {', '.join(FAILURE_POLICIES)}, got {failure!r}"
+        )
+    excluded = _expect(data.get("excludedNamespaces", ["kube-system"]), list, "excludedNamespaces")
+    preferred = _expect(data.get("preferredArchitectures", {}), dict, "preferredArchitectures")
+    for arch, weight in preferred.items():
+        where = f"preferredArchitectures.{arch}"
+        if not 1 <= _expect(weight, int, where) <= 100:
+            raise ConfigError(f"{where}: weight must be 1..100, got {weight}")
+    secret = _expect(data.get("globalPullSecret"), (str, type(None)), "globalPullSecret")
+    if secret is not None and secret.count("/") != 1:
+        raise ConfigError(f"globalPullSecret: expected namespace/name, got {secret!r}")
+
+    cache = _expect(data.get("cache", {}), dict, "cache")
+    _only(cache, {"digestCacheSize", "tagCacheSize", "tagTTL", "failureTTL"}, "cache")
+    defaults = registry.CacheSettings()
+    cache_settings = registry.CacheSettings(
+        digest_cache_size=_expect(
+            cache.get("digestCacheSize", defaults.digest_cache_size), int, "cache.digestCacheSize"
+        ),
+        tag_cache_size=_expect(
+            cache.get("tagCacheSize", defaults.tag_cache_size), int, "cache.tagCacheSize"
+        ),
+        tag_ttl=float(_expect(cache.get("tagTTL", defaults.tag_ttl), (int, float), "cache.tagTTL")),
+        failure_ttl=float(
+            _expect(cache.get("failureTTL", defaults.failure_ttl), (int, float), "cache.failureTTL")
+        ),
+    )
+    webhook = _expect(data.get("webhook", {}), dict, "webhook")
+    _only(
+        webhook,
+        {"port", "address", "certFile", "keyFile", "budgetSeconds", "timeoutSeconds"},
+        "webhook",
+    )
+    w = WebhookSettings()
+    webhook_settings = WebhookSettings(
+        port=_expect(webhook.get("port", w.port), int, "webhook.port"),
+        address=_expect(webhook.get("address", w.address), str, "webhook.address"),
+        cert_file=_expect(webhook.get("certFile"), (str, type(None)), "webhook.certFile"),
+        key_file=_expect(webhook.get("keyFile"), (str, type(None)), "webhook.keyFile"),
+        budget_seconds=float(
+            _expect(
+                webhook.get("budgetSeconds", w.budget_seconds),
+                (int, float),
+                "webhook.budgetSeconds",
+            )
+        ),
+        timeout_seconds=_expect(
+            webhook.get("timeoutSeconds", w.timeout_seconds), int, "webhook.timeoutSeconds"
+        ),
+    )
+    if webhook_settings.budget_seconds >= webhook_settings.timeout_seconds:
+        raise ConfigError("webhook.budgetSeconds must be below webhook.timeoutSeconds")
+    metrics = _expect(data.get("metrics", {}), dict, "metrics")
+    _only(metrics, {"port", "address"}, "metrics")
+    m = MetricsSettings()
+    return Settings(
+        mode=mode,
+        mutate=_expect(data.get("mutate", True), bool, "mutate"),
+        mutate_workload_templates=_expect(
+            data.get("mutateWorkloadTemplates", False), bool, "mutateWorkloadTemplates"
+        ),
+        failure_policy=failure,
+        excluded_namespaces=tuple(_expect(n, str, "excludedNamespaces[]") for n in excluded),
+        preferred_architectures=dict(preferred),
+        global_pull_secret=secret,
+        registries=_registries(data.get("registries", {})),
+        cache=cache_settings,
+        registry_timeout=float(
+            _expect(data.get("registryTimeout", 2.5), (int, float), "registryTimeout")
+        ),
+        webhook=webhook_settings,
+        metrics=MetricsSettings(
+            port=_expect(metrics.get("port", m.port), int, "metrics.port"),
+            address=_expect(metrics.get("address", m.address), str, "metrics.address"),
+        ),
+    )
+
+
+def load(path: str | Path | None) -> Settings:
+    if path is None:
+        return Settings()
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        return Settings()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping")
+    try:
+        return from_mapping(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
