@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stop the local cluster started by hack/cluster/up.sh: every recorded process group gets SIGTERM
-# (reverse start order), then SIGKILL after a grace period. Removes the etcd data, PKI,
+# Stop the local cluster started by hack/cluster/up.sh: each recorded process group in turn
+# (reverse start order) gets SIGTERM, then SIGKILL after a grace period. Removes the etcd data, PKI,
 # kubeconfig and pid files; keeps .cluster/logs/ for post-mortems. A no-op success when nothing
 # is running. Verifies afterwards that none of the recorded ports is still bound.
 #   hack/cluster/down.sh [--quiet]
@@ -13,29 +13,27 @@ say() { [ "$QUIET" = 1 ] || echo "down.sh: $*"; }
 
 main() {
 	[ -d "$STATE" ] || { say "nothing to stop"; return 0; }
+	lock_state
 	local c pid exe stopped="" grace=${ARCHWARDEN_CLUSTER_STOP_GRACE:-15}
 	local reversed
 	reversed=$(echo "$COMPONENTS" | tr ' ' '\n' | tac)
+	# One at a time, clients before servers: stopping everything at once made the apiserver
+	# linger ~10 s on its in-flight requests; in order it takes about one second.
 	for c in $reversed; do
-		[ -f "$STATE/pids/$c" ] || continue
-		if pid_alive "$c"; then
-			read -r pid exe <"$STATE/pids/$c"
-			# The process was started with setsid: its pid is its process group id.
-			kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-			stopped="$stopped $c"
-		fi
-	done
-	local deadline=$((SECONDS + grace))
-	for c in $stopped; do
+		[ -f "$STATE/pids/$c" ] && pid_alive "$c" || continue
 		read -r pid exe <"$STATE/pids/$c"
-		while kill -0 -- "-$pid" 2>/dev/null; do
+		# Started with setsid: the pid is also the process group id.
+		kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+		stopped="$stopped $c"
+		local deadline=$((SECONDS + grace))
+		while group_alive "$pid"; do
 			if [ "$SECONDS" -ge "$deadline" ]; then
 				echo "down.sh: $c (pgid $pid) ignored SIGTERM for ${grace}s, sending SIGKILL" >&2
 				kill -KILL -- "-$pid" 2>/dev/null || true
 				sleep 0.2
 				break
 			fi
-			sleep 0.1
+			sleep 0.05
 		done
 	done
 	[ -z "$stopped" ] || say "stopped:$stopped"

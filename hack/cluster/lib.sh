@@ -42,3 +42,22 @@ healthy() {
 	for c in $COMPONENTS; do pid_alive "$c" || return 1; done
 	"$STATE/bin/kubectl" --kubeconfig "$STATE/kubeconfig" --request-timeout=5s get --raw /readyz >/dev/null 2>&1
 }
+
+# lock_state: serialise up.sh/down.sh runs on one state directory (held until the script exits;
+# child scripts inherit it through ARCHWARDEN_CLUSTER_LOCKED).
+lock_state() {
+	[ -z "${ARCHWARDEN_CLUSTER_LOCKED:-}" ] || return 0
+	mkdir -p "$STATE"
+	exec 9>"$STATE/lock"
+	if ! flock -w 900 9; then
+		echo "$(basename "$0"): another up.sh/down.sh holds $STATE/lock" >&2
+		exit 1
+	fi
+	export ARCHWARDEN_CLUSTER_LOCKED=1
+}
+
+# group_alive <pgid>: some member of the process group is alive (zombies do not count: an
+# orphaned daemon is reaped by PID 1, which may take its time).
+group_alive() {
+	ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
+}

@@ -18,6 +18,7 @@ TIMEOUT=${ARCHWARDEN_CLUSTER_TIMEOUT:-90}
 T0=$(date +%s.%N)
 
 main() {
+	lock_state
 	if [ "${1:-}" != "--restart" ] && healthy; then
 		echo "up.sh: cluster already up and healthy, reusing it (KUBECONFIG=$STATE/kubeconfig)"
 		return 0
@@ -62,6 +63,10 @@ main() {
 		--endpoint-reconciler-type=none \
 		--cert-dir="$p" --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" \
 		--client-ca-file="$p/ca.crt" \
+		--requestheader-client-ca-file="$p/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+		--requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+		--requestheader-extra-headers-prefix=X-Remote-Extra- \
+		--proxy-client-cert-file="$p/front-proxy-client.crt" --proxy-client-key-file="$p/front-proxy-client.key" \
 		--authorization-mode=Node,RBAC --anonymous-auth=true \
 		--service-account-issuer="https://127.0.0.1:$API_PORT" \
 		--service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
@@ -127,12 +132,21 @@ fail() {
 }
 
 # start <name> <binary> <args...>: own session and process group (pid == pgid), output to the
-# component log, stdin from /dev/null (so callers capturing our output never wait on daemons).
+# component log, stdin from /dev/null (so callers capturing our output never wait on daemons),
+# and without the state lock's fd 9.
 start() {
 	local name=$1 bin=$2
 	shift
-	setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
-	echo "$! $bin" >"$STATE/pids/$name"
+	setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null 9>&- &
+	local pid=$! i
+	echo "$pid $bin" >"$STATE/pids/$name"
+	# Until the forked shell has exec'ed the binary, /proc/<pid>/exe is bash or setsid.
+	for i in $(seq 50); do
+		[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$bin" ] && return 0
+		[ -d "/proc/$pid" ] || break
+		sleep 0.05
+	done
+	pid_alive "$name" || fail "$name did not start"
 }
 
 # wait_until <description> <command...>: bounded poll; fails fast if a component died.
@@ -190,7 +204,8 @@ EOF
 }
 
 # Fresh throw-away PKI (openssl, ECDSA P-256, valid 7 days): one CA that signs the apiserver
-# serving certificate and the client certificates; an RSA key pair for service-account tokens.
+# serving certificate and the client certificates, a front-proxy CA, and an RSA key pair for
+# service-account tokens.
 make_pki() {
 	local p=$STATE/pki
 	rm -rf "$p" && mkdir -p "$p/kcm" "$p/scheduler"
@@ -228,9 +243,15 @@ EOF
 		issue kube-controller-manager "/O=system:masters/CN=system:kube-controller-manager" client
 		issue kube-scheduler "/O=system:masters/CN=system:kube-scheduler" client
 		issue kwok "/O=system:masters/CN=kwok-controller" client
+		# Front-proxy (aggregation layer) CA and client, as kubeadm sets up; separate from the
+		# client CA so that no ordinary client certificate can assert X-Remote-User headers.
+		openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out front-proxy-ca.key 2>/dev/null
+		openssl req -x509 -new -key front-proxy-ca.key -subj "/CN=archwarden-front-proxy-ca" \
+			-config openssl.cnf -extensions ca -days 7 -out front-proxy-ca.crt
+		CA=front-proxy-ca issue front-proxy-client "/CN=front-proxy-client" client
 		openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key 2>/dev/null
 		openssl pkey -in sa.key -pubout -out sa.pub
-		chmod 0644 ca.crt
+		chmod 0644 ca.crt front-proxy-ca.crt
 	)
 	kubeconfig admin "$STATE/kubeconfig"
 	local c
@@ -241,7 +262,7 @@ EOF
 issue() { # <name> <subject> <extension section>   (run inside the pki dir)
 	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null
 	openssl req -new -key "$1.key" -subj "$2" -config openssl.cnf -out "$1.csr"
-	openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" \
+	openssl x509 -req -in "$1.csr" -CA "${CA:-ca}.crt" -CAkey "${CA:-ca}.key" -set_serial "0x$(openssl rand -hex 16)" \
 		-days 7 -extfile openssl.cnf -extensions "$3" -out "$1.crt" 2>/dev/null
 	rm -f "$1.csr"
 }
