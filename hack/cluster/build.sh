@@ -10,6 +10,7 @@
 # single directory. Each tool is built into a temporary directory and moved into place only when
 # complete, so an interrupted build never leaves a half-populated version directory behind.
 # When every final binary exists the script returns without running go at all.
+# ARCHWARDEN_PRUNE_GO=1 deletes the Go module and build caches afterwards (only bin/ is needed).
 #
 # Versions come from the pinned wrapper modules next to this script (kube/, etcd/, kwok/, helm/):
 # their go.mod/go.sum are committed; builds run with -mod=readonly, so the pins are verified.
@@ -126,6 +127,13 @@ build_helm() {
 main() {
 	local t only=${ARCHWARDEN_BUILD_ONLY:-kube etcd kwok helm}
 	for t in $only; do "build_$t"; done
+	# CI can cache bin/ alone (~0.4 GB) and drop Go's caches (~7 GB) after a build.
+	if [ "${ARCHWARDEN_PRUNE_GO:-0}" = 1 ] && [ -d "$CACHE/go" ]; then
+		go_env
+		log "pruning Go caches under $CACHE/go"
+		go clean -cache -modcache
+		rm -rf "$CACHE/go"
+	fi
 	printf 'KUBE_BIN=%s\nETCD_BIN=%s\nKWOK_BIN=%s\nHELM_BIN=%s\n' "$KUBE_DIR" "$ETCD_DIR" "$KWOK_DIR" "$HELM_DIR"
 }
 

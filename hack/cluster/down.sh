@@ -36,7 +36,7 @@ main() {
 			sleep 0.05
 		done
 	done
-	[ -z "$stopped" ] || say "stopped:$stopped"
+	if [ -n "$stopped" ]; then say "stopped:$stopped"; else say "nothing was running"; fi
 
 	load_ports || true
 	local port busy=""
