@@ -250,7 +250,7 @@ class LocalCluster:
     # -- waiting ----------------------------------------------------------------------------
     def wait_for(
         self,
-        check: Callable[[], T],
+        check: Callable[[], T | None],
         *,
         timeout: float = 60,
         interval: float = 0.25,
