@@ -194,7 +194,6 @@ async def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import logging
     import os
 
     try:
@@ -208,10 +207,6 @@ def _run(args: argparse.Namespace) -> int:
 
     from archwarden import handlers
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     runtime = handlers.Runtime(
         config=config,

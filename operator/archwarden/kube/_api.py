@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kubernetes
@@ -35,49 +36,63 @@ def load_api_client(kubeconfig: str | None = None) -> Any:
 
 
 class ApiReader:
-    """Reads that kopf does not cover. Each call is one GET or LIST, run off the event loop."""
+    """Reads that kopf does not cover. Each call is one GET or LIST, run off the event loop.
+
+    Calls go through the typed API classes with ``_preload_content=False`` and plain JSON is
+    decoded here: the result is the same wire dict kopf hands to handlers.
+    """
 
     def __init__(self, api_client: Any) -> None:
         self._client = api_client
+        core = kubernetes.client.CoreV1Api(api_client)
+        apps = kubernetes.client.AppsV1Api(api_client)
+        batch = kubernetes.client.BatchV1Api(api_client)
+        self._lists: dict[tuple[str, str], Callable[..., Any]] = {
+            ("v1", "nodes"): core.list_node,
+            ("v1", "pods"): core.list_pod_for_all_namespaces,
+            ("apps/v1", "deployments"): apps.list_deployment_for_all_namespaces,
+            ("apps/v1", "statefulsets"): apps.list_stateful_set_for_all_namespaces,
+            ("apps/v1", "daemonsets"): apps.list_daemon_set_for_all_namespaces,
+            ("apps/v1", "replicasets"): apps.list_replica_set_for_all_namespaces,
+            ("batch/v1", "jobs"): batch.list_job_for_all_namespaces,
+            ("batch/v1", "cronjobs"): batch.list_cron_job_for_all_namespaces,
+        }
+        self._core = core
 
-    async def _get(self, path: str) -> Mapping[str, Any]:
+    async def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Mapping[str, Any]:
         def call() -> Any:
-            return self._client.call_api(
-                path,
-                "GET",
-                response_type="object",
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _preload_content=True,
-                header_params={"Accept": "application/json"},
-            )
+            response = fn(*args, _preload_content=False)
+            return json.loads(response.data)
 
         try:
             result = await asyncio.to_thread(call)
         except kubernetes.client.exceptions.ApiException as exc:
             if exc.status == 404:
-                raise NotFound(path) from None
-            raise ApiUnavailable(f"GET {path}: HTTP {exc.status} {exc.reason}") from None
-        except Exception as exc:  # urllib3 and socket errors: name them, no traceback
-            raise ApiUnavailable(f"GET {path}: {type(exc).__name__}") from None
+                raise NotFound(what) from None
+            raise ApiUnavailable(f"{what}: HTTP {exc.status} {exc.reason}") from None
+        except Exception as exc:  # urllib3, socket and JSON errors: name them, no traceback
+            raise ApiUnavailable(f"{what}: {type(exc).__name__}") from None
         if not isinstance(result, Mapping):
-            raise ApiUnavailable(f"GET {path}: unexpected answer")
+            raise ApiUnavailable(f"{what}: unexpected answer")
         return result
 
     async def secret(self, namespace: str, name: str) -> Mapping[str, Any]:
-        return await self._get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        return await self._call(
+            f"secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace
+        )
 
     async def service_account(self, namespace: str, name: str) -> Mapping[str, Any]:
-        return await self._get(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}")
+        return await self._call(
+            f"serviceaccount {namespace}/{name}",
+            self._core.read_namespaced_service_account,
+            name,
+            namespace,
+        )
 
-    async def object(
-        self, api_version: str, kind_plural: str, namespace: str, name: str
-    ) -> Mapping[str, Any]:
-        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        return await self._get(f"{prefix}/namespaces/{namespace}/{kind_plural}/{name}")
-
-    async def list(self, api_version: str, kind_plural: str) -> list[Mapping[str, Any]]:
-        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        result = await self._get(f"{prefix}/{kind_plural}")
+    async def list(self, api_version: str, plural: str) -> list[Mapping[str, Any]]:
+        fn = self._lists.get((api_version, plural))
+        if fn is None:
+            raise ValueError(f"no list call for {api_version} {plural}")
+        result = await self._call(f"list {plural}", fn)
         items = result.get("items")
         return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []

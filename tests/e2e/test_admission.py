@@ -1,0 +1,312 @@
+"""archwarden on the real local cluster: kubectl sees denials and warnings, the scheduler
+places mutated pods, Events and metrics record what happened."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.cluster.cluster import LocalCluster
+from tests.e2e.conftest import Images
+from tests.support.archwarden import ArchwardenProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("archwarden")]
+
+ARM64_POOL = ["linux-arm64-1", "linux-arm64-2"]
+NODE_ARCH = {
+    "linux-amd64-1": "amd64",
+    "linux-amd64-2": "amd64",
+    "linux-arm64-1": "arm64",
+    "linux-arm64-2": "arm64",
+    "linux-ppc64le-1": "ppc64le",
+    "windows-amd64-1": "amd64",
+}
+
+
+def deployment(
+    name: str, image: str, *, replicas: int = 1, pod_spec: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image}], **(pod_spec or {})},
+            },
+        },
+    }
+
+
+def hostname_pool(names: list[str]) -> dict[str, Any]:
+    return {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {
+                                    "key": "kubernetes.io/hostname",
+                                    "operator": "In",
+                                    "values": names,
+                                }
+                            ]
+                        }
+                    ]
+                }
+            }
+        }
+    }
+
+
+def apply(cluster: LocalCluster, namespace: str, obj: dict[str, Any]) -> tuple[int, str, str]:
+    proc = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(obj), check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def events(cluster: LocalCluster, namespace: str, reason: str) -> list[dict[str, Any]]:
+    items = cluster.get_json("events", "-n", namespace)["items"]
+    return [e for e in items if e.get("reason") == reason]
+
+
+def test_amd64_image_on_an_arm64_pool_is_denied_with_the_reason(
+    cluster: LocalCluster, namespace: str, images: Images, archwarden: ArchwardenProcess
+) -> None:
+    denied_before = archwarden.metric(
+        "archwarden_admission_requests_total",
+        webhook="validate-deployments",
+        decision="denied",
+    )
+    code, _, stderr = apply(
+        cluster,
+        namespace,
+        deployment("legacy", images.amd64_only, pod_spec=hostname_pool(ARM64_POOL)),
+    )
+    assert code != 0
+    assert (
+        f"image {images.amd64_only} supports linux/amd64 only; the nodes this pod can use are "
+        "linux/arm64 (2); publish a multi-arch image or select amd64 nodes"
+    ) in stderr
+    assert 'admission webhook "validate-deployments.archwarden.io" denied the request' in stderr
+    assert cluster.kubectl("get", "deployment", "legacy", "-n", namespace, check=False).returncode
+    assert (
+        archwarden.metric(
+            "archwarden_admission_requests_total",
+            webhook="validate-deployments",
+            decision="denied",
+        )
+        == denied_before + 1
+    )
+
+
+def test_arch_pin_that_contradicts_the_image(
+    cluster: LocalCluster, namespace: str, images: Images
+) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "pinned"},
+        "spec": {
+            "containers": [{"name": "app", "image": images.arm64_only}],
+            "nodeSelector": {"kubernetes.io/arch": "amd64"},
+        },
+    }
+    code, _, stderr = apply(cluster, namespace, pod)
+    assert code != 0
+    assert f"nodeSelector kubernetes.io/arch=amd64 contradicts image {images.arm64_only}" in stderr
+
+
+def test_multi_arch_pods_get_affinity_and_land_on_compatible_nodes(
+    cluster: LocalCluster, namespace: str, images: Images
+) -> None:
+    code, _, stderr = apply(cluster, namespace, deployment("web", images.multi, replicas=4))
+    assert code == 0, stderr
+    pods = cluster.wait_pods_running(namespace, 4, selector="app=web")
+    for pod in pods:
+        assert pod["metadata"]["annotations"]["archwarden.io/platforms"] == (
+            "linux/amd64,linux/arm64"
+        )
+        terms = pod["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]["nodeSelectorTerms"]
+        assert len(terms) == 1
+        expressions = {e["key"]: e for e in terms[0]["matchExpressions"]}
+        assert expressions["kubernetes.io/arch"]["values"] == ["amd64", "arm64"]
+        # The windows/amd64 node is amd64 too: the OS must be pinned as well.
+        assert expressions["kubernetes.io/os"]["values"] == ["linux"]
+        node = pod["spec"]["nodeName"]
+        assert NODE_ARCH[node] in ("amd64", "arm64") and not node.startswith("windows"), node
+    injected = cluster.wait_for(
+        lambda: events(cluster, namespace, "NodeAffinityInjected"),
+        timeout=30,
+        message="a NodeAffinityInjected Event",
+    )
+    assert injected[0]["involvedObject"]["kind"] == "ReplicaSet"
+
+
+def test_affinity_is_anded_into_every_user_term_never_ored(
+    cluster: LocalCluster, namespace: str, images: Images
+) -> None:
+    terms = [
+        {
+            "matchExpressions": [
+                {
+                    "key": "kubernetes.io/hostname",
+                    "operator": "In",
+                    "values": ["linux-amd64-1", "linux-ppc64le-1"],
+                }
+            ]
+        },
+        {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "Exists"}]},
+    ]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "merged"},
+        "spec": {
+            "containers": [{"name": "app", "image": images.multi}],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}
+                }
+            },
+        },
+    }
+    code, _, stderr = apply(cluster, namespace, pod)
+    assert code == 0, stderr
+    created = cluster.get_json("pod", "merged", "-n", namespace)
+    got = created["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    assert len(got) == 2
+    for original, merged in zip(terms, got, strict=True):
+        assert (
+            merged["matchExpressions"][: len(original["matchExpressions"])]
+            == original["matchExpressions"]
+        )
+        added = merged["matchExpressions"][len(original["matchExpressions"]) :]
+        assert {
+            "key": "kubernetes.io/arch",
+            "operator": "In",
+            "values": ["amd64", "arm64"],
+        } in added
+    running = cluster.wait_pods_running(namespace, 1)
+    assert running[0]["spec"]["nodeName"] == "linux-amd64-1"  # ppc64le was the user's other choice
+
+
+def test_warn_mode_namespace_allows_with_kubectl_warning_and_event(
+    cluster: LocalCluster, namespace: str, images: Images
+) -> None:
+    cluster.kubectl("label", "namespace", namespace, "archwarden.io/mode=warn")
+    cluster.wait_for(
+        lambda: (
+            apply(
+                cluster,
+                namespace,
+                deployment("legacy", images.amd64_only, pod_spec=hostname_pool(ARM64_POOL)),
+            )[0]
+            == 0
+        ),
+        timeout=20,
+        message="warn mode taking effect",
+    )
+    _, _, stderr = apply(
+        cluster,
+        namespace,
+        deployment("legacy", images.amd64_only, replicas=2, pod_spec=hostname_pool(ARM64_POOL)),
+    )
+    assert "Warning: image" in stderr and "supports linux/amd64 only" in stderr
+    mismatch = cluster.wait_for(
+        lambda: events(cluster, namespace, "ArchitectureMismatch"),
+        timeout=30,
+        message="an ArchitectureMismatch Event",
+    )
+    assert mismatch[0]["type"] == "Warning"
+    assert "supports linux/amd64 only" in mismatch[0]["message"]
+
+
+def test_excluded_namespace_and_opt_out_are_never_checked(
+    cluster: LocalCluster, namespace: str, images: Images
+) -> None:
+    skipped = deployment("skipped", images.amd64_only, pod_spec=hostname_pool(ARM64_POOL))
+    skipped["metadata"]["annotations"] = {"archwarden.io/skip": "true"}
+    code, _, stderr = apply(cluster, namespace, skipped)
+    assert code == 0, stderr
+    recorded = cluster.wait_for(
+        lambda: events(cluster, namespace, "ArchitectureCheckSkipped"),
+        timeout=30,
+        message="an ArchitectureCheckSkipped Event",
+    )
+    assert recorded[0]["involvedObject"]["name"] == "skipped"
+
+
+def test_registry_outage_uses_cache_then_fails_open(
+    cluster: LocalCluster, namespace: str, images: Images, e2e_registry: Any
+) -> None:
+    # Warm the cache for one image, then stop the registry.
+    code, _, stderr = apply(cluster, namespace, deployment("cached", images.everywhere))
+    assert code == 0, stderr
+    e2e_registry.stop()
+    try:
+        code, _, stderr = apply(
+            cluster,
+            namespace,
+            deployment("cached2", images.everywhere, pod_spec=hostname_pool(ARM64_POOL)),
+        )
+        assert code == 0 and "Warning" not in stderr, stderr  # cached answer, no registry needed
+        code, _, stderr = apply(
+            cluster, namespace, deployment("unknown", f"{images.host}/e2e/never:1")
+        )
+        assert code == 0, stderr  # failurePolicy open
+        assert "Warning: could not inspect image" in stderr
+        assert "cannot connect (connection refused)" in stderr
+        failed = cluster.wait_for(
+            lambda: events(cluster, namespace, "ImageInspectionFailed"),
+            timeout=30,
+            message="an ImageInspectionFailed Event",
+        )
+        assert failed[0]["involvedObject"]["name"] == "unknown"
+    finally:
+        e2e_registry.start()
+
+
+def test_losing_the_last_compatible_node_emits_architecture_unavailable(
+    cluster: LocalCluster, namespace: str, images: Images, archwarden: ArchwardenProcess
+) -> None:
+    pool = {"e2e-pool": namespace}
+    cluster.add_node(f"{namespace}-arm", "arm64", labels=pool)
+    cluster.add_node(f"{namespace}-amd", "amd64", labels=pool)
+    try:
+        spec = {"nodeSelector": pool}
+        code, _, stderr = apply(
+            cluster, namespace, deployment("edge", images.arm64_only, pod_spec=spec)
+        )
+        assert code == 0, stderr
+        cluster.delete_node(f"{namespace}-arm")
+        unavailable = cluster.wait_for(
+            lambda: events(cluster, namespace, "ArchitectureUnavailable"),
+            timeout=30,
+            message=lambda: "an ArchitectureUnavailable Event\n" + archwarden.log_tail(),
+        )
+        assert unavailable[0]["involvedObject"]["kind"] == "Deployment"
+        assert unavailable[0]["involvedObject"]["name"] == "edge"
+        assert "no node left can run this workload" in unavailable[0]["message"]
+        assert archwarden.metric("archwarden_workloads_unschedulable", kind="Deployment") >= 1
+    finally:
+        cluster.delete_node(f"{namespace}-arm", wait=False)
+        cluster.delete_node(f"{namespace}-amd", wait=False)
+
+
+def test_metrics_describe_inventory_and_registry_traffic(archwarden: ArchwardenProcess) -> None:
+    assert archwarden.metric("archwarden_nodes", os="linux", arch="arm64") >= 2
+    assert archwarden.metric("archwarden_nodes", os="windows", arch="amd64") >= 1
+    text = archwarden.metrics()
+    assert 'archwarden_registry_requests_total{code="200"' in text
+    assert "archwarden_admission_duration_seconds_bucket" in text
+    assert 'archwarden_image_cache_lookups_total{result="hit"}' in text

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from archwarden import registry, settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file() -> None:
+    config = settings.load(None)
+    assert (config.mode, config.failure_policy, config.mutate) == ("enforce", "open", True)
+    assert config.excluded_namespaces == ("kube-system",)
+    assert (config.webhook.port, config.metrics.port) == (9443, 8080)
+    assert config.webhook.budget_seconds < config.webhook.timeout_seconds
+
+
+def test_every_documented_key(tmp_path: Path) -> None:
+    config = settings.load(
+        write(
+            tmp_path,
+            """
+mode: warn
+mutate: false
+failurePolicy: closed
+excludedNamespaces: [kube-system, infra]
+preferredArchitectures: {arm64: 50}
+globalPullSecret: infra/regcred
+registries:
+  registry.local:5000: {insecure: true, mirrors: [mirror.local]}
+  ghcr.io: {caFile: /etc/ssl/ghcr.pem, timeout: 4}
+cache: {digestCacheSize: 10, tagCacheSize: 20, tagTTL: 60, failureTTL: 2}
+webhook: {port: 10443, budgetSeconds: 2, timeoutSeconds: 5}
+metrics: {port: 9090}
+""",
+        )
+    )
+    assert config.mode == "warn" and config.failure_policy == "closed" and not config.mutate
+    assert config.excluded_namespaces == ("kube-system", "infra")
+    assert config.preferred_architectures == {"arm64": 50}
+    assert config.global_pull_secret == "infra/regcred"
+    assert config.registries["registry.local:5000"] == registry.RegistrySettings(
+        insecure=True, mirrors=("mirror.local",)
+    )
+    assert config.registries["ghcr.io"].ca_file == "/etc/ssl/ghcr.pem"
+    assert config.cache == registry.CacheSettings(
+        digest_cache_size=10, tag_cache_size=20, tag_ttl=60.0, failure_ttl=2.0
+    )
+    assert (config.webhook.port, config.metrics.port) == (10443, 9090)
+    client = config.client_settings()
+    assert client.for_host("registry.local:5000").insecure
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mode: strict", "mode: expected one of enforce, warn, audit, got 'strict'"),
+        ("mdoe: warn", "unknown key mdoe"),
+        ("failurePolicy: maybe", "failurePolicy: expected one of open, closed"),
+        (
+            "preferredArchitectures: {arm64: 500}",
+            "preferredArchitectures.arm64: weight must be 1..100",
+        ),
+        ("globalPullSecret: regcred", "globalPullSecret: expected namespace/name"),
+        ("registries: {r.io: {insecure: yes-please}}", "registries.r.io.insecure: expected bool"),
+        (
+            "webhook: {budgetSeconds: 6}",
+            "webhook.budgetSeconds must be below webhook.timeoutSeconds",
+        ),
+        ("cache: {tagTTL: true}", "cache.tagTTL: expected a number"),
+        ("- a list", "the configuration must be a mapping"),
+        ("mode: [unclosed", "not valid YAML at line 1"),
+    ],
+)
+def test_bad_configuration_names_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(settings.ConfigError) as caught:
+        settings.load(write(tmp_path, text))
+    assert message in str(caught.value)
+    assert str(caught.value).startswith(str(tmp_path / "config.yaml"))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(settings.ConfigError, match=r"cannot read .*No such file"):
+        settings.load(tmp_path / "absent.yaml")

@@ -1,0 +1,128 @@
+"""`archwarden check` over manifests, images resolved from a real registry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.registry.test_inspect_cli import ARCHWARDEN
+from tests.support.images import Seeder, unique_repo
+from tests.support.registry import RegistryServer
+
+pytestmark = pytest.mark.registry
+
+MANIFESTS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: legacy, namespace: team}}
+spec:
+  selector: {{matchLabels: {{app: legacy}}}}
+  template:
+    metadata: {{labels: {{app: legacy}}}}
+    spec:
+      containers: [{{name: app, image: "{legacy}"}}]
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: nightly}}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          initContainers: [{{name: init, image: "{multi}"}}]
+          containers: [{{name: app, image: "{multi}"}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: ignored}}
+"""
+
+
+async def run(*args: str) -> tuple[int, str, str]:
+    import asyncio
+
+    process = await asyncio.create_subprocess_exec(
+        ARCHWARDEN, "check", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+def manifests(
+    plain_registry: RegistryServer, seeder_for: Callable[[Any], Seeder], tmp_path: Path
+) -> tuple[Path, str, str]:
+    seeder = seeder_for(plain_registry)
+    legacy_repo, multi_repo = unique_repo("legacy"), unique_repo("multi")
+    seeder.push_image(legacy_repo, "2.3", "linux/amd64")
+    seeder.push_multiarch(multi_repo, "1", ["linux/amd64", "linux/arm64"])
+    legacy = f"{plain_registry.host}/{legacy_repo}:2.3"
+    multi = f"{plain_registry.host}/{multi_repo}:1"
+    path = tmp_path / "app.yaml"
+    path.write_text(MANIFESTS.format(legacy=legacy, multi=multi))
+    return path, legacy, multi
+
+
+async def test_check_denies_what_the_webhook_would_deny(
+    plain_registry: RegistryServer, manifests: tuple[Path, str, str]
+) -> None:
+    path, legacy, _ = manifests
+    code, out, err = await run(
+        "-f",
+        str(path),
+        "--platforms",
+        "linux/arm64,linux/arm64,linux/ppc64le",
+        "--insecure-registry",
+        plain_registry.host,
+    )
+    assert (code, err) == (1, "")
+    assert out.splitlines() == [
+        f"DENY  team/Deployment/legacy: image {legacy} supports linux/amd64 only; the nodes this "
+        "pod can use are linux/arm64 (2), linux/ppc64le (1); publish a multi-arch image or "
+        "select amd64 nodes",
+        "OK    CronJob/nightly",
+    ]
+
+
+async def test_check_passes_on_a_compatible_pool_with_json(
+    plain_registry: RegistryServer, manifests: tuple[Path, str, str]
+) -> None:
+    path, _, _ = manifests
+    code, out, err = await run(
+        "-f",
+        str(path),
+        "--platforms",
+        "linux/amd64,linux/arm64",
+        "--json",
+        "--insecure-registry",
+        plain_registry.host,
+    )
+    assert (code, err) == (0, "")
+    rows = json.loads(out)
+    assert [(r["kind"], r["verdict"], r["platforms"]) for r in rows] == [
+        ("Deployment", "ok", ["linux/amd64"]),
+        ("CronJob", "ok", ["linux/amd64", "linux/arm64"]),
+    ]
+
+
+async def test_check_reports_bad_input_in_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: Deployment\nmetadata: {name: x}\nspec: {template: {spec: []}}\n")
+    code, out, err = await run("-f", str(broken), "--platforms", "linux/amd64")
+    assert code == 1 and out == ""
+    assert err == (
+        f"archwarden: error: {broken}: Deployment x: spec.template.spec: expected an object, "
+        "got a list\n"
+    )
+    code, _, err = await run("-f", str(tmp_path / "absent.yaml"), "--platforms", "linux/amd64")
+    assert code == 1 and err.startswith("archwarden: error: ") and "Traceback" not in err
+    code, _, err = await run("-f", str(broken), "--platforms", "linux/")
+    assert code == 2 and err.startswith("archwarden: error: --platforms: ")
