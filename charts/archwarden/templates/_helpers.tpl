@@ -1,0 +1,142 @@
+{{/*
+Helpers of the archwarden chart. Every helper is prefixed with "archwarden." so that a parent
+chart's helpers of the same name never collide. Names are truncated to 63 characters (the
+DNS-1123 label limit that Kubernetes applies to many name fields) without a trailing dash.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "archwarden.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The prefix of every object name: fullnameOverride, or the release name followed by the chart
+name unless the release name already contains it.
+*/}}
+{{- define "archwarden.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A name derived from the full name with a suffix; the full name is shortened so that the suffix
+always survives the 63-character limit.
+Usage: include "archwarden.suffixed" (list . "ca")
+*/}}
+{{- define "archwarden.suffixed" -}}
+{{- $root := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- $base := include "archwarden.fullname" $root | trunc (int (sub 62 (len $suffix))) | trimSuffix "-" }}
+{{- printf "%s-%s" $base $suffix }}
+{{- end }}
+
+{{/* Chart name and version, for the helm.sh/chart label. */}}
+{{- define "archwarden.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels: immutable once a Deployment exists, so they carry only the name and the
+instance. They also identify archwarden's own pods to the webhooks' objectSelector.
+*/}}
+{{- define "archwarden.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "archwarden.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "archwarden.labels" -}}
+helm.sh/chart: {{ include "archwarden.chart" . }}
+{{ include "archwarden.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "archwarden.imageTag" . | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/component: admission-webhook
+app.kubernetes.io/part-of: archwarden
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The ServiceAccount the pods run as, and that the RBAC bindings target. */}}
+{{- define "archwarden.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "archwarden.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "archwarden.imageTag" -}}
+{{- default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
+
+{{/* repository:tag, or repository@digest when a digest pins the image. */}}
+{{- define "archwarden.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (include "archwarden.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/* Where the serving certificate lives: a chart or cert-manager Secret, or the user's. */}}
+{{- define "archwarden.tlsSecretName" -}}
+{{- default (include "archwarden.suffixed" (list . "tls")) .Values.tls.existingSecret }}
+{{- end }}
+
+{{/*
+Namespaces archwarden never sees: kube-system, the release namespace (so that archwarden's own
+pods are admitted even while no replica is up, whatever the failurePolicy) and the listed ones.
+Rendered as a JSON list; used by the ConfigMap and the webhooks' namespaceSelector alike.
+*/}}
+{{- define "archwarden.excludedNamespaces" -}}
+{{- concat (list "kube-system" .Release.Namespace) .Values.config.excludedNamespaces | uniq | toJson }}
+{{- end }}
+
+{{/*
+Values that cannot be combined. The schema checks each value alone; these checks span values.
+Included once, from the ConfigMap template (always rendered).
+*/}}
+{{- define "archwarden.validate" -}}
+{{- if and .Values.certManager.enabled .Values.tls.existingSecret }}
+{{- fail "certManager.enabled and tls.existingSecret cannot be combined: the serving certificate has one owner (cert-manager, or your Secret with tls.caBundle)" }}
+{{- end }}
+{{- if and .Values.tls.existingSecret (not .Values.tls.caBundle) }}
+{{- fail "tls.existingSecret needs tls.caBundle (base64 PEM of the CA that signed it): the chart owns the webhook configurations and must write their caBundle" }}
+{{- end }}
+{{- if and .Values.tls.caBundle (not .Values.tls.existingSecret) }}
+{{- fail "tls.caBundle is only used with tls.existingSecret; the chart-generated and cert-manager certificates bring their own CA" }}
+{{- end }}
+{{- if and .Values.certManager.enabled .Values.tls.caBundle }}
+{{- fail "certManager.enabled and tls.caBundle cannot be combined: cert-manager injects the caBundle" }}
+{{- end }}
+{{- if ge (float64 .Values.webhook.budgetSeconds) (float64 .Values.webhook.timeoutSeconds) }}
+{{- fail (printf "webhook.budgetSeconds (%v) must be below webhook.timeoutSeconds (%v): archwarden must answer before the API server gives up" .Values.webhook.budgetSeconds .Values.webhook.timeoutSeconds) }}
+{{- end }}
+{{- if eq (int .Values.webhook.port) (int .Values.metrics.port) }}
+{{- fail "webhook.port and metrics.port must differ" }}
+{{- end }}
+{{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
+{{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both (set the other to null)" }}
+{{- end }}
+{{- if and .Values.podDisruptionBudget.enabled (kindIs "invalid" .Values.podDisruptionBudget.minAvailable) (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable) }}
+{{- fail "podDisruptionBudget.enabled needs minAvailable or maxUnavailable" }}
+{{- end }}
+{{- if and .Values.config.globalPullSecret (eq .Values.rbac.pullSecrets.scope "none") }}
+{{- fail "config.globalPullSecret needs rbac.pullSecrets.scope cluster or namespaces: archwarden must be allowed to read it" }}
+{{- end }}
+{{- if and .Values.rbac.pullSecrets.namespaces (ne .Values.rbac.pullSecrets.scope "namespaces") }}
+{{- fail "rbac.pullSecrets.namespaces is only used with rbac.pullSecrets.scope=namespaces" }}
+{{- end }}
+{{- if and (eq .Values.podAntiAffinity "hard") .Values.affinity }}
+{{- fail "podAntiAffinity=hard is ignored when affinity is set: put the anti-affinity into affinity, or set podAntiAffinity=none" }}
+{{- end }}
+{{- end }}

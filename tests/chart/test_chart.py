@@ -1,0 +1,885 @@
+"""The Helm chart: lint, render offline with the real helm, and check what the cluster would get.
+
+Grouped by concern: chart hygiene (lint, labels, names, generated files), admission webhooks and
+their certificate, the pod's security, RBAC, values validation (schema and ``fail``), NOTES,
+and the files generated from the chart (deploy/, values.schema.json, README) or consistent with
+it (Dockerfile).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.helm import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    REPO_ROOT,
+    HelmError,
+    find_helm,
+    helm,
+    render,
+)
+
+pytestmark = pytest.mark.skipif(
+    find_helm() is None,
+    reason="helm not found: set ARCHWARDEN_HELM, or build it with hack/cluster/build.sh "
+    "(~/.cache/archwarden/bin/helm-*/helm); make test builds it first",
+)
+
+FULLNAME = f"{RELEASE}-archwarden"
+# What the chart tells archwarden to listen on inside the pod.
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104
+CREATE_UPDATE = ["CREATE", "UPDATE"]
+# handler id (= URL path) -> API group, version, resources, operations.
+VALIDATING = {
+    "validate-deployments": ("apps", "v1", ["deployments"], CREATE_UPDATE),
+    "validate-statefulsets": ("apps", "v1", ["statefulsets"], CREATE_UPDATE),
+    "validate-daemonsets": ("apps", "v1", ["daemonsets"], CREATE_UPDATE),
+    "validate-replicasets": ("apps", "v1", ["replicasets"], CREATE_UPDATE),
+    "validate-jobs": ("batch", "v1", ["jobs"], CREATE_UPDATE),
+    "validate-cronjobs": ("batch", "v1", ["cronjobs"], CREATE_UPDATE),
+    "validate-pods": ("", "v1", ["pods"], CREATE_UPDATE),
+    "validate-ephemeralcontainers": ("", "v1", ["pods/ephemeralcontainers"], ["UPDATE"]),
+}
+MUTATING = {"mutate-pods": ("", "v1", ["pods"], ["CREATE"])}
+REQUIRED_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/managed-by",
+)
+# Value sets that together render every template and every branch of the certificate logic.
+MODES: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "cert-manager": {"certManager.enabled": True},
+    "cert-manager-issuer": {
+        "certManager.enabled": True,
+        "certManager.issuerRef.name": "corp-ca",
+        "certManager.issuerRef.kind": "ClusterIssuer",
+    },
+    "everything": {
+        "tls.existingSecret": "corp-tls",
+        "tls.caBundle": base64.b64encode(b"-----BEGIN CERTIFICATE-----").decode(),
+        "podDisruptionBudget.enabled": True,
+        "serviceMonitor.enabled": True,
+        "rbac.pullSecrets.scope": "namespaces",
+        "rbac.pullSecrets.namespaces": ["team-a", "team-b"],
+        "config.globalPullSecret": "infra/regcred",
+        "config.excludedNamespaces": ["monitoring"],
+        "config.mutate": False,
+        "podAntiAffinity": "hard",
+        "commonLabels.team": "platform",
+    },
+}
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(objects, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics (matchLabels AND every matchExpression)."""
+    for key, value in selector.get("matchLabels", {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values")
+        present = key in labels
+        matched = {
+            "In": present and labels.get(key) in (values or []),
+            "NotIn": not present or labels.get(key) not in (values or []),
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[operator]
+        if not matched:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def objects() -> list[dict[str, Any]]:
+    return render()
+
+
+@pytest.fixture(scope="module")
+def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(objects, "Deployment")
+
+
+# --- chart hygiene ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["defaults", "cert-manager", "everything"])
+def test_lint_strict(mode: str) -> None:
+    args = ["lint", "--strict", str(CHART), "--namespace", NAMESPACE]
+    for key, value in MODES[mode].items():
+        if isinstance(value, list):
+            value = "{" + ",".join(value) + "}"
+        args += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
+    output = helm(*args)
+    assert "0 chart(s) failed" in output
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_object_has_the_standard_labels(mode: str) -> None:
+    rendered = render(MODES[mode])
+    assert rendered
+    for obj in rendered:
+        labels = obj["metadata"].get("labels", {})
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        for label in REQUIRED_LABELS:
+            assert label in labels, f"{where} lacks {label}"
+        assert labels["app.kubernetes.io/name"] == "archwarden"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert all(len(str(value)) <= 63 for value in labels.values()), where
+        if mode == "everything":
+            assert labels["team"] == "platform"
+    pod_labels = one(rendered, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert all(label in pod_labels for label in REQUIRED_LABELS)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_namespaced_objects_carry_the_release_namespace(mode: str) -> None:
+    cluster_scoped = {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    }
+    for obj in render(MODES[mode]):
+        namespace = obj["metadata"].get("namespace")
+        if obj["kind"] in cluster_scoped:
+            assert namespace is None
+        elif obj["kind"] == "RoleBinding":
+            assert namespace in {"team-a", "team-b", "infra"}
+        else:
+            assert namespace == NAMESPACE, f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def test_selector_labels_select_the_pods_and_nothing_more(deployment: dict[str, Any]) -> None:
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector == {
+        "app.kubernetes.io/name": "archwarden",
+        "app.kubernetes.io/instance": RELEASE,
+    }
+    assert selector_matches(
+        {"matchLabels": selector}, deployment["spec"]["template"]["metadata"]["labels"]
+    )
+
+
+def test_long_release_names_are_truncated_keeping_suffixes() -> None:
+    release = "r" * 53  # helm caps release names at 53 characters
+    for mode in ("defaults", "cert-manager"):
+        rendered = render(MODES[mode], release=release)
+        names = {obj["kind"] + "/" + obj["metadata"]["name"] for obj in rendered}
+        for obj in rendered:
+            name = obj["metadata"]["name"]
+            assert len(name) <= 63 and not name.endswith("-"), name
+        assert any(name.startswith("Secret/") and name.endswith("-tls") for name in names) or (
+            mode == "cert-manager"
+        )
+        if mode == "cert-manager":
+            assert any(n.startswith("Certificate/") and n.endswith("-serving") for n in names)
+            assert any(n.startswith("Certificate/") and n.endswith("-ca") for n in names)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_no_unresolved_template_values(mode: str) -> None:
+    text = yaml.safe_dump_all(render(MODES[mode]))
+    assert "<no value>" not in text
+    assert "%!" not in text  # printf verb errors
+
+
+# --- admission webhooks ----------------------------------------------------------------------
+
+
+def _webhooks(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    configuration = one(objects, kind)
+    hooks = configuration["webhooks"]
+    result = {hook["clientConfig"]["service"]["path"].lstrip("/"): hook for hook in hooks}
+    assert len(result) == len(hooks), "two webhooks share a path"
+    return result
+
+
+def test_webhook_paths_are_exactly_the_handler_ids(objects: list[dict[str, Any]]) -> None:
+    assert set(_webhooks(objects, "ValidatingWebhookConfiguration")) == set(VALIDATING)
+    assert set(_webhooks(objects, "MutatingWebhookConfiguration")) == set(MUTATING)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("ValidatingWebhookConfiguration", VALIDATING),
+        ("MutatingWebhookConfiguration", MUTATING),
+    ],
+)
+def test_webhooks_point_at_the_service_with_safe_settings(
+    objects: list[dict[str, Any]],
+    kind: str,
+    expected: dict[str, tuple[str, str, list[str], list[str]]],
+) -> None:
+    service = one(objects, "Service")
+    https = next(port for port in service["spec"]["ports"] if port["name"] == "https")
+    container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    webhook_port = next(p for p in container["ports"] if p["name"] == "webhook")["containerPort"]
+    assert https["port"] == 443 and https["targetPort"] == "webhook" and webhook_port == 9443
+    names = set()
+    for handler_id, hook in _webhooks(objects, kind).items():
+        group, version, resources, operations = expected[handler_id]
+        assert hook["clientConfig"]["service"] == {
+            "name": service["metadata"]["name"],
+            "namespace": NAMESPACE,
+            "path": f"/{handler_id}",
+            "port": 443,
+        }
+        assert "url" not in hook["clientConfig"]
+        assert hook["rules"] == [
+            {
+                "apiGroups": [group],
+                "apiVersions": [version],
+                "resources": resources,
+                "operations": operations,
+                "scope": "Namespaced",
+            }
+        ]
+        # The handlers post Events (kopf side_effects=True), never on dry runs.
+        assert hook["sideEffects"] == "NoneOnDryRun"
+        assert hook["matchPolicy"] == "Equivalent"
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert hook["timeoutSeconds"] == 5
+        assert hook["failurePolicy"] == "Ignore"
+        # The API server wants at least three DNS labels in a webhook name.
+        assert hook["name"].startswith(f"{handler_id}.") and hook["name"].count(".") >= 2
+        names.add(hook["name"])
+    assert len(names) == len(expected)
+
+
+def test_webhooks_match_the_kopf_handlers(objects: list[dict[str, Any]]) -> None:
+    # The chart and archwarden.handlers must agree: a webhook without a handler (or a handler
+    # whose subresource differs) is answered "allowed" by kopf without any check.
+    kopf = pytest.importorskip("kopf")
+    pytest.importorskip("archwarden.handlers")
+    registered = {}
+    for handler in kopf.get_default_registry()._webhooks.get_all_handlers():
+        selector = handler.selector
+        plural = selector.any_name + (f"/{handler.subresource}" if handler.subresource else "")
+        registered[handler.id] = (
+            handler.reason.value,
+            (selector.group or "", selector.version, [plural], list(handler.operations)),
+        )
+    rendered = {}
+    for kind, reason in (
+        ("ValidatingWebhookConfiguration", "validating"),
+        ("MutatingWebhookConfiguration", "mutating"),
+    ):
+        for handler_id, hook in _webhooks(objects, kind).items():
+            (rule,) = hook["rules"]
+            rendered[handler_id] = (
+                reason,
+                (
+                    rule["apiGroups"][0],
+                    rule["apiVersions"][0],
+                    rule["resources"],
+                    rule["operations"],
+                ),
+            )
+    assert rendered == registered
+
+
+def test_webhooks_skip_system_release_and_listed_namespaces() -> None:
+    rendered = render({"config.excludedNamespaces": ["monitoring", "kube-system"]})
+    config = yaml.safe_load(one(rendered, "ConfigMap")["data"]["config.yaml"])
+    assert config["excludedNamespaces"] == ["kube-system", NAMESPACE, "monitoring"]
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        for hook in _webhooks(rendered, kind).values():
+            selector = hook["namespaceSelector"]
+            assert selector["matchExpressions"][0] == {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system", NAMESPACE, "monitoring"],
+            }
+            for name in ("kube-system", NAMESPACE, "monitoring"):
+                assert not selector_matches(selector, {"kubernetes.io/metadata.name": name})
+            assert selector_matches(selector, {"kubernetes.io/metadata.name": "default"})
+
+
+def test_extra_namespace_expressions_are_anded() -> None:
+    rendered = render(
+        {
+            "webhook.matchExpressions[0].key": "archwarden/skip",
+            "webhook.matchExpressions[0].operator": "DoesNotExist",
+        }
+    )
+    for hook in _webhooks(rendered, "ValidatingWebhookConfiguration").values():
+        selector = hook["namespaceSelector"]
+        assert selector_matches(selector, {"kubernetes.io/metadata.name": "apps"})
+        labels = {"kubernetes.io/metadata.name": "apps", "archwarden/skip": "true"}
+        assert not selector_matches(selector, labels)
+
+
+def test_object_selector_excludes_archwardens_own_objects(objects: list[dict[str, Any]]) -> None:
+    deployment = one(objects, "Deployment")
+    own = [deployment["metadata"]["labels"], deployment["spec"]["template"]["metadata"]["labels"]]
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        for hook in _webhooks(objects, kind).values():
+            for labels in own:
+                assert not selector_matches(hook["objectSelector"], labels)
+            assert selector_matches(hook["objectSelector"], {"app.kubernetes.io/name": "web"})
+            assert selector_matches(hook["objectSelector"], {})
+
+
+def test_failure_and_reinvocation_policies_are_configurable() -> None:
+    rendered = render(
+        {
+            "webhook.validating.failurePolicy": "Fail",
+            "webhook.mutating.reinvocationPolicy": "IfNeeded",
+            "webhook.timeoutSeconds": 10,
+            "webhook.budgetSeconds": 8,
+        }
+    )
+    for hook in _webhooks(rendered, "ValidatingWebhookConfiguration").values():
+        assert hook["failurePolicy"] == "Fail" and hook["timeoutSeconds"] == 10
+    (mutating,) = _webhooks(rendered, "MutatingWebhookConfiguration").values()
+    assert mutating["failurePolicy"] == "Ignore"
+    assert mutating["reinvocationPolicy"] == "IfNeeded"
+    config = yaml.safe_load(one(rendered, "ConfigMap")["data"]["config.yaml"])
+    assert config["webhook"]["timeoutSeconds"] == 10 and config["webhook"]["budgetSeconds"] == 8
+
+
+def test_no_mutating_webhook_when_mutation_is_off() -> None:
+    assert not by_kind(render({"config.mutate": False}), "MutatingWebhookConfiguration")
+
+
+# --- the serving certificate: one owner for caBundle ------------------------------------------
+
+
+def _ca_bundles(objects: list[dict[str, Any]]) -> set[str | None]:
+    bundles: set[str | None] = set()
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        for configuration in by_kind(objects, kind):
+            for hook in configuration["webhooks"]:
+                bundles.add(hook["clientConfig"].get("caBundle"))
+    return bundles
+
+
+def _mounted_secret(deployment: dict[str, Any]) -> str:
+    volume = next(
+        v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "config"
+    )
+    (secret,) = [s["secret"] for s in volume["projected"]["sources"] if "secret" in s]
+    assert {item["key"] for item in secret["items"]} == {"tls.crt", "tls.key"}
+    return str(secret["name"])
+
+
+def test_generated_ca_signs_the_served_certificate(
+    objects: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    secret = one(objects, "Secret")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert _mounted_secret(one(objects, "Deployment")) == secret["metadata"]["name"]
+    (bundle,) = _ca_bundles(objects)
+    assert bundle == secret["data"]["ca.crt"]
+
+    ca = x509.load_pem_x509_certificate(base64.b64decode(bundle))
+    leaf = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    key = serialization.load_pem_private_key(base64.b64decode(secret["data"]["tls.key"]), None)
+    assert leaf.issuer == ca.subject
+    assert leaf.signature_hash_algorithm is not None
+    ca_key = ca.public_key()
+    assert isinstance(ca_key, ec.EllipticCurvePublicKey)
+    ca_key.verify(
+        leaf.signature, leaf.tbs_certificate_bytes, ec.ECDSA(leaf.signature_hash_algorithm)
+    )
+    assert key.public_key() == leaf.public_key()
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{FULLNAME}.{NAMESPACE}.svc" in names.get_values_for_type(x509.DNSName)
+    # The consumer is Python's ssl (kopf's aiohttp server): it must load the pair as mounted.
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_bytes(base64.b64decode(secret["data"][name]))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+
+
+def test_cert_manager_owns_the_certificate_and_the_ca_bundle() -> None:
+    rendered = render(MODES["cert-manager"])
+    assert not by_kind(rendered, "Secret"), "the chart must not write the Secret cert-manager owns"
+    assert _ca_bundles(rendered) == {None}, "the chart must not write caBundle next to cainjector"
+    certificates = {c["metadata"]["name"]: c for c in by_kind(rendered, "Certificate")}
+    serving = certificates[f"{FULLNAME}-serving"]
+    assert serving["spec"]["secretName"] == _mounted_secret(one(rendered, "Deployment"))
+    assert f"{FULLNAME}.{NAMESPACE}.svc" in serving["spec"]["dnsNames"]
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        annotations = one(rendered, kind)["metadata"]["annotations"]
+        assert annotations["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/{FULLNAME}-serving"
+    # The chart's own CA chain: self-signed root -> CA Issuer -> serving certificate.
+    issuers = {i["metadata"]["name"]: i for i in by_kind(rendered, "Issuer")}
+    assert serving["spec"]["issuerRef"]["name"] in issuers
+    assert certificates[f"{FULLNAME}-ca"]["spec"]["isCA"] is True
+
+
+def test_cert_manager_with_an_existing_issuer_creates_no_issuers() -> None:
+    rendered = render(MODES["cert-manager-issuer"])
+    assert not by_kind(rendered, "Issuer")
+    (serving,) = by_kind(rendered, "Certificate")
+    assert serving["spec"]["issuerRef"] == {
+        "name": "corp-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+
+
+def test_existing_secret_is_served_with_the_given_ca_bundle() -> None:
+    rendered = render(MODES["everything"])
+    assert not by_kind(rendered, "Secret") and not by_kind(rendered, "Certificate")
+    assert _ca_bundles(rendered) == {MODES["everything"]["tls.caBundle"]}
+    assert _mounted_secret(one(rendered, "Deployment")) == "corp-tls"
+
+
+# --- the pod ---------------------------------------------------------------------------------
+
+
+def test_pod_security_defaults(deployment: dict[str, Any]) -> None:
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["runAsNonRoot"] is True and context["runAsUser"] == 65532
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "privileged" not in context
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["serviceAccountName"] == FULLNAME
+    assert not pod.get("hostNetwork") and not pod.get("hostPID")
+
+
+def test_pod_resources_probes_and_volumes(deployment: dict[str, Any]) -> None:
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    assert "memory" in container["resources"]["limits"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"webhook": 9443, "metrics": 8080}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["args"] == ["run", "--config", "/etc/archwarden/config.yaml"]
+
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    assert set(mounts) == {"/etc/archwarden", "/tmp"}
+    assert all("subPath" not in mount for mount in mounts.values()), "subPath never updates"
+    assert mounts["/etc/archwarden"]["readOnly"] is True
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    sources = volumes["config"]["projected"]["sources"]
+    paths = {item["path"] for source in sources for item in next(iter(source.values()))["items"]}
+    assert paths == {"config.yaml", "tls/tls.crt", "tls/tls.key"}
+
+
+def test_config_file_matches_mounts_and_ports(objects: list[dict[str, Any]]) -> None:
+    config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
+    assert config["mode"] == "enforce" and config["failurePolicy"] == "open"
+    assert config["webhook"] == {
+        "port": 9443,
+        "address": ALL_INTERFACES,
+        "certFile": "/etc/archwarden/tls/tls.crt",
+        "keyFile": "/etc/archwarden/tls/tls.key",
+        "timeoutSeconds": 5,
+        "budgetSeconds": 3,
+    }
+    assert config["metrics"] == {"port": 8080, "address": ALL_INTERFACES}
+
+
+def test_config_file_is_accepted_by_archwardens_loader(tmp_path: Path) -> None:
+    settings = pytest.importorskip("archwarden.settings")
+    rendered = render(
+        {
+            "config.mode": "warn",
+            "config.preferredArchitectures.arm64": 50,
+            "config.registries.registry\\.local:5000.insecure": True,
+            "config.registries.registry\\.local:5000.mirrors": ["mirror.local"],
+            "config.globalPullSecret": "infra/regcred",
+        }
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(one(rendered, "ConfigMap")["data"]["config.yaml"])
+    loaded = settings.load(path)
+    assert loaded.mode == "warn"
+    assert loaded.webhook.port == 9443 and loaded.metrics.port == 8080
+    assert loaded.webhook.cert_file == "/etc/archwarden/tls/tls.crt"
+    assert loaded.global_pull_secret == "infra/regcred"
+    assert NAMESPACE in loaded.excluded_namespaces
+
+
+def test_config_change_rolls_the_pods(deployment: dict[str, Any]) -> None:
+    before = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    changed = one(render({"config.mode": "audit"}), "Deployment")
+    assert changed["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != before
+
+
+def test_anti_affinity_and_topology_spread() -> None:
+    soft = one(render(), "Deployment")["spec"]["template"]["spec"]["affinity"]
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in soft["podAntiAffinity"]
+    hard = one(render({"podAntiAffinity": "hard"}), "Deployment")["spec"]["template"]["spec"]
+    (term,) = hard["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        "affinity"
+        not in one(render({"podAntiAffinity": "none"}), "Deployment")["spec"]["template"]["spec"]
+    )
+    spread = one(
+        render(
+            {
+                "topologySpreadConstraints[0].maxSkew": 1,
+                "topologySpreadConstraints[0].topologyKey": "topology.kubernetes.io/zone",
+                "topologySpreadConstraints[0].whenUnsatisfiable": "ScheduleAnyway",
+            }
+        ),
+        "Deployment",
+    )["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
+
+
+def test_toggles_are_off_by_default(objects: list[dict[str, Any]]) -> None:
+    kinds = {obj["kind"] for obj in objects}
+    assert not kinds & {"PodDisruptionBudget", "ServiceMonitor", "Certificate", "Issuer"}
+    rendered = render(MODES["everything"])
+    pdb = one(rendered, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert (
+        pdb["spec"]["selector"]["matchLabels"]
+        == one(rendered, "Deployment")["spec"]["selector"]["matchLabels"]
+    )
+    monitor = one(rendered, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+# --- RBAC ------------------------------------------------------------------------------------
+
+READ = {"get", "list", "watch"}
+ALLOWED_RULES = {
+    ("", "nodes"): READ,
+    ("", "namespaces"): READ,
+    ("apps", "deployments"): {"get", "list"},
+    ("apps", "statefulsets"): {"get", "list"},
+    ("apps", "daemonsets"): {"get", "list"},
+    ("apps", "replicasets"): {"get", "list"},
+    ("batch", "jobs"): {"get", "list"},
+    ("batch", "cronjobs"): {"get", "list"},
+    ("", "serviceaccounts"): {"get"},
+    ("", "secrets"): {"get"},
+    ("", "events"): {"create"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+}
+
+
+def _granted(
+    objects: list[dict[str, Any]], kind: str = "ClusterRole"
+) -> dict[tuple[str, str], set[str]]:
+    granted: dict[tuple[str, str], set[str]] = {}
+    for role in by_kind(objects, kind):
+        for rule in role["rules"]:
+            assert "nonResourceURLs" not in rule and "resourceNames" not in rule
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    granted.setdefault((group, resource), set()).update(rule["verbs"])
+    return granted
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_rbac_has_no_wildcards(mode: str) -> None:
+    for obj in render(MODES[mode]):
+        if obj["kind"] in {"ClusterRole", "Role"}:
+            for rule in obj["rules"]:
+                for field in ("apiGroups", "resources", "verbs"):
+                    assert not any("*" in item for item in rule[field]), (obj["metadata"], rule)
+
+
+def test_rbac_is_least_privilege(objects: list[dict[str, Any]]) -> None:
+    granted = _granted(objects)
+    assert granted == ALLOWED_RULES
+    (binding,) = by_kind(objects, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == one(objects, "ClusterRole")["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+    ]
+
+
+def test_pull_secret_access_can_be_restricted() -> None:
+    rendered = render(MODES["everything"])
+    roles = {role["metadata"]["name"]: role for role in by_kind(rendered, "ClusterRole")}
+    main = _granted([roles.pop(FULLNAME)])
+    assert ("", "secrets") not in main
+    (secrets_role,) = roles.values()
+    assert _granted([secrets_role]) == {("", "secrets"): {"get"}}
+    bindings = by_kind(rendered, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["infra", "team-a", "team-b"]
+    assert {b["roleRef"]["name"] for b in bindings} == {secrets_role["metadata"]["name"]}
+
+    nothing = render({"rbac.pullSecrets.scope": "none", "rbac.crdDiscovery": False})
+    granted = _granted(nothing)
+    assert ("", "secrets") not in granted
+    assert ("apiextensions.k8s.io", "customresourcedefinitions") not in granted
+    assert not by_kind(nothing, "RoleBinding")
+
+
+def test_rbac_can_be_left_to_the_cluster_admin() -> None:
+    rendered = render(
+        {"rbac.create": False, "serviceAccount.create": False, "serviceAccount.name": "aw"}
+    )
+    kinds = {obj["kind"] for obj in rendered}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "RoleBinding", "ServiceAccount"}
+    assert one(rendered, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "aw"
+
+
+# --- values validation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"config.mode": "bogus"}, "/config/mode"),
+        ({"config.failurePolicy": "maybe"}, "/config/failurePolicy"),
+        ({"replicaCount": "two"}, "/replicaCount"),
+        ({"replicaCount": 0}, "/replicaCount"),
+        ({"replicaCont": 3}, "replicaCont"),
+        ({"webhook.timeoutSeconds": 31}, "/webhook/timeoutSeconds"),
+        ({"webhook.validating.failurePolicy": "Sometimes"}, "/webhook/validating/failurePolicy"),
+        ({"config.preferredArchitectures.arm64": 101}, "/config/preferredArchitectures/arm64"),
+        ({"config.globalPullSecret": "no-namespace"}, "/config/globalPullSecret"),
+        ({"config.registries.registry\\.local.insecure": "maybe"}, "insecure"),
+        ({"config.registries.registry\\.local.tls": True}, "tls"),
+        ({"image.digest": "latest"}, "/image/digest"),
+        ({"rbac.pullSecrets.scope": "everywhere"}, "/rbac/pullSecrets/scope"),
+    ],
+)
+def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
+    with pytest.raises(HelmError) as caught:
+        render(values)
+    assert "don't meet the specifications of the schema" in caught.value.stderr
+    assert where in caught.value.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"certManager.enabled": True, "tls.existingSecret": "mine"},
+            "certManager.enabled and tls.existingSecret cannot be combined",
+        ),
+        ({"tls.existingSecret": "mine"}, "tls.existingSecret needs tls.caBundle"),
+        ({"tls.caBundle": "Zm9v"}, "tls.caBundle is only used with tls.existingSecret"),
+        ({"webhook.budgetSeconds": 5}, "must be below webhook.timeoutSeconds"),
+        ({"metrics.port": 9443}, "webhook.port and metrics.port must differ"),
+        (
+            {"podDisruptionBudget.enabled": True, "podDisruptionBudget.maxUnavailable": 1},
+            "set minAvailable or maxUnavailable, not both",
+        ),
+        (
+            {"config.globalPullSecret": "infra/regcred", "rbac.pullSecrets.scope": "none"},
+            "config.globalPullSecret needs rbac.pullSecrets.scope",
+        ),
+        (
+            {"rbac.pullSecrets.namespaces": ["team-a"]},
+            "only used with rbac.pullSecrets.scope=namespaces",
+        ),
+        ({"podAntiAffinity": "hard", "affinity.nodeAffinity.x": "y"}, "podAntiAffinity=hard"),
+    ],
+)
+def test_incompatible_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(HelmError) as caught:
+        render(values)
+    assert "execution error" in caught.value.stderr
+    assert message in caught.value.stderr
+
+
+# --- NOTES.txt -------------------------------------------------------------------------------
+
+# helm renders NOTES.txt only on install/upgrade, which need a cluster even with --dry-run=client
+# in helm 3. A probe template in a copy of the chart includes NOTES.txt like any named template,
+# so `helm template` renders it offline with the same engine and values.
+NOTES_PROBE = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: notes-probe
+data:
+  notes: {{ include (print $.Template.BasePath "/NOTES.txt") . | toJson }}
+"""
+
+
+@pytest.fixture(scope="module")
+def probe_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    chart = tmp_path_factory.mktemp("chart") / "archwarden"
+    shutil.copytree(CHART, chart, ignore=shutil.ignore_patterns("hack"))
+    (chart / "templates" / "zz-notes-probe.yaml").write_text(NOTES_PROBE)
+    return chart
+
+
+def notes(chart: Path, values: dict[str, Any] | None = None) -> str:
+    (probe,) = render(values, chart=chart, show_only=["templates/zz-notes-probe.yaml"])
+    return str(probe["data"]["notes"])
+
+
+def test_notes_rendered(probe_chart: Path) -> None:
+    text = notes(probe_chart)
+    assert f'is installed as "{RELEASE}" in namespace "{NAMESPACE}"' in text
+    assert "Mode: enforce (registry failures: open); pod mutation: on." in text
+    assert f"kube-system, {NAMESPACE}" in text
+    assert f"kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}" in text
+    assert "generated by the chart, kept across upgrades" in text
+    assert "webhook.validating.failurePolicy=Fail" in text  # the strict-enforcement hint
+    assert "WARNING" not in text
+    assert "<no value>" not in text and "%!" not in text
+
+
+def test_notes_warn_about_fail_with_one_replica(probe_chart: Path) -> None:
+    text = notes(
+        probe_chart,
+        {
+            "replicaCount": 1,
+            "webhook.validating.failurePolicy": "Fail",
+            "certManager.enabled": True,
+        },
+    )
+    assert "WARNING: a webhook uses failurePolicy Fail with a single replica" in text
+    assert "podDisruptionBudget.enabled" in text
+    assert "cert-manager must be installed" in text
+
+
+# --- generated and dependent files -----------------------------------------------------------
+
+
+def test_schema_and_readme_table_are_generated_from_values() -> None:
+    result = subprocess.run(
+        [sys.executable, str(CHART / "hack" / "schema.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _schema_paths(node: Mapping[str, Any], prefix: str = "") -> set[str]:
+    paths = set()
+    for key, child in node.get("properties", {}).items():
+        paths.add(prefix + key)
+        paths |= _schema_paths(child, f"{prefix}{key}.")
+    return paths
+
+
+def _value_paths(
+    values: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = ""
+) -> set[str]:
+    paths = set()
+    for key, value in values.items():
+        paths.add(prefix + key)
+        child = schema.get("properties", {}).get(key, {})
+        if isinstance(value, dict) and "properties" in child:
+            paths |= _value_paths(value, child, f"{prefix}{key}.")
+    return paths
+
+
+def test_values_and_schema_agree_on_keys() -> None:
+    # Independent of hack/schema.py: a hand edit of either file is caught here too.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert _schema_paths(schema) - {"global"} == _value_paths(values, schema)
+    readme = (CHART / "README.md").read_text()
+    leaves = {p for p in _value_paths(values, schema) if not _schema_paths(_node(schema, p))}
+    for path in sorted(leaves):
+        node = _node(schema, path)
+        assert node.get("description"), f"{path} has no description"
+        assert f"| `{path}` |" in readme, f"{path} is missing from the README values table"
+
+
+def _node(schema: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    for key in path.split("."):
+        schema = schema["properties"][key]
+    return schema
+
+
+def test_deploy_manifests_are_generated_from_the_chart() -> None:
+    helm_binary = find_helm()
+    assert helm_binary is not None
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "deploy" / "generate.sh"), "--stdout"],
+        env={**os.environ, "ARCHWARDEN_HELM": str(helm_binary), "KUBECONFIG": os.devnull},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    committed = (REPO_ROOT / "deploy" / "archwarden.yaml").read_text()
+    assert result.stdout == committed, "deploy/archwarden.yaml is stale: run deploy/generate.sh"
+    assert committed.startswith("# GENERATED by deploy/generate.sh")
+    manifests = [doc for doc in yaml.safe_load_all(committed) if doc]
+    assert manifests[0]["kind"] == "Namespace"
+    # Deterministic: no key material, caBundle left to cert-manager's cainjector.
+    assert not by_kind(manifests, "Secret") and "PRIVATE KEY" not in committed
+    assert _ca_bundles(manifests) == {None}
+    assert by_kind(manifests, "Certificate")
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (REPO_ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    instructions = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+def test_dockerfile_agrees_with_the_chart(deployment: dict[str, Any]) -> None:
+    instructions = _dockerfile_instructions()
+    final = instructions[max(i for i, (k, _) in enumerate(instructions) if k == "FROM") :]
+    last = {keyword: rest for keyword, rest in final}
+    assert last["FROM"] == "${PYTHON_IMAGE}"
+    assert ("ARG", "PYTHON_IMAGE=python:3.11-slim") in instructions
+    assert json.loads(last["ENTRYPOINT"]) == ["archwarden"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert json.loads(last["CMD"]) == container["args"][:3]
+    security = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert last["USER"] == f"{security['runAsUser']}:{security['runAsGroup']}"
+    env = " ".join(rest for keyword, rest in final if keyword == "ENV")
+    assert "PYTHONDONTWRITEBYTECODE=1" in env and "HOME=/tmp" in env
+    assert set(last["EXPOSE"].split()) == {str(p["containerPort"]) for p in container["ports"]}
+    assert any(k == "RUN" and re.search(r"pip install .* \.(\s|$)", r) for k, r in instructions)
+    ignored = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    assert ignored[ignored.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!operator/"]
