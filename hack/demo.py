@@ -1,15 +1,22 @@
-"""The demo: real registry, sample images, archwarden's answers. Run by `make demo`."""
+"""`make demo`: a local multi-arch cluster and registry, archwarden running, sample workloads
+denied and placed. Everything it starts is stopped at the end (the cluster only if the demo
+started it); pass --keep to leave it all running."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.cluster.cluster import LocalCluster  # noqa: E402
+from tests.support.archwarden import ArchwardenProcess  # noqa: E402
 from tests.support.images import Seeder  # noqa: E402
 from tests.support.registry import start_registry  # noqa: E402
 
@@ -20,21 +27,53 @@ SAMPLES = {
     "demo/mainframe:5": ["linux/s390x", "linux/ppc64le"],
     "demo/win:ltsc2022": ["windows/amd64:10.0.20348.1129"],
 }
+NAMESPACE = "archwarden-demo"
 
 
 def banner(text: str) -> None:
     print(f"\n=== {text}", flush=True)
 
 
+def deployment(name: str, image: str, replicas: int, extra: dict[str, object]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": name, "image": image}], **extra},
+                },
+            },
+        }
+    )
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--keep", action="store_true", help="leave everything running")
+    args = parser.parse_args()
     workdir = ROOT / ".demo"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir()
-    banner("starting a local registry (Debian's distribution 2.8) on 127.0.0.1")
+
+    cluster = LocalCluster()
+    started_cluster = not cluster.is_healthy()
+    if started_cluster:
+        banner("building (first run: from the Go module proxy) and starting the local cluster")
+        cluster.up()
+    kubectl = [str(cluster.kubectl_path), f"--kubeconfig={cluster.kubeconfig}"]
+    subprocess.run(
+        [*kubectl, "get", "nodes", "-L", "kubernetes.io/arch,kubernetes.io/os"], check=True
+    )
+
+    banner("a local registry (Debian's distribution 2.8) with sample images")
     server = start_registry(workdir / "registry", "plain")
+    archwarden: ArchwardenProcess | None = None
     try:
-        print(f"registry at {server.url}")
-        banner("seeding sample images over the registry HTTP API")
         with Seeder(server) as seeder:
             for ref, platforms in SAMPLES.items():
                 repo, tag = ref.split(":")
@@ -43,19 +82,152 @@ def main() -> int:
                     seeder.push_image(repo, tag, platforms[0], fmt=fmt)
                 else:
                     seeder.push_multiarch(repo, tag, platforms, attestations=True)
-                print(f"  {server.host}/{ref:<20} built for {', '.join(platforms)}")
         refs = [f"{server.host}/{ref}" for ref in SAMPLES]
-        archwarden = str(ROOT / ".venv" / "bin" / "archwarden")
-        banner("archwarden inspect (what the webhook sees for each image)")
-        cmd = [archwarden, "inspect", "--insecure-registry", server.host, *refs]
-        print("$ " + " ".join(cmd[:4]) + " ...", flush=True)
-        subprocess.run(cmd, check=True)
-        banner("a missing tag and a metadata address: one line each, exit 1")
-        bad = [f"{server.host}/demo/web:9.9", "169.254.169.254/latest/meta-data"]
-        result = subprocess.run([*cmd[:4], *bad], check=False)
-        print(f"exit status {result.returncode}")
+        binary = str(ROOT / ".venv" / "bin" / "archwarden")
+        print(f"$ archwarden inspect {server.host}/demo/...", flush=True)
+        subprocess.run([binary, "inspect", "--insecure-registry", server.host, *refs], check=True)
+
+        banner("archwarden run --dev (webhooks registered with the cluster's API server)")
+        archwarden = ArchwardenProcess(
+            workdir / "archwarden",
+            cluster.kubeconfig,
+            {"mode": "enforce", "registries": {server.host: {"insecure": True}}},
+        ).start()
+        print(f"archwarden ready; metrics at {archwarden.metrics_url}/metrics")
+        subprocess.run([*kubectl, "create", "namespace", NAMESPACE], check=False)
+        time.sleep(2)  # the API server picks up new webhook configurations within a moment
+
+        banner("an amd64-only Deployment applied to the arm64 pool: denied at kubectl apply")
+        arm_nodes = subprocess.run(
+            [*kubectl, "get", "nodes", "-l", "kubernetes.io/arch=arm64", "-o", "name"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        pool = {
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": "kubernetes.io/hostname",
+                                        "operator": "In",
+                                        "values": [n.split("/", 1)[1] for n in arm_nodes],
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                }
+            }
+        }
+        legacy = deployment("legacy", f"{server.host}/demo/legacy:2.3", 2, pool)
+        print("$ kubectl apply -f legacy.yaml", flush=True)
+        subprocess.run([*kubectl, "apply", "-f", "-"], input=legacy, text=True, check=False)
+
+        banner("a multi-arch Deployment: pods get node affinity and run only where they can")
+        web = deployment("web", f"{server.host}/demo/web:1.0", 4, {})
+        print("$ kubectl apply -f web.yaml", flush=True)
+        subprocess.run([*kubectl, "apply", "-f", "-"], input=web, text=True, check=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            phases = subprocess.run(
+                [
+                    *kubectl,
+                    "get",
+                    "pods",
+                    "-n",
+                    NAMESPACE,
+                    "-l",
+                    "app=web",
+                    "-o",
+                    "jsonpath={.items[*].status.phase}",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
+            if len(phases) == 4 and set(phases) == {"Running"}:
+                break
+            time.sleep(1)
+        subprocess.run(
+            [
+                *kubectl,
+                "get",
+                "pods",
+                "-n",
+                NAMESPACE,
+                "-l",
+                "app=web",
+                "-o",
+                "custom-columns=POD:.metadata.name,NODE:.spec.nodeName,STATUS:.status.phase,"
+                "PLATFORMS:.metadata.annotations.archwarden\\.io/platforms",
+            ],
+            check=True,
+        )
+        print("$ kubectl get pod -l app=web -o jsonpath='{.items[0].spec.affinity}'")
+        affinity = subprocess.run(
+            [
+                *kubectl,
+                "get",
+                "pods",
+                "-n",
+                NAMESPACE,
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[0].spec.affinity}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        print(json.dumps(json.loads(affinity or "{}"), indent=2))
+
+        banner("Events")
+        time.sleep(2)
+        listed = subprocess.run(
+            [*kubectl, "get", "events", "-n", NAMESPACE, "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        for event in json.loads(listed or '{"items": []}')["items"]:
+            if (event.get("source") or {}).get("component") != "archwarden":
+                continue
+            obj = event["involvedObject"]
+            print(
+                f"{event['type']:8} {event['reason']:22} {obj['kind']}/{obj['name']}: "
+                f"{event['message']}"
+            )
+        banner("metrics excerpt")
+        for line in archwarden.metrics().splitlines():
+            if line.startswith(
+                (
+                    "archwarden_admission_requests_total{",
+                    "archwarden_nodes{",
+                    "archwarden_registry_requests_total{",
+                    "archwarden_image_cache_lookups_total{",
+                )
+            ):
+                print(line)
+        if args.keep:
+            print(f"\nleft running; KUBECONFIG={cluster.kubeconfig}; stop with make cluster-down")
+            return 0
     finally:
-        server.stop()
+        if not args.keep:
+            subprocess.run(
+                [*kubectl, "delete", "namespace", NAMESPACE, "--wait=false"],
+                check=False,
+                capture_output=True,
+            )
+            if archwarden is not None:
+                archwarden.stop()
+            server.stop()
+            if started_cluster:
+                cluster.down()
     return 0
 
 

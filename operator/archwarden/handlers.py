@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import jsonpatch
 import kopf
@@ -57,9 +57,18 @@ class Runtime:
     platform_set: frozenset[str] | None = None
     admission: admission.Admission | None = None
     reader: kube.ApiReader | None = None
+    poster: kube.EventPoster | None = None
     client: registry.RegistryClient | None = None
     health: serving.HealthServer | None = None
     reevaluation: asyncio.Task[None] | None = None
+    reevaluation_dirty: bool = False
+    background: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Work that must not delay an admission answer (Events and their owner lookups)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -76,8 +85,9 @@ def _runtime(memo: Any) -> Runtime:
 async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     rt = _runtime(memo)
     config = rt.config
-    settings.posting.reporting_component = "archwarden"
-    settings.posting.level = logging.WARNING  # only our own kopf.event calls post Events
+    # Events are ours alone (kube.EventPoster): kopf's per-handler Events would be noise, and
+    # its posting queue is not available to admission handlers anyway.
+    settings.posting.enabled = False
     settings.persistence.finalizer = "archwarden.io/finalizer"
     settings.watching.server_timeout = 300
     if rt.dev:
@@ -104,6 +114,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         )
     api_client = kube.load_api_client(rt.kubeconfig)
     rt.reader = kube.ApiReader(api_client)
+    rt.poster = kube.EventPoster(api_client, rt.events)
     rt.client = registry.RegistryClient(
         config.client_settings(), observer=rt.metrics.observe_registry
     )
@@ -156,6 +167,7 @@ async def node_changed(
 ) -> None:
     """Keep the inventory; kopf delivers every existing node first, then changes."""
     rt = _runtime(memo)
+    before = rt.nodes.get(name)
     if event.get("type") == "DELETED":
         rt.nodes.pop(name, None)
     else:
@@ -164,14 +176,18 @@ async def node_changed(
         except policy.InvalidNode as exc:
             logger.warning("node %s ignored: %s", name, exc)
             rt.nodes.pop(name, None)
+    after = rt.nodes.get(name)
+    if after == before:
+        return  # heartbeats and status noise: nothing a decision depends on changed
     _update_node_metrics(rt)
     platforms = frozenset(n.platform.canonical for n in rt.nodes.values() if n.known and n.ready)
-    if platforms != rt.platform_set:
-        first = rt.platform_set is None
-        rt.platform_set = platforms
-        if not first:
-            logger.info("node platforms now: %s", ", ".join(sorted(platforms)))
-        _schedule_reevaluation(rt)
+    if platforms != rt.platform_set and rt.platform_set is not None:
+        logger.info("node platforms now: %s", ", ".join(sorted(platforms)))
+    rt.platform_set = platforms
+    # Any change to what decisions read (a node gone, relabelled, tainted, NotReady) can
+    # strand workloads even when the cluster-wide platform set stays the same: a pool can
+    # lose its only arm64 node while other pools keep theirs.
+    _schedule_reevaluation(rt)
 
 
 @kopf.on.event("namespaces")
@@ -191,13 +207,22 @@ async def namespace_changed(
 
 
 def _schedule_reevaluation(rt: Runtime) -> None:
+    # Coalesce bursts: one run covers every change made before it starts reading; a change
+    # arriving during a run marks it dirty, and the run goes round once more.
+    rt.reevaluation_dirty = True
     if rt.reevaluation is None or rt.reevaluation.done():
-        rt.reevaluation = asyncio.create_task(_reevaluate(rt))
+        rt.reevaluation = asyncio.create_task(_reevaluate_until_clean(rt))
+
+
+async def _reevaluate_until_clean(rt: Runtime) -> None:
+    while rt.reevaluation_dirty:
+        await asyncio.sleep(REEVALUATE_DELAY)
+        rt.reevaluation_dirty = False
+        await _reevaluate(rt)
 
 
 async def _reevaluate(rt: Runtime) -> None:
     """After inventory changes: which workloads have no node left that can run them?"""
-    await asyncio.sleep(REEVALUATE_DELAY)
     if rt.reader is None or rt.admission is None:
         return
     workloads: dict[tuple[str, str, str], policy.Workload] = {}
@@ -234,13 +259,8 @@ async def _reevaluate(rt: Runtime) -> None:
     for key, decision in left.items():
         per_kind[key[0]] = per_kind.get(key[0], 0) + 1
         message = "no node left can run this workload: " + decision.message
-        if rt.events.first(*key, "ArchitectureUnavailable", message):
-            kopf.event(
-                cast(Any, bodies[key]),
-                type="Warning",
-                reason="ArchitectureUnavailable",
-                message=message[:1024],
-            )
+        if rt.poster is not None:
+            rt.poster.post(bodies[key], "Warning", "ArchitectureUnavailable", message)
     for kind, count in per_kind.items():
         rt.metrics.workloads_unschedulable.labels(kind).set(count)
 
@@ -248,41 +268,44 @@ async def _reevaluate(rt: Runtime) -> None:
 # -- admission ------------------------------------------------------------------------------------
 
 
-def _event_target(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """Pods made by controllers report on their owner (they may have no name yet)."""
+def _reference_body(ref: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": ref.get("apiVersion"),
+        "kind": ref.get("kind"),
+        "metadata": {"name": ref.get("name"), "namespace": namespace, "uid": ref.get("uid")},
+    }
+
+
+async def _event_target(rt: Runtime, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Pods made by controllers report on the workload the user wrote: a Deployment's pods
+    on the Deployment (through its ReplicaSet), a CronJob's on the CronJob."""
     meta = body.get("metadata") or {}
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("controller"):
-            return {
-                "apiVersion": ref.get("apiVersion"),
-                "kind": ref.get("kind"),
-                "metadata": {
-                    "name": ref.get("name"),
-                    "namespace": meta.get("namespace"),
-                    "uid": ref.get("uid"),
-                },
-            }
-    return body if meta.get("name") else None
+    namespace = str(meta.get("namespace") or "")
+    owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+    if owner is None:
+        return body if meta.get("name") else None
+    target = _reference_body(owner, namespace)
+    if rt.reader is not None and owner.get("kind") in ("ReplicaSet", "Job"):
+        try:
+            top = await rt.reader.controller_of(str(owner["kind"]), namespace, str(owner["name"]))
+        except Exception as exc:  # the owner itself is enough when the read fails
+            logger.debug("owner lookup failed: %s", exc)
+            top = None
+        if top is not None:
+            target = _reference_body(top, namespace)
+    return target
 
 
-def _post_events(
+async def _post_events(
     rt: Runtime, body: Mapping[str, Any], outcome: admission.Outcome, dryrun: bool
 ) -> None:
-    if dryrun or not outcome.events:
+    if dryrun or not outcome.events or rt.poster is None:
         return
-    target = _event_target(body)
+    target = await _event_target(rt, body)
     if target is None:
         return
-    meta = target.get("metadata") or {}
     for note in outcome.events:
-        key = (str(target.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
-        if rt.events.first(*key, note.reason, note.message):
-            kopf.event(
-                cast(Any, dict(target)),
-                type=note.type,
-                reason=note.reason,
-                message=note.message[:1024],
-            )
+        rt.poster.post(target, note.type, note.reason, note.message)
 
 
 async def _validate(webhook: str, kw: Mapping[str, Any]) -> None:
@@ -296,7 +319,7 @@ async def _validate(webhook: str, kw: Mapping[str, Any]) -> None:
         webhook=webhook,
     )
     kw["warnings"].extend(outcome.warnings)
-    _post_events(rt, body, outcome, bool(kw.get("dryrun")))
+    rt.spawn(_post_events(rt, body, outcome, bool(kw.get("dryrun"))))
     if not outcome.allowed:
         raise kopf.AdmissionError(outcome.message, code=403)
 
@@ -349,4 +372,4 @@ async def mutate_pods(**kw: Any) -> None:
             jsonpatch.apply_patch(target, operations, in_place=True)
 
         patch.fns.append(apply)
-    _post_events(rt, body, outcome, bool(kw.get("dryrun")))
+    rt.spawn(_post_events(rt, body, outcome, bool(kw.get("dryrun"))))

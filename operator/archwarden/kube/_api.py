@@ -58,6 +58,10 @@ class ApiReader:
             ("batch/v1", "cronjobs"): batch.list_cron_job_for_all_namespaces,
         }
         self._core = core
+        self._reads: dict[str, Callable[..., Any]] = {
+            "ReplicaSet": apps.read_namespaced_replica_set,
+            "Job": batch.read_namespaced_job,
+        }
 
     async def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Mapping[str, Any]:
         def call() -> Any:
@@ -96,3 +100,14 @@ class ApiReader:
         result = await self._call(f"list {plural}", fn)
         items = result.get("items")
         return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
+
+    async def controller_of(self, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The controller ownerReference of a ReplicaSet or Job (its Deployment or CronJob)."""
+        read = self._reads.get(kind)
+        if read is None:
+            return None
+        body = await self._call(f"{kind} {namespace}/{name}", read, name, namespace)
+        for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+            if isinstance(ref, Mapping) and ref.get("controller"):
+                return ref
+        return None

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import cachetools
+import kubernetes
 
-__all__ = ["EventDeduper"]
+__all__ = ["EventDeduper", "EventPoster"]
+
+logger = logging.getLogger("archwarden.events")
+COMPONENT = "archwarden"
+MESSAGE_MAX = 1024
 
 # Controllers re-create pods in bursts (a 50-replica rollout); one Event per window is enough.
 DEDUP_WINDOW = 600.0
@@ -25,3 +34,68 @@ class EventDeduper:
             return False
         self._seen[key] = True
         return True
+
+
+class EventPoster:
+    """Posts core/v1 Events in the background.
+
+    kopf's ``kopf.event`` needs the posting queue of a resource handler's context, which
+    admission handlers do not have; and an admission answer must never wait for an Event.
+    """
+
+    def __init__(self, api_client: Any, deduper: EventDeduper | None = None) -> None:
+        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._deduper = deduper or EventDeduper()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def post(self, target: Mapping[str, Any], type: str, reason: str, message: str) -> None:
+        meta = target.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "default")
+        name = str(meta.get("name") or "")
+        kind = str(target.get("kind") or "")
+        if not name or not self._deduper.first(kind, namespace, name, reason, message):
+            return
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        involved = {
+            "apiVersion": target.get("apiVersion"),
+            "kind": kind,
+            "name": name,
+            "namespace": namespace,
+        }
+        if meta.get("uid"):
+            involved["uid"] = meta["uid"]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name[:200]}.", "namespace": namespace},
+            "involvedObject": involved,
+            "type": type,
+            "reason": reason,
+            "message": message[:MESSAGE_MAX],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        task = asyncio.get_running_loop().create_task(self._send(namespace, body))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, namespace: str, body: dict[str, Any]) -> None:
+        def call() -> None:
+            # A plain dict is serialised as it is; the typed model would drop nothing we set.
+            self._core.create_namespaced_event(namespace, cast(Any, body), _preload_content=False)
+
+        try:
+            await asyncio.to_thread(call)
+        except Exception as exc:  # an Event is best effort; say why, once, without a traceback
+            status = getattr(exc, "status", None)
+            logger.warning(
+                "could not post %s Event for %s/%s: %s",
+                body["reason"],
+                namespace,
+                body["involvedObject"]["name"],
+                f"HTTP {status}" if status else type(exc).__name__,
+            )
