@@ -216,9 +216,15 @@ class Admission:
         warnings = list(decision.warnings) + [f"archwarden: {p}" for p in problems]
 
         patch: tuple[policy.PatchOperation, ...] = ()
-        if mutate and decision.allowed and self.config.mutate:
+        wanted = (
+            self.config.mutate if workload.kind == "Pod" else self.config.mutate_workload_templates
+        )
+        if mutate and decision.allowed and wanted:
+            preferences = self.config.preferred_architectures
             patch = tuple(
-                policy.pod_patch(obj, decision, preferences=self.config.preferred_architectures)
+                policy.pod_patch(obj, decision, preferences=preferences)
+                if workload.kind == "Pod"
+                else policy.template_patch(obj, decision, preferences=preferences)
             )
             if any(
                 op["path"].endswith("/affinity") or "nodeAffinity" in op["path"] for op in patch

@@ -212,6 +212,7 @@ def _run(args: argparse.Namespace) -> int:
         config=config,
         dev=args.dev,
         dev_dir=Path(args.dev_dir),
+        dev_name=args.dev_name,
         kubeconfig=args.kubeconfig,
     )
     kopf.run(
@@ -290,6 +291,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         default=".archwarden-dev",
         help="where --dev writes its certificates",
+    )
+    run.add_argument(
+        "--dev-name",
+        metavar="NAME",
+        default="archwarden.io",
+        help="name of the webhook configurations --dev registers (default archwarden.io)",
     )
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=None, sync_handler=_run)

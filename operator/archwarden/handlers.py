@@ -48,6 +48,7 @@ class Runtime:
     config: settings.Settings
     dev: bool = False
     dev_dir: Path = Path(".archwarden-dev")
+    dev_name: str = "archwarden.io"
     kubeconfig: str | None = None
     metrics: metrics.Metrics = dataclasses.field(default_factory=metrics.Metrics)
     ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
@@ -100,7 +101,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             pkeyfile=str(files.key_file),
             cafile=str(files.ca_file),
         )
-        settings.admission.managed = "archwarden.io"
+        settings.admission.managed = rt.dev_name
     else:
         if not (config.webhook.cert_file and config.webhook.key_file):
             raise kopf.PermanentError(
@@ -350,20 +351,38 @@ _register_validation("validate-pods", "", "v1", "pods")  # core group
 _register_validation("validate-ephemeralcontainers", "", "v1", "pods", "ephemeralcontainers")
 
 
-@kopf.on.mutate(
-    "v1",
-    "pods",
-    id="mutate-pods",
-    operations=["CREATE"],
-    side_effects=True,
-    ignore_failures=True,
-)
-async def mutate_pods(**kw: Any) -> None:
-    body, patch = kw["body"], kw["patch"]
+def _register_template_mutation(handler_id: str, group: str, version: str, plural: str) -> None:
+    @kopf.on.mutate(
+        group,
+        version,
+        plural,
+        id=handler_id,
+        operations=["CREATE", "UPDATE"],
+        side_effects=True,
+        ignore_failures=True,
+    )
+    async def mutate(**kw: Any) -> None:
+        rt = _runtime(kw["memo"])
+        # Off unless configured: a GitOps tool would see the patched template as drift.
+        if not rt.config.mutate_workload_templates:
+            return
+        await _mutate(handler_id, kw)
+
+
+for _id, (_group, _version, _plural) in WORKLOAD_RESOURCES.items():
+    _register_template_mutation(_id.replace("validate-", "mutate-"), _group, _version, _plural)
+
+
+async def _mutate(webhook: str, kw: Mapping[str, Any]) -> None:
+    body, patch, old = kw["body"], kw["patch"], kw.get("old")
     rt = _runtime(kw["memo"])
     assert rt.admission is not None
     outcome = await rt.admission.review(
-        dict(body), operation="CREATE", mutate=True, webhook="mutate-pods"
+        dict(body),
+        operation=str(kw.get("operation") or "CREATE"),
+        old=dict(old) if old else None,
+        mutate=True,
+        webhook=webhook,
     )
     if outcome.patch:
         operations = [dict(op) for op in outcome.patch]
@@ -373,3 +392,15 @@ async def mutate_pods(**kw: Any) -> None:
 
         patch.fns.append(apply)
     rt.spawn(_post_events(rt, body, outcome, bool(kw.get("dryrun"))))
+
+
+@kopf.on.mutate(
+    "v1",
+    "pods",
+    id="mutate-pods",
+    operations=["CREATE"],
+    side_effects=True,
+    ignore_failures=True,
+)
+async def mutate_pods(**kw: Any) -> None:
+    await _mutate("mutate-pods", kw)

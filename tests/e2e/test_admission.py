@@ -303,3 +303,89 @@ def test_metrics_describe_inventory_and_registry_traffic(archwarden: ArchwardenP
     assert 'archwarden_registry_requests_total{code="200"' in text
     assert "archwarden_admission_duration_seconds_bucket" in text
     assert 'archwarden_image_cache_lookups_total{result="hit"}' in text
+
+
+def test_closed_failure_policy_denies_with_the_registry_error(
+    cluster: LocalCluster,
+    namespace: str,
+    images: Images,
+    tmp_path: Any,
+) -> None:
+    # A second archwarden, failurePolicy closed, with its own webhook configurations; the API
+    # server calls both, and one denial denies. Its registry host does not exist at all.
+    from tests.support.registry import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    closed = ArchwardenProcess(
+        tmp_path / "closed",
+        cluster.kubeconfig,
+        {"failurePolicy": "closed", "registries": {dead: {"insecure": True}}},
+        dev_name="closed.archwarden.io",
+    ).start()
+    try:
+        image = f"{dead}/team/api:1"
+        _, _, stderr = cluster.wait_for(
+            lambda: (r := apply(cluster, namespace, deployment("down", image)))[0] != 0 and r,
+            timeout=30,
+            message=lambda: "the closed-policy webhook taking effect\n" + closed.log_tail(),
+        )
+        assert 'admission webhook "validate-deployments.closed.archwarden.io" denied' in stderr
+        assert f"registry {dead}: cannot connect (connection refused): team/api:1" in stderr
+    finally:
+        closed.stop()
+
+
+def test_check_from_cluster_uses_the_live_nodes(
+    cluster: LocalCluster, images: Images, tmp_path: Any
+) -> None:
+    import subprocess
+
+    from tests.support.archwarden import ARCHWARDEN
+
+    manifest = tmp_path / "app.yaml"
+    manifest.write_text(json.dumps(deployment("edge", images.arm64_only)))
+    result = subprocess.run(
+        [
+            str(ARCHWARDEN),
+            "check",
+            "-f",
+            str(manifest),
+            "--from-cluster",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--insecure-registry",
+            images.host,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.strip() == "OK    Deployment/edge"
+    pinned = deployment(
+        "edge", images.arm64_only, pod_spec={"nodeSelector": {"kubernetes.io/os": "windows"}}
+    )
+    manifest.write_text(json.dumps(pinned))
+    result = subprocess.run(
+        [
+            str(ARCHWARDEN),
+            "check",
+            "-f",
+            str(manifest),
+            "--from-cluster",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--insecure-registry",
+            images.host,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert (
+        f"DENY  Deployment/edge: image {images.arm64_only} supports linux/arm64 only; the node "
+        "this pod can use is windows/amd64 [os.version=10.0.20348] (1)"
+    ) in result.stdout

@@ -193,3 +193,17 @@ async def test_malformed_workload_is_allowed_with_a_clear_warning() -> None:
         "archwarden: cannot read this object: spec.template.spec.containers: "
         "expected a list, got a string",
     )
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_workload_templates_are_patched_only_when_configured(enabled: bool) -> None:
+    nodes = policy.nodes_from_platforms(["linux/amd64", "linux/arm64", "linux/ppc64le"])
+    eng = engine(Registry(), nodes, mutate_workload_templates=enabled)
+    outcome = await eng.review(deployment(f"{HOST}/team/web:1"), operation="CREATE", mutate=True)
+    assert outcome.allowed
+    paths = [op["path"] for op in outcome.patch]
+    if enabled:
+        assert "/spec/template/spec/affinity" in paths
+        assert [e.reason for e in outcome.events] == ["NodeAffinityInjected"]
+    else:
+        assert paths == [] and outcome.events == ()

@@ -22,8 +22,16 @@ ARCHWARDEN = ROOT / ".venv" / "bin" / "archwarden"
 class ArchwardenProcess:
     """One archwarden, with its own config, ports, certificates and log file."""
 
-    def __init__(self, workdir: Path, kubeconfig: Path, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        kubeconfig: Path,
+        config: dict[str, Any],
+        *,
+        dev_name: str = "archwarden.io",
+    ) -> None:
         self.workdir = workdir
+        self.dev_name = dev_name
         self.kubeconfig = kubeconfig
         self.webhook_port = free_port()
         self.metrics_port = free_port()
@@ -54,6 +62,8 @@ class ArchwardenProcess:
             str(config_file),
             "--kubeconfig",
             str(self.kubeconfig),
+            "--dev-name",
+            self.dev_name,
         ]
         log = self.log_file.open("ab")
         self._process = subprocess.Popen(
