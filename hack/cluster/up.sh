@@ -23,6 +23,11 @@ main() {
 		echo "up.sh: cluster already up and healthy, reusing it (KUBECONFIG=$STATE/kubeconfig)"
 		return 0
 	fi
+	local tool missing=""
+	for tool in openssl curl python3 setsid flock ps awk base64; do
+		command -v "$tool" >/dev/null || missing="$missing $tool"
+	done
+	[ -z "$missing" ] || { echo "up.sh: missing commands:$missing" >&2; exit 1; }
 	# Anything left from an earlier or failed run goes first.
 	"$CLUSTER_HERE/down.sh" --quiet
 
