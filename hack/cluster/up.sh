@@ -75,7 +75,8 @@ main() {
 		--authorization-mode=Node,RBAC --anonymous-auth=true \
 		--service-account-issuer="https://127.0.0.1:$API_PORT" \
 		--service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
-		--service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true --profiling=false
+		--service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true --profiling=false \
+		--shutdown-watch-termination-grace-period=2s
 	wait_until "kube-apiserver /readyz" "$KUBECTL" --kubeconfig "$STATE/kubeconfig" get --raw /readyz
 
 	start kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
