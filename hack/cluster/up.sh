@@ -11,7 +11,7 @@
 # .cluster/ports.env, .cluster/env (source it for KUBECONFIG and PATH), .cluster/logs/*.log.
 # Environment: ARCHWARDEN_CACHE (binary cache root), ARCHWARDEN_CLUSTER_DIR (state dir),
 # ARCHWARDEN_CLUSTER_TIMEOUT (seconds per readiness wait, default 90).
-set -euo pipefail
+set -Eeuo pipefail
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 TIMEOUT=${ARCHWARDEN_CLUSTER_TIMEOUT:-90}
