@@ -343,47 +343,18 @@ def test_check_from_cluster_uses_the_live_nodes(
     from tests.support.archwarden import ARCHWARDEN
 
     manifest = tmp_path / "app.yaml"
-    manifest.write_text(json.dumps(deployment("edge", images.arm64_only)))
-    result = subprocess.run(
-        [
-            str(ARCHWARDEN),
-            "check",
-            "-f",
-            str(manifest),
-            "--from-cluster",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--insecure-registry",
-            images.host,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+
+    def check(obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        manifest.write_text(json.dumps(obj))
+        command = [str(ARCHWARDEN), "check", "-f", str(manifest), "--from-cluster"]
+        command += ["--kubeconfig", str(cluster.kubeconfig), "--insecure-registry", images.host]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    result = check(deployment("edge", images.arm64_only))
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.strip() == "OK    Deployment/edge"
-    pinned = deployment(
-        "edge", images.arm64_only, pod_spec={"nodeSelector": {"kubernetes.io/os": "windows"}}
-    )
-    manifest.write_text(json.dumps(pinned))
-    result = subprocess.run(
-        [
-            str(ARCHWARDEN),
-            "check",
-            "-f",
-            str(manifest),
-            "--from-cluster",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--insecure-registry",
-            images.host,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    windows_only = {"nodeSelector": {"kubernetes.io/os": "windows"}}
+    result = check(deployment("edge", images.arm64_only, pod_spec=windows_only))
     assert result.returncode == 1
     assert (
         f"DENY  Deployment/edge: image {images.arm64_only} supports linux/arm64 only; the node "

@@ -410,20 +410,12 @@ class RegistryClient:
                 endpoint, method, url, headers, 1024 * 1024, subject, data=form
             )
         except httpx.TransportError as error:
-            refused = _refusal(error)
-            if refused is not None:
-                raise exc.ForbiddenAddress(
-                    endpoint.registry,
-                    f"token realm {refused.host} resolves to {refused.address}, a link-local or"
-                    " metadata address",
-                    subject,
-                ) from None
             if isinstance(error, httpx.TimeoutException):
                 raise exc.RegistryTimeout(
                     endpoint.registry, "token server timed out", subject
                 ) from None
-            raise exc.RegistryUnavailable(
-                endpoint.registry, f"token server unreachable ({_transport_reason(error)})", subject
+            raise _transport_error(
+                endpoint, error, subject, "token realm ", "token server"
             ) from None
 
     # -- requests with auth and retries ---------------------------------------------------------
@@ -452,18 +444,8 @@ class RegistryClient:
             try:
                 response = await self._exchange(endpoint, method, url, headers, max_bytes, subject)
             except httpx.TransportError as error:
-                refused = _refusal(error)
-                if refused is not None:
-                    raise exc.ForbiddenAddress(
-                        endpoint.registry,
-                        f"{refused.host} resolves to {refused.address}, a link-local or metadata"
-                        " address; refused unless the registry is configured explicitly",
-                        subject,
-                    ) from None
                 if not isinstance(error, httpx.TimeoutException):
-                    raise exc.RegistryUnavailable(
-                        endpoint.registry, f"cannot connect ({_transport_reason(error)})", subject
-                    ) from None
+                    raise _transport_error(endpoint, error, subject) from None
                 if retries < min(1, self.settings.max_retries):
                     retries += 1
                     continue
@@ -750,6 +732,27 @@ def _refusal(error: BaseException) -> _guard.AddressRefused | None:
         if isinstance(cause, _guard.AddressRefused):
             return cause
     return None
+
+
+def _transport_error(
+    endpoint: _Endpoint,
+    error: httpx.TransportError,
+    subject: str,
+    role: str = "",
+    server: str = "",
+) -> exc.RegistryError:
+    """The one translation of httpx's connection errors (timeouts are the caller's to retry)."""
+    refused = _refusal(error)
+    if refused is not None:
+        return exc.ForbiddenAddress(
+            endpoint.registry,
+            f"{role}{refused.host} resolves to {refused.address}, a link-local or metadata"
+            " address; refused unless the registry is configured explicitly",
+            subject,
+        )
+    reason = _transport_reason(error)
+    problem = f"{server} unreachable ({reason})" if server else f"cannot connect ({reason})"
+    return exc.RegistryUnavailable(endpoint.registry, problem, subject)
 
 
 def _transport_reason(error: httpx.TransportError) -> str:
