@@ -8,6 +8,7 @@ The baseline, measured in the same run, is the same client without the cache lay
 from __future__ import annotations
 
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -124,6 +125,7 @@ async def measure(mode: str, workdir: Path) -> list[str]:
     finally:
         proxy.stop()
         server.stop()
+        shutil.rmtree(shm, ignore_errors=True)
     return lines
 
 
