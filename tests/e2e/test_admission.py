@@ -4,6 +4,7 @@ places mutated pods, Events and metrics record what happened."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -360,3 +361,73 @@ def test_check_from_cluster_uses_the_live_nodes(
         f"DENY  Deployment/edge: image {images.arm64_only} supports linux/arm64 only; the node "
         "this pod can use is windows/amd64 [os.version=10.0.20348] (1)"
     ) in result.stdout
+
+
+def test_ephemeral_container_with_an_incompatible_image_is_denied(
+    cluster: LocalCluster, namespace: str, images: Images
+) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "target"},
+        "spec": {
+            "containers": [{"name": "app", "image": images.multi}],
+            "nodeSelector": {"kubernetes.io/hostname": "linux-arm64-1"},
+        },
+    }
+    code, _, stderr = apply(cluster, namespace, pod)
+    assert code == 0, stderr
+    running = cluster.wait_pods_running(namespace, 1)[0]
+    # `kubectl debug` writes the pods/ephemeralcontainers subresource; do the same directly.
+    running["spec"]["ephemeralContainers"] = [
+        {"name": "debug", "image": images.amd64_only, "targetContainerName": "app"}
+    ]
+    path = f"/api/v1/namespaces/{namespace}/pods/target/ephemeralcontainers"
+    proc = cluster.kubectl(
+        "replace", "--raw", path, "-f", "-", input=json.dumps(running), check=False
+    )
+    assert proc.returncode != 0
+    assert 'admission webhook "validate-ephemeralcontainers.archwarden.io" denied' in proc.stderr
+    assert f"image {images.amd64_only} supports linux/amd64 only" in proc.stderr
+    assert "linux/arm64 (1)" in proc.stderr
+
+
+def test_dry_runs_are_judged_but_leave_no_events(
+    cluster: LocalCluster, namespace: str, images: Images
+) -> None:
+    cluster.kubectl("label", "namespace", namespace, "archwarden.io/mode=warn")
+    legacy = deployment("dry", images.amd64_only, pod_spec=hostname_pool(ARM64_POOL))
+    proc = cluster.wait_for(
+        lambda: (
+            (
+                p := cluster.kubectl(
+                    "apply",
+                    "--dry-run=server",
+                    "-n",
+                    namespace,
+                    "-f",
+                    "-",
+                    input=json.dumps(legacy),
+                    check=False,
+                )
+            ).returncode
+            == 0
+            and "Warning: image" in p.stderr
+            and p
+        ),
+        timeout=20,
+        message="a warned server-side dry run",
+    )
+    assert "supports linux/amd64 only" in proc.stderr
+    # Events are posted within milliseconds of a review; give a wrong one ample time to show.
+    time.sleep(3)
+    assert events(cluster, namespace, "ArchitectureMismatch") == []
+    # The same apply for real does post (so the check above could have seen one).
+    code, _, stderr = apply(cluster, namespace, legacy)
+    assert code == 0, stderr
+    posted = cluster.wait_for(
+        lambda: events(cluster, namespace, "ArchitectureMismatch"),
+        timeout=30,
+        message="the ArchitectureMismatch Event of the real apply",
+    )
+    assert len(posted) == 1 and posted[0].get("count", 1) == 1
