@@ -53,7 +53,11 @@ class Runtime:
     metrics: metrics.Metrics = dataclasses.field(default_factory=metrics.Metrics)
     ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     events: kube.EventDeduper = dataclasses.field(default_factory=kube.EventDeduper)
-    nodes: dict[str, policy.Node] = dataclasses.field(default_factory=dict)
+    node_index: Mapping[Any, Any] | None = None
+    """kopf's live index over Nodes (key: node name, values: policy.Node), captured from the
+    first handler call; kopf fills every index before it runs any handler."""
+    seen_nodes: dict[str, policy.Node] = dataclasses.field(default_factory=dict)
+    """The last node values the change detection saw (not what decisions read)."""
     namespace_modes: dict[str, str] = dataclasses.field(default_factory=dict)
     platform_set: frozenset[str] | None = None
     admission: admission.Admission | None = None
@@ -64,6 +68,12 @@ class Runtime:
     reevaluation: asyncio.Task[None] | None = None
     reevaluation_dirty: bool = False
     background: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
+
+    def inventory(self) -> list[policy.Node]:
+        index = self.node_index
+        if index is None:
+            return []
+        return [node for name in list(index) for node in index.get(name, ())]
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Work that must not delay an admission answer (Events and their owner lookups)."""
@@ -124,7 +134,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     rt.admission = admission.Admission(
         config,
         resolver,
-        lambda: list(rt.nodes.values()),
+        rt.inventory,
         credentials=secrets.for_pod,
         namespace_mode=rt.namespace_modes.get,
         meters=rt.metrics,
@@ -151,9 +161,19 @@ async def cleanup(memo: Any, **_: Any) -> None:
 # -- inventory ------------------------------------------------------------------------------------
 
 
-def _update_node_metrics(rt: Runtime) -> None:
+@kopf.index("nodes")
+def node_index(name: str, body: Mapping[str, Any], **_: Any) -> dict[str, policy.Node] | None:
+    """Per node only what decisions read (os, arch, build, labels, taints, Ready, cordoned)."""
+    try:
+        return {name: policy.node_from_object(body)}
+    except policy.InvalidNode as exc:
+        logger.warning("node %s ignored: %s", name, exc)
+        return None
+
+
+def _update_node_metrics(rt: Runtime, nodes: list[policy.Node]) -> None:
     counts: dict[tuple[str, str], int] = {}
-    for node in rt.nodes.values():
+    for node in nodes:
         counts[(node.os or "unknown", node.arch or "unknown")] = (
             counts.get((node.os or "unknown", node.arch or "unknown"), 0) + 1
         )
@@ -163,25 +183,21 @@ def _update_node_metrics(rt: Runtime) -> None:
 
 
 @kopf.on.event("nodes")
-async def node_changed(
-    event: Mapping[str, Any], body: Mapping[str, Any], name: str, memo: Any, **_: Any
-) -> None:
-    """Keep the inventory; kopf delivers every existing node first, then changes."""
+async def node_changed(name: str, memo: Any, **kw: Any) -> None:
+    """Notice changes that matter: metrics, platform set, and workloads left stranded."""
     rt = _runtime(memo)
-    before = rt.nodes.get(name)
-    if event.get("type") == "DELETED":
-        rt.nodes.pop(name, None)
-    else:
-        try:
-            rt.nodes[name] = policy.node_from_object(body)
-        except policy.InvalidNode as exc:
-            logger.warning("node %s ignored: %s", name, exc)
-            rt.nodes.pop(name, None)
-    after = rt.nodes.get(name)
-    if after == before:
+    node_index: Mapping[Any, Any] = kw["node_index"]  # indexes arrive as kwargs by name
+    rt.node_index = node_index
+    current = next(iter(node_index.get(name, ())), None)
+    if current == rt.seen_nodes.get(name):
         return  # heartbeats and status noise: nothing a decision depends on changed
-    _update_node_metrics(rt)
-    platforms = frozenset(n.platform.canonical for n in rt.nodes.values() if n.known and n.ready)
+    if current is None:
+        rt.seen_nodes.pop(name, None)
+    else:
+        rt.seen_nodes[name] = current
+    nodes = rt.inventory()
+    _update_node_metrics(rt, nodes)
+    platforms = frozenset(n.platform.canonical for n in nodes if n.known and n.ready)
     if platforms != rt.platform_set and rt.platform_set is not None:
         logger.info("node platforms now: %s", ", ".join(sorted(platforms)))
     rt.platform_set = platforms
@@ -193,17 +209,18 @@ async def node_changed(
 
 @kopf.on.event("namespaces")
 async def namespace_changed(
-    event: Mapping[str, Any], name: str, labels: Mapping[str, str], memo: Any, **_: Any
+    event: Mapping[str, Any], name: str, labels: Mapping[str, str], memo: Any, **kw: Any
 ) -> None:
     rt = _runtime(memo)
+    rt.node_index = kw["node_index"]
     mode = labels.get(admission.LABEL_MODE)
     if event.get("type") == "DELETED" or not mode:
         rt.namespace_modes.pop(name, None)
     else:
         rt.namespace_modes[name] = mode
-    # Handlers only start once kopf's initial listings are in; the first namespace event
-    # therefore means the node inventory is as complete as the cluster's (there is always a
-    # namespace, even where there are no nodes yet).
+    # kopf runs no handler before every index is filled from its initial listing, so the
+    # first namespace event (there is always a namespace, even with no nodes) means the node
+    # inventory is as complete as the cluster's.
     rt.ready.set()
 
 
@@ -254,7 +271,7 @@ async def _reevaluate(rt: Runtime) -> None:
             held = rt.admission._stale(image)
             if held is not None:
                 answers[image] = held
-    left = policy.stranded(workloads, list(rt.nodes.values()), answers)
+    left = policy.stranded(workloads, rt.inventory(), answers)
     rt.metrics.workloads_unschedulable.clear()
     per_kind: dict[str, int] = {}
     for key, decision in left.items():
