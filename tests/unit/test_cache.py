@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import traceback
 
 import httpx
@@ -276,3 +278,52 @@ async def test_cached_failures_do_not_accumulate_tracebacks(
         lengths.append(len(traceback.extract_tb(caught.value.__traceback__)))
     assert len(registry.requests) == 1
     assert len(set(lengths[1:])) == 1, lengths
+
+
+async def test_a_failure_without_credentials_does_not_answer_for_a_pod_with_them() -> None:
+    import httpx as _httpx
+
+    from archwarden import registry as _registry
+
+    secret = _registry.CredentialStore(
+        {"private.test": _registry.Credential(username="u", password="p")}
+    )
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": "sha256:" + "1" * 64,
+                    "size": 1,
+                    "platform": {"os": "linux", "architecture": "arm64"},
+                }
+            ],
+        }
+    ).encode()
+
+    def handler(request: _httpx.Request) -> _httpx.Response:
+        if "authorization" not in request.headers:
+            return _httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        return _httpx.Response(
+            200,
+            content=index,
+            headers={
+                "Content-Type": "application/vnd.oci.image.index.v1+json",
+                "Docker-Content-Digest": "sha256:" + hashlib.sha256(index).hexdigest(),
+            },
+        )
+
+    settings = _registry.ClientSettings(registries={"private.test": _registry.RegistrySettings()})
+    client = _registry.RegistryClient(settings, transport=_httpx.MockTransport(handler))
+    resolver = _registry.Resolver(client)
+    with pytest.raises(_registry.AuthenticationFailed):
+        await resolver.resolve("private.test/team/app:1")
+    token = _registry.RegistryClient.using(secret)
+    try:
+        answer = await resolver.resolve("private.test/team/app:1")
+    finally:
+        _registry.RegistryClient.restore(token)
+    assert answer.canonical == ["linux/arm64"]
+    await client.aclose()

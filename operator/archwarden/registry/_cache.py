@@ -101,11 +101,14 @@ class Resolver:
         if digest is not None and digest in self._digests:
             self._note("hit")
             return self._digests[digest].for_reference(ref)
-        failure = self._failures.get(key)
+        # Failures and in-flight lookups belong to an identity: "unauthorized" for a pod
+        # without a pull secret must not answer for a pod that has one.
+        attempt = f"{key}#{self.client.identity(ref)}"
+        failure = self._failures.get(attempt)
         if failure is not None:
             return self._fail(ref, key, failure, allow_stale, cached=True)
         try:
-            return await self._single_flight(key, lambda: self._fetch(ref, key))
+            return await self._single_flight(attempt, lambda: self._fetch(ref, key, attempt))
         except exc.RegistryError as error:
             return self._fail(ref, key, error, allow_stale, cached=False)
 
@@ -140,7 +143,9 @@ class Resolver:
         # shield: one caller giving up (its own deadline) must not cancel the others' lookup.
         return await asyncio.shield(future)
 
-    async def _fetch(self, ref: reference.Reference, key: str) -> _models.ImagePlatforms:
+    async def _fetch(
+        self, ref: reference.Reference, key: str, attempt: str
+    ) -> _models.ImagePlatforms:
         try:
             if not ref.digest:
                 known = self._last_digest.get(key)
@@ -154,7 +159,7 @@ class Resolver:
             self._note("miss")
             answer = await self.client.resolve(ref)
         except exc.RegistryError as error:
-            self._failures[key] = error
+            self._failures[attempt] = error
             raise
         self._digests[answer.digest] = answer
         if not ref.digest:

@@ -283,13 +283,33 @@ class RegistryClient:
         store = _call_credentials.get() or self.credentials
         return store.lookup(endpoint.registry if not endpoint.mirror else endpoint.host)
 
+    @staticmethod
+    def _fingerprint(credential: _credentials.Credential | None) -> str:
+        if credential is None:
+            return ""
+        secret = "\0".join(
+            (
+                credential.username,
+                credential.password,
+                credential.identity_token,
+                credential.registry_token,
+            )
+        )
+        return hashlib.sha256(secret.encode()).hexdigest()[:16]
+
     def _token_realm_key(self, endpoint: _Endpoint, realm: str) -> str:
         """Tokens are cached per identity: one pod's secret must never serve another pod."""
-        credential = self._credential(endpoint)
-        if credential is None:
-            return realm
-        secret = "\0".join((credential.username, credential.password, credential.identity_token))
-        return realm + "#" + hashlib.sha256(secret.encode()).hexdigest()[:16]
+        fingerprint = self._fingerprint(self._credential(endpoint))
+        return f"{realm}#{fingerprint}" if fingerprint else realm
+
+    def identity(self, ref: reference.Reference) -> str:
+        """Who the current context would authenticate as for ``ref`` ('' for anonymous).
+
+        Callers that cache failures key them by this, so one pod's missing secret never
+        fails another pod that has the right one.
+        """
+        store = _call_credentials.get() or self.credentials
+        return self._fingerprint(store.lookup(ref.domain))
 
     @staticmethod
     def using(credentials: _credentials.CredentialStore | None) -> contextvars.Token[Any]:
