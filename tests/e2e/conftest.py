@@ -15,7 +15,15 @@ from tests.support.fixtures import registry_workdir
 from tests.support.images import Seeder
 from tests.support.registry import RegistryServer, start_registry
 
-__all__ = ["archwarden", "cluster", "e2e_registry", "images", "namespace", "registry_workdir"]
+__all__ = [
+    "archwarden",
+    "cluster",
+    "e2e_registry",
+    "images",
+    "namespace",
+    "private_registry",
+    "registry_workdir",
+]
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,7 @@ class Images:
     arm64_only: str
     multi: str  # linux/amd64 + linux/arm64
     everywhere: str  # linux/amd64, arm64, ppc64le + windows/amd64 (ltsc2022)
+    s390x_only: str
 
     def ref(self, name: str) -> str:
         return f"{self.host}/{name}"
@@ -44,6 +53,7 @@ def images(e2e_registry: RegistryServer) -> Images:
     with Seeder(e2e_registry) as seeder:
         seeder.push_image("e2e/legacy", "2.3", "linux/amd64")
         seeder.push_image("e2e/edge", "0.9", "linux/arm64")
+        seeder.push_image("e2e/mainframe", "1", "linux/s390x")
         seeder.push_multiarch("e2e/web", "1.0", ["linux/amd64", "linux/arm64"], attestations=True)
         children = [
             seeder.push_image("e2e/all", None, p)
@@ -58,13 +68,27 @@ def images(e2e_registry: RegistryServer) -> Images:
         arm64_only=f"{host}/e2e/edge:0.9",
         multi=f"{host}/e2e/web:1.0",
         everywhere=f"{host}/e2e/all:1",
+        s390x_only=f"{host}/e2e/mainframe:1",
     )
+
+
+@pytest.fixture(scope="package")
+def private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """htpasswd Basic auth; holds private/app:1 (linux/amd64 + linux/arm64)."""
+    server = start_registry(tmp_path_factory.mktemp("e2e-private"), "basic")
+    try:
+        with Seeder(server) as seeder:
+            seeder.push_multiarch("private/app", "1", ["linux/amd64", "linux/arm64"])
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="package")
 def archwarden(
     cluster: LocalCluster,
     e2e_registry: RegistryServer,
+    private_registry: RegistryServer,
     images: Images,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ArchwardenProcess]:
@@ -75,7 +99,10 @@ def archwarden(
         {
             "mode": "enforce",
             "failurePolicy": "open",
-            "registries": {e2e_registry.host: {"insecure": True}},
+            "registries": {
+                e2e_registry.host: {"insecure": True},
+                private_registry.host: {"insecure": True},
+            },
             "cache": {"tagTTL": 300, "failureTTL": 1},
         },
     )

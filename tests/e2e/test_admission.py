@@ -431,3 +431,92 @@ def test_dry_runs_are_judged_but_leave_no_events(
         message="the ArchitectureMismatch Event of the real apply",
     )
     assert len(posted) == 1 and posted[0].get("count", 1) == 1
+
+
+def test_pull_secrets_from_the_pod_and_its_service_account(
+    cluster: LocalCluster, namespace: str, private_registry: Any
+) -> None:
+    image = f"{private_registry.host}/private/app:1"
+    # No credentials: inspection fails, failurePolicy open admits with the registry's reason.
+    code, _, stderr = apply(cluster, namespace, deployment("anon", image))
+    assert code == 0, stderr
+    assert "unauthorized and no credentials for it" in stderr
+    password = private_registry.password
+    cluster.kubectl(
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        "-n",
+        namespace,
+        f"--docker-server={private_registry.host}",
+        f"--docker-username={private_registry.username}",
+        f"--docker-password={password}",
+    )
+    # The pod's own imagePullSecrets.
+    spec = {"imagePullSecrets": [{"name": "regcred"}]}
+    code, _, stderr = apply(cluster, namespace, deployment("own", image, pod_spec=spec))
+    assert (code, "Warning" in stderr) == (0, False), stderr
+    pods = cluster.wait_pods_running(namespace, 1, selector="app=own")
+    assert (
+        pods[0]["metadata"]["annotations"]["archwarden.io/platforms"] == "linux/amd64,linux/arm64"
+    )
+    # The ServiceAccount's imagePullSecrets.
+    cluster.kubectl(
+        "create",
+        "serviceaccount",
+        "puller",
+        "-n",
+        namespace,
+    )
+    cluster.kubectl(
+        "patch",
+        "serviceaccount",
+        "puller",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"imagePullSecrets": [{"name": "regcred"}]}),
+    )
+    spec = {"serviceAccountName": "puller"}
+    code, _, stderr = apply(cluster, namespace, deployment("via-sa", image, pod_spec=spec))
+    assert (code, "Warning" in stderr) == (0, False), stderr
+    # A secret that does not exist is named, and the secret's content never appears anywhere.
+    spec = {"imagePullSecrets": [{"name": "missing"}]}
+    code, _, stderr = apply(cluster, namespace, deployment("missing", image, pod_spec=spec))
+    assert code == 0
+    assert f"pull secret {namespace}/missing not found" in stderr
+    assert password and password not in stderr
+    listed = json.dumps(cluster.get_json("events", "-n", namespace))
+    assert password not in listed
+
+
+def test_daemonset_is_denied_only_when_no_node_can_run_it(
+    cluster: LocalCluster, namespace: str, images: Images
+) -> None:
+    def daemonset(name: str, image: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "containers": [{"name": "agent", "image": image}],
+                        "nodeSelector": {"kubernetes.io/os": "linux"},
+                    },
+                },
+            },
+        }
+
+    # amd64 + arm64 image; the linux nodes include one ppc64le: allowed, that node named.
+    code, _, stderr = apply(cluster, namespace, daemonset("agent", images.multi))
+    assert code == 0, stderr
+    assert "Warning:" in stderr and "linux-ppc64le-1" in stderr
+    # An s390x-only image runs on no linux node at all: denied.
+    code, _, stderr = apply(cluster, namespace, daemonset("nowhere", images.s390x_only))
+    assert code != 0
+    assert f"image {images.s390x_only} supports linux/s390x only" in stderr
