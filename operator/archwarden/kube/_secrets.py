@@ -61,7 +61,11 @@ class PullSecrets:
             try:
                 store = registry.CredentialStore.from_docker_config(base64.b64decode(raw))
             except (binascii.Error, registry.InvalidDockerConfig) as exc:
-                reason = str(exc) if isinstance(exc, registry.InvalidDockerConfig) else "bad base64"
+                reason = (
+                    str(exc)
+                    if isinstance(exc, registry.InvalidDockerConfig)
+                    else ".dockerconfigjson is not base64"
+                )
                 problems.append(f"pull secret {namespace}/{name}: {reason}")
                 store = registry.CredentialStore()
         self._cache[key] = store

@@ -1,0 +1,73 @@
+"""PullSecrets merges the global secret, the ServiceAccount's and the pod's (fake API reader:
+the real one is exercised by the e2e suite against the local cluster)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from archwarden import kube
+from archwarden.kube import _api
+
+
+def dockerconfig(host: str, user: str, password: str) -> dict[str, Any]:
+    raw = json.dumps({"auths": {host: {"username": user, "password": password}}}).encode()
+    return {"data": {".dockerconfigjson": base64.b64encode(raw).decode()}}
+
+
+class FakeReader:
+    def __init__(self) -> None:
+        self.secrets: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self.accounts: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self.calls = 0
+
+    async def secret(self, namespace: str, name: str) -> Mapping[str, Any]:
+        self.calls += 1
+        if (namespace, name) not in self.secrets:
+            raise _api.NotFound(name)
+        return self.secrets[(namespace, name)]
+
+    async def service_account(self, namespace: str, name: str) -> Mapping[str, Any]:
+        self.calls += 1
+        if (namespace, name) not in self.accounts:
+            raise _api.NotFound(name)
+        return self.accounts[(namespace, name)]
+
+
+async def test_pod_secret_wins_over_account_and_global_and_missing_ones_are_named() -> None:
+    reader = FakeReader()
+    reader.secrets[("infra", "global")] = dockerconfig("r.example", "global", "g-pass")
+    reader.secrets[("team", "sa-cred")] = dockerconfig("r.example", "sa", "s-pass")
+    reader.secrets[("team", "pod-cred")] = dockerconfig("r.example", "pod", "p-pass")
+    reader.secrets[("team", "other")] = dockerconfig("other.example", "o", "o-pass")
+    reader.accounts[("team", "builder")] = {"imagePullSecrets": [{"name": "sa-cred"}]}
+    secrets = kube.PullSecrets(reader, "infra/global")  # type: ignore[arg-type]
+
+    store, problems = await secrets.for_pod("team", ["pod-cred", "other", "absent"], "builder")
+    assert store.lookup("r.example").username == "pod"  # type: ignore[union-attr]
+    assert store.lookup("other.example").username == "o"  # type: ignore[union-attr]
+    assert problems == ["pull secret team/absent not found"]
+
+    store, _ = await secrets.for_pod("team", [], "builder")
+    assert store.lookup("r.example").username == "sa"  # type: ignore[union-attr]
+    store, _ = await secrets.for_pod("team", [], "default")  # no such account: global only
+    assert store.lookup("r.example").username == "global"  # type: ignore[union-attr]
+
+
+async def test_broken_secrets_are_reported_without_their_content_and_cached() -> None:
+    reader = FakeReader()
+    reader.secrets[("team", "garbled")] = {"data": {".dockerconfigjson": "!!!not-base64!!!"}}
+    reader.secrets[("team", "opaque")] = {"data": {"password": "c2VjcmV0"}}
+    secrets = kube.PullSecrets(reader)  # type: ignore[arg-type]
+    store, problems = await secrets.for_pod("team", ["garbled", "opaque"], "default")
+    assert len(store) == 0
+    assert problems == [
+        "pull secret team/garbled: .dockerconfigjson is not base64",
+        "pull secret team/opaque has no .dockerconfigjson",
+    ]
+    assert all("secret\n" not in p and "c2VjcmV0" not in p for p in problems)
+    calls = reader.calls
+    await secrets.for_pod("team", ["garbled", "opaque"], "default")
+    assert reader.calls == calls  # secrets and the account answer come from the TTL cache
