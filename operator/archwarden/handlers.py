@@ -122,6 +122,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             port=config.webhook.port,
             certfile=config.webhook.cert_file,
             pkeyfile=config.webhook.key_file,
+            file_check_interval=config.webhook.reload_seconds,
         )
     api_client = kube.load_api_client(rt.kubeconfig)
     rt.reader = kube.ApiReader(api_client)

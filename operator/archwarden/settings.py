@@ -39,7 +39,10 @@ class WebhookSettings:
     registry yields an answer by policy (stale cache, failurePolicy) instead of an apiserver
     timeout."""
     timeout_seconds: int = 5
-    """The apiserver's timeout for our webhooks (``--dev`` registers it)."""
+    """The apiserver's timeout for our webhooks (the chart's webhook configurations)."""
+    reload_seconds: float = 60.0
+    """How often the certificate files are checked; a changed pair is served from then on
+    (cert-manager renewals, rotated Secrets) without a restart."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +166,15 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
     webhook = _expect(data.get("webhook", {}), dict, "webhook")
     _only(
         webhook,
-        {"port", "address", "certFile", "keyFile", "budgetSeconds", "timeoutSeconds"},
+        {
+            "port",
+            "address",
+            "certFile",
+            "keyFile",
+            "budgetSeconds",
+            "timeoutSeconds",
+            "reloadSeconds",
+        },
         "webhook",
     )
     w = WebhookSettings()
@@ -181,6 +192,13 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
         ),
         timeout_seconds=_expect(
             webhook.get("timeoutSeconds", w.timeout_seconds), int, "webhook.timeoutSeconds"
+        ),
+        reload_seconds=float(
+            _expect(
+                webhook.get("reloadSeconds", w.reload_seconds),
+                (int, float),
+                "webhook.reloadSeconds",
+            )
         ),
     )
     if webhook_settings.budget_seconds >= webhook_settings.timeout_seconds:

@@ -29,7 +29,9 @@ class ArchwardenProcess:
         config: dict[str, Any],
         *,
         dev_name: str = "archwarden.io",
+        dev: bool = True,
     ) -> None:
+        self.dev = dev
         self.workdir = workdir
         self.dev_name = dev_name
         self.kubeconfig = kubeconfig
@@ -55,15 +57,12 @@ class ArchwardenProcess:
             str(ARCHWARDEN) if ARCHWARDEN.exists() else sys.executable,
             *([] if ARCHWARDEN.exists() else ["-m", "archwarden.cli"]),
             "run",
-            "--dev",
-            "--dev-dir",
-            str(self.workdir / "dev"),
+            *(["--dev", "--dev-dir", str(self.workdir / "dev")] if self.dev else []),
             "--config",
             str(config_file),
             "--kubeconfig",
             str(self.kubeconfig),
-            "--dev-name",
-            self.dev_name,
+            *(["--dev-name", self.dev_name] if self.dev else []),
         ]
         log = self.log_file.open("ab")
         self._process = subprocess.Popen(
