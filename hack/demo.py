@@ -65,10 +65,7 @@ def main() -> int:
     if started_cluster:
         banner("building (first run: from the Go module proxy) and starting the local cluster")
         cluster.up()
-    kubectl = [str(cluster.kubectl_path), f"--kubeconfig={cluster.kubeconfig}"]
-    subprocess.run(
-        [*kubectl, "get", "nodes", "-L", "kubernetes.io/arch,kubernetes.io/os"], check=True
-    )
+    print(cluster.kubectl("get", "nodes", "-L", "kubernetes.io/arch,kubernetes.io/os").stdout)
 
     banner("a local registry (Debian's distribution 2.8) with sample images")
     server = start_registry(workdir / "registry", "plain")
@@ -94,106 +91,56 @@ def main() -> int:
             {"mode": "enforce", "registries": {server.host: {"insecure": True}}},
         ).start()
         print(f"archwarden ready; metrics at {archwarden.metrics_url}/metrics")
-        subprocess.run([*kubectl, "create", "namespace", NAMESPACE], check=False)
-        time.sleep(2)  # the API server picks up new webhook configurations within a moment
+        cluster.create_namespace(NAMESPACE)
+        # kopf has registered the webhook configurations; wait until the API server calls them.
+        probe = deployment(
+            "probe",
+            f"{server.host}/demo/edge:0.9",
+            1,
+            {"nodeSelector": {"kubernetes.io/arch": "amd64"}},
+        )
+        cluster.wait_for(
+            lambda: (
+                "archwarden"
+                in cluster.kubectl(
+                    "apply", "--dry-run=server", "-f", "-", input=probe, check=False
+                ).stderr
+            ),
+            timeout=60,
+            message="the API server calling archwarden",
+        )
 
         banner("an amd64-only Deployment applied to the arm64 pool: denied at kubectl apply")
-        arm_nodes = subprocess.run(
-            [*kubectl, "get", "nodes", "-l", "kubernetes.io/arch=arm64", "-o", "name"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        arm_nodes = cluster.nodes_with({"kubernetes.io/arch": "arm64"})
+        term = {"key": "kubernetes.io/hostname", "operator": "In", "values": arm_nodes}
+        required = {"nodeSelectorTerms": [{"matchExpressions": [term]}]}
         pool = {
             "affinity": {
-                "nodeAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchExpressions": [
-                                    {
-                                        "key": "kubernetes.io/hostname",
-                                        "operator": "In",
-                                        "values": [n.split("/", 1)[1] for n in arm_nodes],
-                                    }
-                                ]
-                            }
-                        ]
-                    }
-                }
+                "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}
             }
         }
         legacy = deployment("legacy", f"{server.host}/demo/legacy:2.3", 2, pool)
         print("$ kubectl apply -f legacy.yaml", flush=True)
-        subprocess.run([*kubectl, "apply", "-f", "-"], input=legacy, text=True, check=False)
+        print(cluster.kubectl("apply", "-f", "-", input=legacy, check=False).stderr.strip())
 
         banner("a multi-arch Deployment: pods get node affinity and run only where they can")
         web = deployment("web", f"{server.host}/demo/web:1.0", 4, {})
         print("$ kubectl apply -f web.yaml", flush=True)
-        subprocess.run([*kubectl, "apply", "-f", "-"], input=web, text=True, check=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            phases = subprocess.run(
-                [
-                    *kubectl,
-                    "get",
-                    "pods",
-                    "-n",
-                    NAMESPACE,
-                    "-l",
-                    "app=web",
-                    "-o",
-                    "jsonpath={.items[*].status.phase}",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.split()
-            if len(phases) == 4 and set(phases) == {"Running"}:
-                break
-            time.sleep(1)
-        subprocess.run(
-            [
-                *kubectl,
-                "get",
-                "pods",
-                "-n",
-                NAMESPACE,
-                "-l",
-                "app=web",
-                "-o",
-                "custom-columns=POD:.metadata.name,NODE:.spec.nodeName,STATUS:.status.phase,"
-                "PLATFORMS:.metadata.annotations.archwarden\\.io/platforms",
-            ],
-            check=True,
-        )
+        print(cluster.kubectl("apply", "-f", "-", input=web).stdout.strip())
+        pods = cluster.wait_pods_running(NAMESPACE, 4, selector="app=web")
+        print(f"{'POD':24} {'NODE':16} {'STATUS':8} PLATFORMS")
+        for pod in pods:
+            annotations = pod["metadata"].get("annotations", {})
+            print(
+                f"{pod['metadata']['name']:24} {pod['spec']['nodeName']:16} "
+                f"{pod['status']['phase']:8} {annotations.get('archwarden.io/platforms', '')}"
+            )
         print("$ kubectl get pod -l app=web -o jsonpath='{.items[0].spec.affinity}'")
-        affinity = subprocess.run(
-            [
-                *kubectl,
-                "get",
-                "pods",
-                "-n",
-                NAMESPACE,
-                "-l",
-                "app=web",
-                "-o",
-                "jsonpath={.items[0].spec.affinity}",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        print(json.dumps(json.loads(affinity or "{}"), indent=2))
+        print(json.dumps(pods[0]["spec"].get("affinity", {}), indent=2))
 
         banner("Events")
         time.sleep(2)
-        listed = subprocess.run(
-            [*kubectl, "get", "events", "-n", NAMESPACE, "-o", "json"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
+        listed = cluster.kubectl("get", "events", "-n", NAMESPACE, "-o", "json").stdout
         for event in json.loads(listed or '{"items": []}')["items"]:
             if (event.get("source") or {}).get("component") != "archwarden":
                 continue
@@ -218,11 +165,7 @@ def main() -> int:
             return 0
     finally:
         if not args.keep:
-            subprocess.run(
-                [*kubectl, "delete", "namespace", NAMESPACE, "--wait=false"],
-                check=False,
-                capture_output=True,
-            )
+            cluster.delete_namespace(NAMESPACE)
             if archwarden is not None:
                 archwarden.stop()
             server.stop()
