@@ -250,3 +250,27 @@ async def test_oversize_config_blob_is_refused(registry: FakeRegistry) -> None:
     async with make_client(registry, config_max_bytes=1000) as client:
         with pytest.raises(ManifestTooLarge, match="exceeds the 1000-byte cap"):
             await client.resolve(f"{HOST}/team/a:img")
+
+
+@pytest.mark.parametrize(
+    ("configured", "connect_host", "trusted"),
+    [
+        ("registry.internal:5000", "registry.internal", True),
+        ("[fe80::1]:5000", "fe80::1", True),
+        ("https://mirror.internal:8443/path", "mirror.internal", True),
+        ("docker.io", "registry-1.docker.io", True),
+        ("registry.internal:5000", "other.internal", False),
+    ],
+)
+def test_ssrf_guard_trusts_exactly_the_configured_hosts(
+    configured: str, connect_host: str, trusted: bool
+) -> None:
+    from archwarden import registry
+
+    settings = registry.ClientSettings(
+        registries={"base.internal": registry.RegistrySettings(mirrors=(configured,))}
+        if configured.startswith("https://")
+        else {configured: registry.RegistrySettings()}
+    )
+    client = registry.RegistryClient(settings)
+    assert client._host_allowed(connect_host) is trusted

@@ -112,6 +112,13 @@ class RegistryClient:
         # instead of paying a 401 round trip for every new repository.
         self._challenges: dict[str, _auth.Challenge] = {}
         self._token_locks: dict[tuple[str, str, tuple[str, ...]], asyncio.Lock] = {}
+        # Bare host names (no port, no brackets) the SSRF guard trusts, as httpcore names the
+        # host it connects to; a configured naming domain also trusts its API host.
+        self._trusted_hosts = frozenset(
+            _bare_host(address)
+            for name, value in settings.registries.items()
+            for address in (name, _config.api_host(name), *value.mirrors)
+        )
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -146,18 +153,7 @@ class RegistryClient:
 
     def _host_allowed(self, host: str) -> bool:
         """The SSRF guard lets explicitly configured registries (and their mirrors) through."""
-        if ":" in host and not host.startswith("["):
-            bare = host if host.count(":") > 1 else host.split(":", 1)[0]
-        else:
-            bare = host
-        for name, value in self.settings.registries.items():
-            names = [name, *value.mirrors]
-            for candidate in names:
-                candidate = _config.canonical_host(candidate.rpartition("://")[2])
-                candidate_host = candidate.rsplit(":", 1)[0] if "]" not in candidate else candidate
-                if candidate_host.strip("[]") == bare.strip("[]"):
-                    return True
-        return False
+        return host.strip("[]").lower() in self._trusted_hosts
 
     def _http(self, settings: _config.RegistrySettings) -> httpx.AsyncClient:
         ca_file = settings.ca_file or self.settings.ca_file
@@ -735,6 +731,12 @@ class RegistryClient:
         for result in await asyncio.gather(*(expand(c) for c in nested)):
             found.extend(result)
         return found
+
+
+def _bare_host(address: str) -> str:
+    """``host`` of ``host[:port]``, ``[v6]:port`` or a URL, lower-cased, without brackets."""
+    authority = address.rpartition("://")[2].split("/", 1)[0]
+    return httpx.URL(f"http://{authority}").host.lower()
 
 
 def _causes(error: BaseException) -> list[BaseException]:
