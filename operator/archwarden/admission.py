@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from archwarden import metrics, policy, reference, registry, settings
+from archwarden import metrics, platforms, policy, reference, registry, settings
 
 __all__ = ["Admission", "EventNote", "Outcome"]
 
@@ -107,7 +107,7 @@ class Admission:
             task.cancel()  # the shared lookup itself continues (shielded) and fills the cache
         for image in images:
             if image not in result:
-                stale = self._stale(image)
+                stale = self.held_platforms(image)
                 result[image] = (
                     stale
                     if stale is not None
@@ -117,7 +117,8 @@ class Admission:
                 )
         return result
 
-    def _stale(self, image: str) -> tuple[Any, ...] | None:
+    def held_platforms(self, image: str) -> tuple[platforms.Platform, ...] | None:
+        """The cached platforms of ``image`` without any I/O, however old; None if unknown."""
         try:
             held = self.resolver.cached(image)
         except reference.InvalidReference:

@@ -6,6 +6,7 @@ Handler ids are the webhook URL paths (and the chart's webhook names), so they a
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 from collections.abc import Coroutine, Mapping
@@ -173,11 +174,7 @@ def node_index(name: str, body: Mapping[str, Any], **_: Any) -> dict[str, policy
 
 
 def _update_node_metrics(rt: Runtime, nodes: list[policy.Node]) -> None:
-    counts: dict[tuple[str, str], int] = {}
-    for node in nodes:
-        counts[(node.os or "unknown", node.arch or "unknown")] = (
-            counts.get((node.os or "unknown", node.arch or "unknown"), 0) + 1
-        )
+    counts = collections.Counter((n.os or "unknown", n.arch or "unknown") for n in nodes)
     rt.metrics.nodes.clear()
     for (os_name, arch), count in counts.items():
         rt.metrics.nodes.labels(os_name, arch).set(count)
@@ -269,7 +266,7 @@ async def _reevaluate(rt: Runtime) -> None:
     answers: dict[str, policy.ImageAnswer] = {}
     for workload in workloads.values():
         for image in workload.template.images:
-            held = rt.admission._stale(image)
+            held = rt.admission.held_platforms(image)
             if held is not None:
                 answers[image] = held
     left = policy.stranded(workloads, rt.inventory(), answers)
