@@ -12,7 +12,8 @@
 # When every final binary exists the script returns without running go at all.
 # ARCHWARDEN_PRUNE_GO=1 deletes the Go module and build caches afterwards (only bin/ is needed).
 #
-# Versions come from the pinned wrapper modules next to this script (kube/, etcd/, kwok/, helm/):
+# Versions come from the pinned wrapper modules next to this script (kube/, etcd/, kwok/, helm/,
+# containerd/):
 # their go.mod/go.sum are committed; builds run with -mod=readonly, so the pins are verified.
 set -euo pipefail
 
@@ -33,11 +34,16 @@ KUBE_VERSION=$(pinned kube k8s.io/kubernetes)
 ETCD_VERSION=$(pinned etcd go.etcd.io/etcd/server/v3)
 KWOK_VERSION=$(pinned kwok sigs.k8s.io/kwok)
 HELM_VERSION=$(pinned helm helm.sh/helm/v3)
+CONTAINERD_VERSION=$(pinned containerd github.com/containerd/containerd/v2)
 
 KUBE_DIR=$BIN_ROOT/kubernetes-$KUBE_VERSION
 ETCD_DIR=$BIN_ROOT/etcd-$ETCD_VERSION
 KWOK_DIR=$BIN_ROOT/kwok-$KWOK_VERSION
 HELM_DIR=$BIN_ROOT/helm-$HELM_VERSION
+# The kubelet has a directory of its own so that a cache holding the control plane alone is
+# completed by one short build instead of rebuilding everything.
+KUBELET_DIR=$BIN_ROOT/kubelet-$KUBE_VERSION
+CONTAINERD_DIR=$BIN_ROOT/containerd-$CONTAINERD_VERSION
 
 have_all() { # <dir> <binary>...
 	local d=$1; shift
@@ -74,20 +80,49 @@ build_into() {
 	log "built $(basename "$final") in $(( $(date +%s) - start ))s"
 }
 
-build_kube() {
-	have_all "$KUBE_DIR" kube-apiserver kube-controller-manager kube-scheduler kubectl && return 0
-	go_env
+# Same -X flags as upstream hack/lib/version.sh so /version reports the real version.
+kube_ldflags() {
 	local minor ld kv
 	minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
-	# Same -X flags as upstream hack/lib/version.sh so /version reports the real version.
 	ld="-s -w"
 	for kv in "gitVersion=$KUBE_VERSION" gitMajor=1 "gitMinor=$minor" gitTreeState=clean \
 		buildDate=1970-01-01T00:00:00Z; do
 		ld="$ld -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
 	done
-	build_into "$KUBE_DIR" kube -tags selinux,notest,grpcnotrace -ldflags "$ld" \
+	echo "$ld"
+}
+
+build_kube() {
+	have_all "$KUBE_DIR" kube-apiserver kube-controller-manager kube-scheduler kubectl && return 0
+	go_env
+	build_into "$KUBE_DIR" kube -tags selinux,notest,grpcnotrace -ldflags "$(kube_ldflags)" \
 		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
 		k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+}
+
+# The real node's kubelet: same wrapper module (same pins) and flags as the control plane.
+build_kubelet() {
+	have_all "$KUBELET_DIR" kubelet && return 0
+	go_env
+	build_into "$KUBELET_DIR" kube -tags selinux,notest,grpcnotrace -ldflags "$(kube_ldflags)" \
+		k8s.io/kubernetes/cmd/kubelet
+}
+
+# containerd 2.x for the real node, static (CGO off): urfave_cli_no_docs drops the man-page
+# generator, and the shim is built without its gRPC server as upstream's release builds do.
+build_containerd() {
+	have_all "$CONTAINERD_DIR" containerd ctr containerd-shim-runc-v2 && return 0
+	go_env
+	local ld="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+	ld="$ld -X github.com/containerd/containerd/v2/version.Revision=$CONTAINERD_VERSION"
+	POST_BUILD=containerd_shim build_into "$CONTAINERD_DIR" containerd -tags urfave_cli_no_docs \
+		-ldflags "$ld" github.com/containerd/containerd/v2/cmd/containerd \
+		github.com/containerd/containerd/v2/cmd/ctr
+}
+
+containerd_shim() { # <tmp bin dir>
+	(cd "$HERE/containerd" && go build -trimpath -o "$1/" -tags urfave_cli_no_docs,no_grpc \
+		-ldflags "-s -w" github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2)
 }
 
 build_etcd() {
@@ -125,7 +160,7 @@ build_helm() {
 }
 
 main() {
-	local t only=${ARCHWARDEN_BUILD_ONLY:-kube etcd kwok helm}
+	local t only=${ARCHWARDEN_BUILD_ONLY:-kube etcd kwok helm kubelet containerd}
 	for t in $only; do "build_$t"; done
 	# CI can cache bin/ alone (~0.4 GB) and drop Go's caches (~7 GB) after a build.
 	if [ "${ARCHWARDEN_PRUNE_GO:-0}" = 1 ] && [ -d "$CACHE/go" ]; then
@@ -134,7 +169,8 @@ main() {
 		go clean -cache -modcache
 		rm -rf "$CACHE/go"
 	fi
-	printf 'KUBE_BIN=%s\nETCD_BIN=%s\nKWOK_BIN=%s\nHELM_BIN=%s\n' "$KUBE_DIR" "$ETCD_DIR" "$KWOK_DIR" "$HELM_DIR"
+	printf 'KUBE_BIN=%s\nETCD_BIN=%s\nKWOK_BIN=%s\nHELM_BIN=%s\nKUBELET_BIN=%s\nCONTAINERD_BIN=%s\n' \
+		"$KUBE_DIR" "$ETCD_DIR" "$KWOK_DIR" "$HELM_DIR" "$KUBELET_DIR" "$CONTAINERD_DIR"
 }
 
 # Everything is parsed before anything runs, so editing this file during a long build is safe.
