@@ -14,33 +14,21 @@ say() { [ "$QUIET" = 1 ] || echo "down.sh: $*"; }
 main() {
 	[ -d "$STATE" ] || { say "nothing to stop"; return 0; }
 	lock_state
-	local c pid exe stopped="" grace=${ARCHWARDEN_CLUSTER_STOP_GRACE:-15}
-	local reversed
+	local c stopped="" reversed
+	# The real node first, while the API server can still tell the kubelet to stop its pods.
+	node_down
 	reversed=$(echo "$COMPONENTS" | tr ' ' '\n' | tac)
 	# One at a time, clients before servers: stopping everything at once made the apiserver
 	# linger ~10 s on its in-flight requests; in order it takes about one second.
 	for c in $reversed; do
-		[ -f "$STATE/pids/$c" ] && pid_alive "$c" || continue
-		read -r pid exe <"$STATE/pids/$c"
-		# Started with setsid: the pid is also the process group id.
-		kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-		stopped="$stopped $c"
-		local deadline=$((SECONDS + grace))
-		while group_alive "$pid"; do
-			if [ "$SECONDS" -ge "$deadline" ]; then
-				echo "down.sh: $c (pgid $pid) ignored SIGTERM for ${grace}s, sending SIGKILL" >&2
-				kill -KILL -- "-$pid" 2>/dev/null || true
-				sleep 0.2
-				break
-			fi
-			sleep 0.05
-		done
+		stop_component "$c" && stopped="$stopped $c"
 	done
 	if [ -n "$stopped" ]; then say "stopped:$stopped"; else say "nothing was running"; fi
 
 	load_ports || true
 	local port busy=""
-	for port in ${ETCD_PORT:-} ${ETCD_PEER_PORT:-} ${API_PORT:-} ${KCM_PORT:-} ${SCHED_PORT:-} ${KWOK_PORT:-}; do
+	for port in ${ETCD_PORT:-} ${ETCD_PEER_PORT:-} ${API_PORT:-} ${KCM_PORT:-} ${SCHED_PORT:-} ${KWOK_PORT:-} \
+		${KUBELET_PORT:-} ${KUBELET_HEALTHZ_PORT:-} ${REGISTRY_PORT:-}; do
 		# A listener that lingers for a moment after its process exited is given 5 s.
 		local until=$((SECONDS + 5))
 		while ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; do

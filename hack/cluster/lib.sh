@@ -6,8 +6,11 @@ CLUSTER_ROOT=$(cd "$CLUSTER_HERE/../.." && pwd)
 # State directory: kubeconfig, bin/, logs/, pids/, pki/, ports.env and a `data` symlink to the
 # etcd data directory (on /dev/shm when possible).
 STATE=${ARCHWARDEN_CLUSTER_DIR:-$CLUSTER_ROOT/.cluster}
-# Start order; down.sh stops in reverse.
+# shellcheck source=hack/cluster/node.sh
+. "$CLUSTER_HERE/node.sh"
+# Start order; down.sh stops in reverse (the real node's components first, by node_down).
 COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler kwok"
+node_enabled && COMPONENTS="$COMPONENTS $NODE_COMPONENTS"
 
 # pid_alive <name>: the recorded process is still running the recorded executable. Guards against
 # PID reuse: a pid file holds "<pid> <absolute executable path>".
@@ -60,4 +63,24 @@ lock_state() {
 # orphaned daemon is reaped by PID 1, which may take its time).
 group_alive() {
 	ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
+}
+
+# stop_component <name>: SIGTERM to its process group, SIGKILL after a grace period. Returns 1
+# when it was not running.
+stop_component() {
+	local c=$1 pid exe grace=${ARCHWARDEN_CLUSTER_STOP_GRACE:-15}
+	[ -f "$STATE/pids/$c" ] && pid_alive "$c" || return 1
+	read -r pid exe <"$STATE/pids/$c"
+	# Started with setsid: the pid is also the process group id.
+	kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+	local deadline=$((SECONDS + grace))
+	while group_alive "$pid"; do
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			echo "$(basename "$0"): $c (pgid $pid) ignored SIGTERM for ${grace}s, sending SIGKILL" >&2
+			kill -KILL -- "-$pid" 2>/dev/null || true
+			sleep 0.2
+			break
+		fi
+		sleep 0.05
+	done
 }

@@ -33,7 +33,8 @@ main() {
 
 	local dirs
 	dirs=$("$CLUSTER_HERE/build.sh")
-	eval "$dirs" # KUBE_BIN ETCD_BIN KWOK_BIN HELM_BIN
+	eval "$dirs" # KUBE_BIN ETCD_BIN KWOK_BIN HELM_BIN KUBELET_BIN CONTAINERD_BIN
+	! node_enabled || node_prereqs
 	local tb
 	tb=$(date +%s.%N)
 
@@ -41,6 +42,7 @@ main() {
 	rm -f "$STATE"/logs/*.log
 	ln -sfn "$KUBE_BIN/kubectl" "$STATE/bin/kubectl"
 	ln -sfn "$HELM_BIN/helm" "$STATE/bin/helm"
+	ln -sfn "$CONTAINERD_BIN/ctr" "$STATE/bin/ctr"
 	KUBECTL=$STATE/bin/kubectl
 
 	# etcd data on tmpfs when possible (fast, and gone after a reboot); fresh every run.
@@ -76,7 +78,12 @@ main() {
 		--service-account-issuer="https://127.0.0.1:$API_PORT" \
 		--service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
 		--service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true --profiling=false \
-		--shutdown-watch-termination-grace-period=2s
+		--shutdown-watch-termination-grace-period=2s \
+		--kubelet-client-certificate="$p/apiserver-kubelet-client.crt" \
+		--kubelet-client-key="$p/apiserver-kubelet-client.key" \
+		--kubelet-certificate-authority="$p/ca.crt" \
+		--kubelet-preferred-address-types=InternalIP \
+		--enable-aggregator-routing=true
 	wait_until "kube-apiserver /readyz" "$KUBECTL" --kubeconfig "$STATE/kubeconfig" get --raw /readyz
 
 	start kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
@@ -109,6 +116,9 @@ main() {
 	wait_until "$EXPECTED_NODES nodes Ready and untainted" nodes_ready
 	wait_until "namespace default" "$KUBECTL" --kubeconfig "$STATE/kubeconfig" get namespace default
 	wait_until "serviceaccount default/default" "$KUBECTL" --kubeconfig "$STATE/kubeconfig" -n default get serviceaccount default
+	if node_enabled; then
+		node_up
+	fi
 
 	trap - ERR
 	cat >"$STATE/env" <<EOF
@@ -141,8 +151,16 @@ fail() {
 # component log, stdin from /dev/null (so callers capturing our output never wait on daemons),
 # and without the state lock's fd 9.
 start() {
-	local name=$1 bin=$2
+	local name=$1
 	shift
+	start_as "$name" "$1" "$@"
+}
+
+# start_as <name> <binary> <command...>: like start, for a command that ends by exec'ing <binary>
+# (a wrapper that prepares a namespace first).
+start_as() {
+	local name=$1 bin=$2
+	shift 2
 	setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null 9>&- &
 	local pid=$! i
 	echo "$pid $bin" >"$STATE/pids/$name"
@@ -185,7 +203,7 @@ pick_ports() {
 	ports=$(python3 - <<'PY'
 import random, socket
 ports = []
-while len(ports) < 6:
+while len(ports) < 9:
     p = random.randint(20000, 32000)
     if p in ports:
         continue
@@ -198,7 +216,8 @@ while len(ports) < 6:
 print(" ".join(map(str, ports)))
 PY
 	)
-	read -r ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT <<<"$ports"
+	read -r ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT \
+		KUBELET_PORT KUBELET_HEALTHZ_PORT REGISTRY_PORT <<<"$ports"
 	cat >"$STATE/ports.env" <<EOF
 ETCD_PORT=$ETCD_PORT
 ETCD_PEER_PORT=$ETCD_PEER_PORT
@@ -206,6 +225,9 @@ API_PORT=$API_PORT
 KCM_PORT=$KCM_PORT
 SCHED_PORT=$SCHED_PORT
 KWOK_PORT=$KWOK_PORT
+KUBELET_PORT=$KUBELET_PORT
+KUBELET_HEALTHZ_PORT=$KUBELET_HEALTHZ_PORT
+REGISTRY_PORT=$REGISTRY_PORT
 EOF
 }
 
@@ -231,6 +253,12 @@ keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth
 subjectAltName = IP:127.0.0.1, DNS:localhost, IP:10.96.0.1, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
 authorityKeyIdentifier = keyid
+[kubelet]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:10.77.0.1, DNS:archwarden-node
+authorityKeyIdentifier = keyid
 [client]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
@@ -249,6 +277,8 @@ EOF
 		issue kube-controller-manager "/O=system:masters/CN=system:kube-controller-manager" client
 		issue kube-scheduler "/O=system:masters/CN=system:kube-scheduler" client
 		issue kwok "/O=system:masters/CN=kwok-controller" client
+		# The API server's client certificate towards kubelets (logs, exec, port-forward).
+		issue apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" client
 		# Front-proxy (aggregation layer) CA and client, as kubeadm sets up; separate from the
 		# client CA so that no ordinary client certificate can assert X-Remote-User headers.
 		openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out front-proxy-ca.key 2>/dev/null

@@ -120,6 +120,11 @@ def node_manifest(
 class LocalCluster:
     """The cluster whose state lives in ``state_dir`` (default ``<repo>/.cluster``)."""
 
+    # The one real node (kubelet + containerd), tainted so that only pods that tolerate it land
+    # there; see hack/cluster/node.sh.
+    REAL_NODE = "archwarden-node"
+    REAL_NODE_TAINT = "archwarden.io/real-node"
+
     def __init__(self, state_dir: Path | None = None) -> None:
         env_dir = os.environ.get("ARCHWARDEN_CLUSTER_DIR")
         self.state_dir = state_dir or (Path(env_dir) if env_dir else REPO_ROOT / ".cluster")
@@ -153,6 +158,12 @@ class LocalCluster:
             if value:
                 ports[key.strip()] = int(value)
         return ports
+
+    @property
+    def registry(self) -> str:
+        """``host:port`` of the cluster's registry (plain HTTP), which the host, the real
+        node's containerd and its pods all reach under this one name."""
+        return (self.state_dir / "registry").read_text().strip()
 
     @property
     def server(self) -> str:

@@ -1,0 +1,150 @@
+"""The real node: a kubelet with containerd that runs containers, pulls only from the cluster's
+registry, and leaves the machine as it found it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.cluster import LocalCluster, kube_version
+
+pytestmark = pytest.mark.cluster
+
+NODE = LocalCluster.REAL_NODE
+# The kernel tunables the kubelet writes when it may, and the forwarding switch the pod network
+# must not need: all machine-wide.
+SYSCTLS = [
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+    "net/ipv4/ip_forward",
+]
+FIXED_PATHS = ["/run/containerd", "/var/lib/kubelet", "/var/lib/cni", "/var/log/containers",
+               "/var/log/pods"]  # fmt: skip
+
+
+def tolerating_pod(name: str, image: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {LocalCluster.REAL_NODE_TAINT: "true"},
+            "tolerations": [{"key": LocalCluster.REAL_NODE_TAINT, "operator": "Exists"}],
+            "containers": [{"name": "c", "image": image}],
+            "terminationGracePeriodSeconds": 1,
+            **extra,
+        },
+    }
+
+
+def test_the_real_node_is_ready_tainted_and_real(cluster: LocalCluster) -> None:
+    node = cluster.get_json("node", NODE)
+    assert cluster.node_ready(NODE)
+    assert {"key": LocalCluster.REAL_NODE_TAINT, "value": "true", "effect": "NoSchedule"} in (
+        node["spec"]["taints"]
+    )
+    info = node["status"]["nodeInfo"]
+    assert info["kubeletVersion"] == kube_version()
+    assert info["containerRuntimeVersion"].startswith("containerd://2.")
+    # Addressed by IP only, so the API server never resolves a name through the machine's DNS.
+    assert {"type": "InternalIP", "address": "10.77.0.1"} in node["status"]["addresses"]
+    assert "kwok.x-k8s.io/node" not in (node["metadata"].get("annotations") or {})
+
+
+def test_a_pod_runs_there_from_the_cluster_registry(cluster: LocalCluster, namespace: str) -> None:
+    pause = f"{cluster.registry}/archwarden/pause:catatonit"
+    cluster.kubectl(
+        "create", "-n", namespace, "-f", "-", input=json.dumps(tolerating_pod("p", pause))
+    )
+    cluster.wait_for(
+        lambda: cluster.get_json("pod", "p", "-n", namespace)["status"].get("podIP"),
+        timeout=60,
+        message=lambda: cluster.kubectl("describe", "pod", "p", "-n", namespace).stdout,
+    )
+    pod = cluster.wait_pods_running(namespace, 1)[0]
+    assert pod["spec"]["nodeName"] == NODE
+    assert pod["status"]["podIP"].startswith("10.77.")
+    # The API server reaches the kubelet (logs go API server -> kubelet on its InternalIP).
+    logs = cluster.kubectl("logs", "p", "-n", namespace, check=False)
+    assert logs.returncode == 0, logs.stderr
+
+
+def test_no_image_comes_from_outside_the_machine(cluster: LocalCluster, namespace: str) -> None:
+    outside = tolerating_pod("outside", "docker.io/library/busybox:1.36")
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(outside))
+
+    def pull_failed() -> str | None:
+        status = cluster.get_json("pod", "outside", "-n", namespace)["status"]
+        for container in status.get("containerStatuses") or []:
+            waiting = container.get("state", {}).get("waiting") or {}
+            if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff"):
+                return str(waiting.get("message", ""))
+        return None
+
+    message = cluster.wait_for(pull_failed, timeout=60, message="the pull to fail")
+    # containerd's default host is a closed port on this machine: nothing was resolved or sent.
+    assert "127.0.0.1:9" in message
+
+
+def machine_state() -> dict[str, Any]:
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
+    mounts = Path("/proc/self/mountinfo").read_text()
+    cgroups = sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods"))
+    return {
+        "sysctls": {k: Path("/proc/sys", k).read_text().strip() for k in SYSCTLS},
+        "links": sorted(
+            line.split(":")[1].strip().split("@")[0] for line in links.stdout.splitlines()
+        ),
+        # The node's mounts all live in the cluster's data directory (up.sh's mktemp).
+        "mounts": sorted(
+            point
+            for point in (line.split()[4] for line in mounts.splitlines())
+            if "/archwarden-cluster." in point
+        ),
+        "paths": [p for p in FIXED_PATHS if Path(p).exists()],
+        "cgroups": cgroups,
+        # Zombies are not running; an orphan waits for PID 1 to reap it.
+        "processes": sorted(
+            line
+            for line in subprocess.run(
+                [
+                    "pgrep",
+                    "-a",
+                    "-f",
+                    "containerd|kubelet|docker-registry serve|socat TCP-LISTEN:443",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.splitlines()
+            if not line.endswith("<defunct>")
+        ),
+    }
+
+
+def test_down_leaves_the_machine_as_it_was_and_up_changes_no_sysctl(cluster: LocalCluster) -> None:
+    cluster.down()
+    try:
+        before = machine_state()
+        assert "awbr0" not in before["links"]
+        try:
+            cluster.up()
+            assert cluster.node_ready(NODE)
+            running = machine_state()
+            # The kubelet runs and believes it set its tunables: the machine's did not change.
+            assert running["sysctls"] == before["sysctls"]
+            assert "awbr0" in running["links"]
+            assert running["mounts"] and running["processes"]
+        finally:
+            cluster.down()
+        assert machine_state() == before
+    finally:
+        cluster.up()  # the rest of the session uses it
