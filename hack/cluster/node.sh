@@ -93,12 +93,16 @@ EOF
 	# A shared bind mount: the volumes the kubelet mounts in its own namespace reach containerd.
 	mount --bind "$NODE_DATA/kubelet" "$NODE_DATA/kubelet"
 	mount --make-shared "$NODE_DATA/kubelet"
+	local t0
+	t0=$(date +%s.%N)
 	start_as kubelet "$KUBELET_BIN/kubelet" unshare --mount --propagation unchanged \
 		"$CLUSTER_HERE/kubelet-ns.sh" "$n/sysctl" "$KUBELET_BIN/kubelet" \
 		--config="$n/kubelet.yaml" --kubeconfig="$n/kubelet.kubeconfig" \
 		--root-dir="$NODE_DATA/kubelet" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" \
 		--node-labels="$NODE_TAINT_KEY=true"
 	wait_until "node $NODE_NAME Ready" node_is_ready
+	awk -v t0="$t0" -v t1="$(date +%s.%N)" -v r="$REGISTRY" 'BEGIN {
+		printf "up.sh: real node Ready %.1fs after the kubelet started; registry %s\n", t1 - t0, r }'
 	echo "$REGISTRY" >"$STATE/registry"
 }
 

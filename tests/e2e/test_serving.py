@@ -67,3 +67,27 @@ def test_rotated_certificate_files_are_served_without_a_restart(
         assert not handshake(port, first.ca_file)
     finally:
         process.stop()
+
+
+NO_PASSWD_UID = 65532
+
+
+def test_starts_as_a_uid_without_a_passwd_entry(cluster: LocalCluster, tmp_path: Path) -> None:
+    # The image runs as UID 65532 with no passwd entry and no USER/LOGNAME; kopf's default
+    # identity (getpass.getuser()) raised KeyError there and the webhook never came up.
+    import pwd
+
+    with pytest.raises(KeyError):
+        pwd.getpwuid(NO_PASSWD_UID)
+    process = ArchwardenProcess(
+        tmp_path,
+        cluster.kubeconfig,
+        {"mode": "audit"},
+        dev_name="uid.archwarden.io",
+        uid=NO_PASSWD_UID,
+    )
+    try:
+        process.start()  # raises with the log when the process exits or never becomes ready
+    finally:
+        process.stop()
+    assert "getpwuid" not in process.log_tail()

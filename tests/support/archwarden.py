@@ -30,8 +30,11 @@ class ArchwardenProcess:
         *,
         dev_name: str = "archwarden.io",
         dev: bool = True,
+        uid: int | None = None,
     ) -> None:
         self.dev = dev
+        # Run as this UID/GID (no passwd entry, no USER/LOGNAME), as the image does in a pod.
+        self.uid = uid
         self.workdir = workdir
         self.dev_name = dev_name
         self.kubeconfig = kubeconfig
@@ -64,9 +67,23 @@ class ArchwardenProcess:
             str(self.kubeconfig),
             *(["--dev-name", self.dev_name] if self.dev else []),
         ]
+        env = dict(os.environ)
+        if self.uid is not None:
+            # A user namespace where this process is UID/GID `uid` with no passwd entry and no
+            # USER/LOGNAME, as the image's process is in a pod. (A real setuid would also lose
+            # access to the virtualenv's interpreter under a private home directory.)
+            for name in ("USER", "LOGNAME", "LNAME", "USERNAME"):
+                env.pop(name, None)
+            command = [
+                "unshare",
+                "--user",
+                f"--map-user={self.uid}",
+                f"--map-group={self.uid}",
+                *command,
+            ]
         log = self.log_file.open("ab")
         self._process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
         log.close()
         deadline = time.monotonic() + timeout
