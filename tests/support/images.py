@@ -47,6 +47,7 @@ __all__ = [
     "SCHEMA1_JSON",
     "SCHEMA1_SIGNED",
     "Descriptor",
+    "PlainRegistry",
     "RegistryTarget",
     "SeedError",
     "Seeder",
@@ -80,6 +81,21 @@ _counter = itertools.count(1)
 
 class SeedError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class PlainRegistry:
+    """A registry this suite did not start (the cluster's): plain HTTP, no auth."""
+
+    host: str
+    ca_file: None = None
+    username: None = None
+    password: None = None
+    token_server: None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
 
 
 class RegistryTarget(Protocol):

@@ -1,0 +1,240 @@
+"""archwarden as users install it: the image built by `make image`, pushed to the cluster's
+registry, installed by `helm install` of charts/archwarden onto the real node, with the chart's
+own ServiceAccount, RBAC and generated certificates; the API server reaches it through the
+chart's Service."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.cluster import LocalCluster
+from tests.cluster.fixtures import cluster, namespace
+from tests.support.images import PlainRegistry, Seeder
+
+__all__ = ["cluster", "image", "images", "namespace", "release"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Images:
+    amd64_only: str
+    multi: str  # linux/amd64 + linux/arm64
+
+
+@pytest.fixture(scope="package")
+def images(cluster: LocalCluster) -> Images:
+    registry = PlainRegistry(cluster.registry)
+    with Seeder(registry) as seeder:
+        seeder.push_image("install/legacy", "2.3", "linux/amd64")
+        seeder.push_multiarch("install/web", "1.0", ["linux/amd64", "linux/arm64"])
+    return Images(
+        amd64_only=f"{registry.host}/install/legacy:2.3", multi=f"{registry.host}/install/web:1.0"
+    )
+
+
+@pytest.fixture(scope="package")
+def image(cluster: LocalCluster) -> str:
+    """archwarden's image for this machine's platform, built with `make image` and pushed to
+    the cluster registry (the four-platform build is tests/image's). ARCHWARDEN_INSTALL_IMAGE
+    names an image already pushed there instead (quicker iterations on the chart)."""
+    prebuilt = os.environ.get("ARCHWARDEN_INSTALL_IMAGE")
+    if prebuilt:
+        return prebuilt
+    ref = f"{cluster.registry}/archwarden/archwarden:install-{secrets.token_hex(3)}"
+    result = subprocess.run(
+        ["make", "--no-print-directory", "image", f"IMAGE={ref}", "PLATFORMS=linux/amd64"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"make image failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return ref
+
+
+@dataclass
+class Release:
+    cluster: LocalCluster
+    name: str
+    namespace: str
+    image: str
+    values: dict[str, Any]
+
+    @property
+    def fullname(self) -> str:
+        return self.name if "archwarden" in self.name else f"{self.name}-archwarden"
+
+    def helm(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.cluster.helm_path), *args, "--namespace", self.namespace],
+            env=self.cluster.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise AssertionError(
+                f"helm {' '.join(args[:2])} failed:\n{result.stdout}\n{result.stderr}\n"
+                + self.describe()
+            )
+        return result
+
+    def install_or_upgrade(self, verb: str, **overrides: Any) -> None:
+        values = json.loads(json.dumps(self.values))
+        _merge(values, overrides)
+        self.helm(
+            verb,
+            self.name,
+            str(ROOT / "charts" / "archwarden"),
+            "--values",
+            self._values_file(values),
+            "--wait",
+            "--timeout",
+            "240s",
+        )
+
+    def _values_file(self, values: dict[str, Any]) -> str:
+        path = self.cluster.state_dir / f"values-{self.name}.json"
+        path.write_text(json.dumps(values))
+        return str(path)
+
+    def pods(self) -> list[dict[str, Any]]:
+        return self.cluster.pods(self.namespace, f"app.kubernetes.io/instance={self.name}")
+
+    def ready_pods(self) -> list[str]:
+        ready = []
+        for pod in self.pods():
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
+            conditions = pod.get("status", {}).get("conditions") or []
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                ready.append(pod["metadata"]["name"])
+        return ready
+
+    def metrics(self) -> str:
+        """/metrics of one replica, through the Service (the API server's service proxy)."""
+        return self.cluster.kubectl(
+            "get",
+            "--raw",
+            f"/api/v1/namespaces/{self.namespace}/services/http:{self.fullname}:metrics/proxy/metrics",
+        ).stdout
+
+    def describe(self) -> str:
+        out = self.cluster.kubectl(
+            "-n",
+            self.namespace,
+            "get",
+            "pods,deploy,rs,endpointslices,events",
+            "-o",
+            "wide",
+            check=False,
+        )
+        logs = self.cluster.kubectl(
+            "-n",
+            self.namespace,
+            "logs",
+            "--tail=30",
+            "--prefix",
+            "--all-containers",
+            "-l",
+            f"app.kubernetes.io/instance={self.name}",
+            check=False,
+        )
+        return f"{out.stdout}{out.stderr}\n--- logs ---\n{logs.stdout}{logs.stderr}"
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+@pytest.fixture(scope="package")
+def release(cluster: LocalCluster, image: str, images: Images) -> Iterator[Release]:
+    """charts/archwarden installed: 2 replicas on the real node, failurePolicy Fail."""
+    suffix = secrets.token_hex(3)
+    repository, _, tag = image.rpartition(":")
+    rel = Release(
+        cluster=cluster,
+        name=f"aw-{suffix}",
+        namespace=f"archwarden-{suffix}",
+        image=image,
+        values={
+            "replicaCount": 2,
+            "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+            "nodeSelector": {"kubernetes.io/os": "linux", LocalCluster.REAL_NODE_TAINT: "true"},
+            "tolerations": [
+                {"key": LocalCluster.REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}
+            ],
+            "webhook": {
+                "validating": {"failurePolicy": "Fail"},
+                "mutating": {"failurePolicy": "Fail"},
+            },
+            "config": {
+                "mode": "enforce",
+                "registries": {cluster.registry: {"insecure": True}},
+            },
+        },
+    )
+    cluster.kubectl("create", "namespace", rel.namespace)
+    try:
+        rel.install_or_upgrade("install")
+        yield rel
+    finally:
+        if os.environ.get("ARCHWARDEN_KEEP_RELEASE") != "1":
+            subprocess.run(
+                [
+                    str(cluster.helm_path),
+                    "uninstall",
+                    rel.name,
+                    "-n",
+                    rel.namespace,
+                    "--wait",
+                    "--timeout",
+                    "120s",
+                ],
+                env=cluster.env(),
+                capture_output=True,
+                timeout=180,
+                check=False,
+            )
+            cluster.kubectl("delete", "namespace", rel.namespace, "--wait=false", check=False)
+
+
+def apiserver_webhook_counts(cluster: LocalCluster, release: Release) -> dict[str, float]:
+    """The API server's own account of calls to this release's webhooks: fail-open and
+    rejections for any reason other than the webhook's verdict."""
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    counts = {"fail_open": 0.0, "rejected_without_answer": 0.0, "requests": 0.0}
+    service = f"{release.fullname}.{release.namespace}.svc"
+    for line in text.splitlines():
+        if line.startswith("#") or service not in line:
+            continue
+        value = float(line.rpartition(" ")[2])
+        if line.startswith("apiserver_admission_webhook_fail_open_count"):
+            counts["fail_open"] += value
+        elif line.startswith("apiserver_admission_webhook_rejection_count") and not re.search(
+            r'error_type="no_error"', line
+        ):
+            counts["rejected_without_answer"] += value
+        elif line.startswith("apiserver_admission_webhook_request_total"):
+            counts["requests"] += value
+    return counts
