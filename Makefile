@@ -5,12 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv deps lint typecheck test test-fast demo bench clean
+.PHONY: help venv deps lint typecheck test test-fast demo bench clean image lock
 
 help:
 	@echo "make demo   - local registry + cluster, archwarden running, sample workloads"
 	@echo "make test   - lint, mypy --strict and the whole test suite (real registry and cluster)"
 	@echo "make bench  - benchmarks (figures quoted in README)"
+	@echo "make image IMAGE=host:port/repo:tag [PLATFORMS=linux/amd64,...] [INSECURE=1]"
+	@echo "            - build the container image for four platforms and push one OCI index"
+	@echo "make lock   - recompile requirements/image*.txt (hash-locked) from pyproject.toml"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +51,18 @@ demo: deps cluster-build
 bench: deps
 	$(PY) bench/registry.py
 	$(PY) bench/admission.py
+
+# The container image: buildah and mmdebstrap, no Docker daemon, no emulation (docs/image.md).
+# hack/image/build.sh installs the Debian packages it needs; PLATFORMS, INSECURE, BASE_IMAGE,
+# BUILD_IMAGE, PIP_INDEX_URL and PIP_CERT pass through the environment.
+image:
+	@test -n "$(IMAGE)" || { echo "usage: make image IMAGE=host:port/repo:tag" >&2; exit 2; }
+	PLATFORMS="$(PLATFORMS)" INSECURE="$(INSECURE)" hack/image/build.sh "$(IMAGE)"
+
+# Hash-locked requirements of the image, compiled with uv from pyproject.toml (universal: one
+# lock for every target platform). tests/image checks that they are fresh.
+lock: venv
+	$(PY) hack/image/lock.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo

@@ -383,8 +383,27 @@ def _registry_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _missing_dev_extra() -> str | None:
+    """Why ``run --dev`` cannot work here, or None.
+
+    ``--dev`` generates certificates with cryptography, which is an optional extra: the
+    container image does not have it (PyPI has no s390x wheel). Said up front in one line rather
+    than as a traceback from inside kopf's start-up.
+    """
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        return "run --dev needs the cryptography package: pip install 'archwarden[dev]'"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "run" and args.dev:
+        problem = _missing_dev_extra()
+        if problem is not None:
+            print(f"archwarden: error: {problem}", file=sys.stderr)
+            return 2
     try:
         if args.handler is None:
             return int(args.sync_handler(args))

@@ -16,7 +16,7 @@ from typing import Any
 import jsonpatch
 import kopf
 
-from archwarden import admission, certs, kube, metrics, policy, registry, serving, settings
+from archwarden import admission, kube, metrics, policy, registry, serving, settings
 
 __all__ = ["WORKLOAD_RESOURCES", "Runtime"]
 
@@ -103,6 +103,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.persistence.finalizer = "archwarden.io/finalizer"
     settings.watching.server_timeout = 300
     if rt.dev:
+        # Imported here: certs needs cryptography, an optional extra ([dev]) the image lacks.
+        from archwarden import certs
+
         files = certs.write_dev_certificates(rt.dev_dir)
         settings.admission.server = kopf.WebhookServer(
             addr="127.0.0.1",
