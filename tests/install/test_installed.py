@@ -74,7 +74,17 @@ def test_the_replicas_run_on_the_real_node_as_the_chart_says(
 def test_an_incompatible_deployment_is_denied_on_apply(
     cluster: LocalCluster, release: Release, images: Images, namespace: str
 ) -> None:
-    obj = deployment("legacy", images.amd64_only, 2, nodeSelector={"kubernetes.io/arch": "arm64"})
+    # The arm64 pool, chosen by host name as people do: the pod can use linux/arm64 nodes only.
+    arm64 = [name for name, arch in KWOK_ARCH.items() if arch == "arm64"]
+    pool = {"key": "kubernetes.io/hostname", "operator": "In", "values": arm64}
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [pool]}]
+            }
+        }
+    }
+    obj = deployment("legacy", images.amd64_only, 2, affinity=affinity)
     proc = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(obj), check=False)
     assert proc.returncode != 0
     assert f'admission webhook "validate-deployments.{release.fullname}.' in proc.stderr
@@ -120,16 +130,16 @@ def test_metrics_through_the_service_show_the_decisions(release: Release) -> Non
     # both decisions were seen (the replica that denied need not be the one that admitted).
     seen: set[str] = set()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and seen != {"deny", "allow"}:
+    while time.monotonic() < deadline and seen != {"denied", "allowed"}:
         for line in release.metrics().splitlines():
             if line.startswith("archwarden_admission_requests_total{") and not line.endswith(
                 " 0.0"
             ):
-                for decision in ("deny", "allow"):
+                for decision in ("denied", "allowed"):
                     if f'decision="{decision}"' in line:
                         seen.add(decision)
         time.sleep(0.5)
-    assert seen == {"deny", "allow"}
+    assert seen == {"denied", "allowed"}
 
 
 def run_load(

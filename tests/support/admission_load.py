@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import dataclasses
+import ssl
 import tempfile
 import threading
 import time
@@ -90,10 +91,11 @@ class AdmissionLoad:
             data = cluster.get(key) or user.get(key)
             (tmp / name).write_bytes(base64.b64decode(data))
             files[name] = str(tmp / name)
+        context = ssl.create_default_context(cafile=files["ca.crt"])
+        context.load_cert_chain(files["client.crt"], files["client.key"])
         return httpx.Client(
             base_url=cluster["server"],
-            verify=files["ca.crt"],
-            cert=(files["client.crt"], files["client.key"]),
+            verify=context,
             timeout=httpx.Timeout(15.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
         )
