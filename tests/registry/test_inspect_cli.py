@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests import fixtures
 from tests.registry import faults
 from tests.support.images import Seeder, unique_repo
 from tests.support.registry import RegistryServer
 
 pytestmark = pytest.mark.registry
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "manifests"
+FIXTURES = fixtures.MANIFESTS
 ARCHWARDEN = shutil.which("archwarden") or str(Path(__file__).parents[2] / ".venv/bin/archwarden")
 
 SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
