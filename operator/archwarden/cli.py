@@ -121,6 +121,11 @@ def _cluster_nodes(kubeconfig: str | None) -> list[policy.Node]:
 
 
 async def _check(args: argparse.Namespace) -> int:
+    try:
+        credentials = registry.CredentialStore.from_files(args.docker_config)
+    except registry.InvalidDockerConfig as exc:
+        print(f"archwarden: error: {exc}", file=sys.stderr)
+        return 2
     documents, errors = _load_documents(args.filename)
     if args.platforms:
         try:
@@ -143,7 +148,6 @@ async def _check(args: argparse.Namespace) -> int:
         except policy.InvalidWorkload as exc:
             name = (obj.get("metadata") or {}).get("name", "?")
             errors.append(f"{source}: {obj.get('kind')} {name}: {exc}")
-    credentials = registry.CredentialStore.from_files(args.docker_config)
     config = settings.Settings(mode=args.mode, failure_policy=args.failure_policy)
     rows: list[dict[str, Any]] = []
     async with registry.RegistryClient(_registry_settings(args), credentials) as client:

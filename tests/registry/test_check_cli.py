@@ -126,3 +126,35 @@ async def test_check_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     assert code == 1 and err.startswith("archwarden: error: ") and "Traceback" not in err
     code, _, err = await run("-f", str(broken), "--platforms", "linux/")
     assert code == 2 and err.startswith("archwarden: error: --platforms: ")
+
+
+@pytest.mark.parametrize(
+    "content", ['{"auths": {"x": {"auth": "%%%"}}', '{"auths": {"x.example": {"auth": "%%%"}}}']
+)
+async def test_check_with_a_broken_docker_config_prints_one_line(
+    tmp_path: Path, content: str
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(content)
+    app = tmp_path / "app.yaml"
+    app.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n")
+    code, _, stderr = await run(
+        "-f", str(app), "--platforms", "linux/amd64", "--docker-config", str(config)
+    )
+    assert code == 2
+    assert "Traceback" not in stderr and "%%%" not in stderr
+    assert len(stderr.splitlines()) == 1
+    assert stderr.startswith(f"archwarden: error: {config}: ")
+
+
+async def test_check_with_a_missing_docker_config_prints_one_line(tmp_path: Path) -> None:
+    app = tmp_path / "app.yaml"
+    app.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n")
+    code, _, stderr = await run(
+        "-f", str(app), "--platforms", "linux/amd64", "--docker-config", str(tmp_path / "none")
+    )
+    assert code == 2
+    assert stderr == (
+        f"archwarden: error: cannot read docker config {tmp_path / 'none'}: "
+        "No such file or directory\n"
+    )

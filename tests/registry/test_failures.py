@@ -417,3 +417,17 @@ async def test_concurrent_failures_do_not_leak_tracebacks(tmp_path: Path) -> Non
                 return_exceptions=True,
             )
     assert all(isinstance(r, registry.RegistryError) for r in results), results
+
+
+@pytest.mark.parametrize(
+    "location", ["http://[::1\\x]/v2/", "http://h\\x/", "http://127.0.0.1:99999/", "ftp://x/"]
+)
+async def test_unusable_redirect_is_a_registry_error(location: str) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=307, headers={"Location": location})
+
+    async with faults.fault_server(handler) as server:
+        async with registry.RegistryClient(insecure(server.host)) as client:
+            with pytest.raises(registry.RegistryError) as caught:
+                await client.resolve(f"{server.host}/team/web:1")
+    assert str(caught.value).startswith(f"registry {server.host}: ")

@@ -223,3 +223,14 @@ async def test_inspect_failures_exit_one_with_one_line_each(
         "for it: needs/creds:1",
     ]
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    "image", ["999.999.999.999/x:1", "0251.0376.0251.0376/x:1", "[1::2::3]/x:1", "h.test:70000/x"]
+)
+async def test_inspect_unusable_hosts_print_one_line(image: str) -> None:
+    code, _, _, stderr = await run_cli("--timeout", "1", image)
+    assert code == 1
+    assert "Traceback" not in stderr
+    assert len(stderr.splitlines()) == 1
+    assert stderr.startswith(f"archwarden: error: invalid image reference {image!r}: ")

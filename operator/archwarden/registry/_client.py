@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
-import email.utils
 import hashlib
-import json
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 
 from archwarden import platforms, reference
-from archwarden.registry import _auth, _config, _credentials, _guard, _manifests, _models
+from archwarden.registry import _auth, _config, _credentials, _guard, _manifests, _models, _wire
 from archwarden.registry import _exceptions as exc
 
 __all__ = ["RegistryClient", "RequestObserver"]
@@ -60,29 +59,46 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, url.port
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 def _error_summary(body: bytes) -> tuple[str, str]:
     """The first ``code`` and ``message`` of a registry error body, if it has them."""
     try:
-        data = json.loads(body[: _config.ERROR_BODY_MAX_BYTES])
+        data = _wire.loads(body[: _config.ERROR_BODY_MAX_BYTES], "error body")
         first = data["errors"][0]
         code = str(first.get("code", ""))[:64]
         message = str(first.get("message", ""))[:200]
         return code, message
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return "", ""
+
+
+def _usable_token(token: object) -> bool:
+    """A token goes into an HTTP header: visible ASCII only (RFC 6750's b64token and JWTs)."""
+    return (
+        isinstance(token, str)
+        and bool(token)
+        and token.isascii()
+        and token.isprintable()
+        and (" " not in token)
+    )
+
+
+@contextlib.contextmanager
+def _translated(registry: str, subject: str) -> Iterator[None]:
+    """The one chokepoint: any failure that is not yet a RegistryError becomes one.
+
+    Specific cases are translated where they happen, with a precise message; this catches what
+    they miss (a library raising something new), so callers can rely on ``except RegistryError``
+    and the Resolver caches the failure. Only the type is named: exception texts can quote the
+    input (a UnicodeEncodeError quotes the token it could not encode).
+    """
+    try:
+        yield
+    except exc.RegistryError:
+        raise
+    except Exception as error:
+        raise exc.RegistryServerError(
+            registry, f"unusable answer ({type(error).__name__})", subject
+        ) from error
 
 
 class RegistryClient:
@@ -208,7 +224,16 @@ class RegistryClient:
             try:
                 if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
                     self._observe(endpoint.host, str(response.status_code), started)
-                    current = current.join(response.headers["location"])
+                    try:
+                        current = current.join(response.headers["location"])
+                    except httpx.InvalidURL:
+                        raise exc.RegistryServerError(
+                            endpoint.registry, "redirect to an invalid URL", subject
+                        ) from None
+                    if current.port is not None and not 0 < current.port <= 65535:
+                        raise exc.RegistryServerError(
+                            endpoint.registry, "redirect to an invalid URL", subject
+                        )
                     if current.scheme not in ("http", "https"):
                         raise exc.RegistryServerError(
                             endpoint.registry, "redirect to a non-HTTP URL", subject
@@ -401,15 +426,22 @@ class RegistryClient:
                 endpoint.registry, f"token server answered HTTP {response.status}", subject
             )
         try:
-            data = json.loads(response.body)
+            data = _wire.loads(response.body, "token response")
             token = data.get("access_token") or data.get("token")
-            expires_in = float(data.get("expires_in") or _auth.DEFAULT_TOKEN_LIFETIME)
+            expires_in = _wire.finite(
+                data.get("expires_in") or _auth.DEFAULT_TOKEN_LIFETIME, "expires_in"
+            )
         except (ValueError, AttributeError, TypeError):
             token, expires_in = None, 0.0
-        if not isinstance(token, str) or not token:
+        if not token:
             raise exc.AuthenticationFailed(
                 endpoint.registry, "token server answered without a token", subject
             )
+        if not _usable_token(token):
+            raise exc.AuthenticationFailed(
+                endpoint.registry, "token server answered an unusable token", subject
+            )
+        assert isinstance(token, str)
         return token, expires_in
 
     async def _token_exchange(
@@ -512,7 +544,7 @@ class RegistryClient:
                 continue
 
             if response.status in RETRYABLE_STATUSES:
-                wait = _retry_after(response.headers.get("retry-after"))
+                wait = _wire.retry_after(response.headers.get("retry-after"))
                 if wait is not None and wait > self.settings.max_retry_after:
                     raise self._status_error(endpoint, response, subject, wait)
                 if retries < self.settings.max_retries:
@@ -591,9 +623,10 @@ class RegistryClient:
         spends the limit only on digests we have never seen.
         """
         path = f"/v2/{ref.path}/manifests/{ref.target}"
-        _, response = await self._on_endpoints(
-            ref, "HEAD", path, accept=_manifests.ACCEPT, max_bytes=0, subject=ref.short
-        )
+        with _translated(ref.domain, ref.short):
+            _, response = await self._on_endpoints(
+                ref, "HEAD", path, accept=_manifests.ACCEPT, max_bytes=0, subject=ref.short
+            )
         digest = response.headers.get("docker-content-digest", "")
         if response.status != 200 or not digest:
             return None
@@ -609,6 +642,12 @@ class RegistryClient:
         self, ref: reference.Reference, target: str | None = None
     ) -> tuple[_manifests.Document, str]:
         """GET a manifest by tag or digest, verify it, and return it with its digest."""
+        with _translated(ref.domain, f"{ref.path}@{target}" if target else ref.short):
+            return await self._fetch_manifest(ref, target)
+
+    async def _fetch_manifest(
+        self, ref: reference.Reference, target: str | None = None
+    ) -> tuple[_manifests.Document, str]:
         target = target or ref.target
         subject = f"{ref.path}@{target}" if ":" in target else f"{ref.path}:{target}"
         endpoint, response = await self._on_endpoints(
@@ -645,6 +684,10 @@ class RegistryClient:
             ) from None
 
     async def fetch_blob(self, ref: reference.Reference, digest: str, max_bytes: int) -> bytes:
+        with _translated(ref.domain, f"{ref.path}@{digest}"):
+            return await self._fetch_blob(ref, digest, max_bytes)
+
+    async def _fetch_blob(self, ref: reference.Reference, digest: str, max_bytes: int) -> bytes:
         subject = f"{ref.path}@{digest}"
         endpoint, response = await self._on_endpoints(
             ref,
@@ -667,7 +710,11 @@ class RegistryClient:
         """Every platform the image named by ``ref`` can run on."""
         if isinstance(ref, str):
             ref = reference.parse(ref)
-        document, digest = await self.fetch_manifest(ref)
+        with _translated(ref.domain, ref.short):
+            return await self._resolve(ref)
+
+    async def _resolve(self, ref: reference.Reference) -> _models.ImagePlatforms:
+        document, digest = await self._fetch_manifest(ref)
         found = await self._platforms(ref, document, digest, depth=0, seen=frozenset({digest}))
         if not found:
             raise exc.InvalidManifest(ref.domain, "index lists no runnable images", ref.short)
@@ -693,7 +740,7 @@ class RegistryClient:
                 return [document.schema1_platform()]
             if document.is_image:
                 config = document.config()
-                raw = await self.fetch_blob(ref, config.digest, self.settings.config_max_bytes)
+                raw = await self._fetch_blob(ref, config.digest, self.settings.config_max_bytes)
                 return [_manifests.config_platform(raw)]
             children = document.children()
         except _manifests.DocumentError as error:
@@ -723,7 +770,7 @@ class RegistryClient:
                 )
 
         async def expand(child: _manifests.Descriptor) -> list[platforms.Platform]:
-            child_doc, child_digest = await self.fetch_manifest(ref, child.digest)
+            child_doc, child_digest = await self._fetch_manifest(ref, child.digest)
             return await self._platforms(
                 ref, child_doc, child_digest, depth=depth + 1, seen=seen | {child.digest}
             )

@@ -6,11 +6,11 @@ import base64
 import binascii
 import dataclasses
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from archwarden import platforms, reference
+from archwarden.registry import _wire
 
 __all__ = [
     "ACCEPT",
@@ -62,6 +62,13 @@ class Descriptor:
     platform: platforms.Platform | None = None
 
 
+def _loads(data: bytes | str, what: str) -> Any:
+    try:
+        return _wire.loads(data, what)
+    except _wire.WireError as error:
+        raise DocumentError(str(error)) from None
+
+
 def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
     if algorithm not in reference.DIGEST_ALGORITHMS:
         raise DocumentError(f"unsupported digest algorithm {algorithm!r}")
@@ -86,10 +93,11 @@ def schema1_payload(raw: bytes, doc: Mapping[str, Any]) -> bytes:
     if not isinstance(protected, str):
         raise DocumentError("schema1 signature has no protected header")
     try:
-        header = json.loads(_b64url(protected))
-        length = int(header["formatLength"])
+        header = _loads(_b64url(protected), "schema1 protected header")
+        length = int(_wire.finite(header["formatLength"], "schema1 formatLength"))
         tail = _b64url(str(header["formatTail"]))
     except (ValueError, KeyError, TypeError, binascii.Error):
+        # ValueError covers DocumentError and WireError: 1e999 and other non-integers.
         raise DocumentError("schema1 protected header is malformed") from None
     if not 0 < length <= len(raw):
         raise DocumentError("schema1 formatLength is out of range")
@@ -106,10 +114,7 @@ class Document:
 
     @classmethod
     def parse(cls, raw: bytes, content_type: str) -> Document:
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise DocumentError("manifest is not valid JSON") from None
+        body = _loads(raw, "manifest")
         if not isinstance(body, dict):
             raise DocumentError("manifest is not a JSON object")
         media_type = content_type.split(";", 1)[0].strip().lower()
@@ -217,8 +222,8 @@ class Document:
             compat = history[0].get("v1Compatibility")
             if isinstance(compat, str):
                 try:
-                    info = json.loads(compat)
-                except ValueError:
+                    info = _loads(compat, "schema1 v1Compatibility")
+                except DocumentError:
                     info = {}
                 if isinstance(info, Mapping) and isinstance(info.get("os"), str) and info["os"]:
                     os_name = info["os"]
@@ -228,10 +233,7 @@ class Document:
 
 
 def config_platform(raw: bytes) -> platforms.Platform:
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise DocumentError("image config is not valid JSON") from None
+    body = _loads(raw, "image config")
     if not isinstance(body, Mapping):
         raise DocumentError("image config is not a JSON object")
     platform = platforms.from_json(body)
