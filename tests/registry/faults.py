@@ -22,6 +22,7 @@ class Seen:
     method: str
     path: str
     authorization: str | None
+    accept_encoding: str | None = None
 
 
 @dataclass
@@ -33,6 +34,10 @@ class FaultServer:
     def url(self) -> str:
         return f"http://{self.host}"
 
+    @property
+    def accept_encodings(self) -> list[str | None]:
+        return [r.accept_encoding for r in self.requests]
+
 
 @contextlib.asynccontextmanager
 async def fault_server(handler: Handler) -> AsyncIterator[FaultServer]:
@@ -40,7 +45,12 @@ async def fault_server(handler: Handler) -> AsyncIterator[FaultServer]:
 
     async def recording(request: web.Request) -> web.StreamResponse:
         server.requests.append(
-            Seen(request.method, request.path_qs, request.headers.get("Authorization"))
+            Seen(
+                request.method,
+                request.path_qs,
+                request.headers.get("Authorization"),
+                request.headers.get("Accept-Encoding"),
+            )
         )
         return await handler(request)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -431,3 +433,44 @@ async def test_unusable_redirect_is_a_registry_error(location: str) -> None:
             with pytest.raises(registry.RegistryError) as caught:
                 await client.resolve(f"{server.host}/team/web:1")
     assert str(caught.value).startswith(f"registry {server.host}: ")
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """256 MiB of zeros gzipped twice: under a kilobyte on the wire."""
+
+    def gzip(chunks: Iterable[bytes]) -> bytes:
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+        return b"".join([*(compressor.compress(c) for c in chunks), compressor.flush()])
+
+    return gzip([gzip(b"\0" * (1 << 20) for _ in range(256))])
+
+
+@pytest.mark.parametrize("status", [200, 500])
+async def test_compressed_bodies_are_neither_asked_for_nor_decoded(status: int) -> None:
+    bomb = gzip_bomb()
+    assert len(bomb) < 1024
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            status=status,
+            body=bomb,
+            headers={"Content-Type": faults.OCI_MANIFEST, "Content-Encoding": "gzip, gzip"},
+        )
+
+    async with faults.fault_server(handler) as server:
+        settings = insecure(server.host, max_retries=0)
+        async with registry.RegistryClient(settings) as client:
+            started = time.monotonic()
+            with pytest.raises(registry.RegistryError) as caught:
+                await client.resolve(f"{server.host}/team/web:1")
+            elapsed = time.monotonic() - started
+        seen = server.accept_encodings
+    assert seen and set(seen) == {"identity"}
+    if status == 200:
+        assert isinstance(caught.value, registry.InvalidManifest)
+        assert "Content-Encoding 'gzip, gzip'" in str(caught.value)
+    else:
+        assert str(caught.value) == f"registry {server.host}: HTTP 500: team/web:1"
+    # Decoding 256 MiB took about a second of blocked event loop before.
+    assert elapsed < 0.5
