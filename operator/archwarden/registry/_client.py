@@ -10,7 +10,7 @@ import hashlib
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -278,8 +278,7 @@ class RegistryClient:
             )
         chunks: list[bytes] = []
         total = 0
-        # aiter_raw: the bytes as sent, so httpx never decodes anything behind our back.
-        async for chunk in response.aiter_raw():
+        async for chunk in _raw_chunks(response):
             total += len(chunk)
             if total > cap:
                 if response.status_code >= 300:
@@ -792,6 +791,16 @@ class RegistryClient:
         for result in await asyncio.gather(*(expand(c) for c in nested)):
             found.extend(result)
         return found
+
+
+async def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as sent (aiter_raw), so httpx never inflates anything behind the caps."""
+    if response.is_stream_consumed:
+        # Only an in-memory response (MockTransport's ``content=``) arrives already read.
+        yield response.content
+        return
+    async for chunk in response.aiter_raw():
+        yield chunk
 
 
 def _bare_host(address: str) -> str:
