@@ -104,7 +104,9 @@ class Admission:
         budget = self.config.webhook.budget_seconds
         _done, pending = await asyncio.wait(tasks, timeout=budget) if tasks else (set(), set())
         for task in pending:
-            task.cancel()  # the shared lookup itself continues (shielded) and fills the cache
+            # The shared lookup goes on while other admissions wait for it, and is cancelled
+            # with its last waiter (a kubectl retry starts it again, bounded by its deadline).
+            task.cancel()
         for image in images:
             if image not in result:
                 stale = self.held_platforms(image)

@@ -87,6 +87,46 @@ async def stalled_server() -> AsyncIterator[str]:
         await server.wait_closed()
 
 
+@contextlib.asynccontextmanager
+async def trickle_server(interval: float = 0.1, lasting: float = 10.0) -> AsyncIterator[str]:
+    """Answers 200 and then sends its body one byte per ``interval``: every read succeeds
+    within any per-read timeout, so only an overall deadline ends a lookup. Each connection
+    gives up after ``lasting`` seconds, and all are closed when the block exits."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def trickle(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        try:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: " + OCI_MANIFEST.encode() + b"\r\n"
+                b"Content-Length: 100000\r\n\r\n{"
+            )
+            loop = asyncio.get_running_loop()
+            until = loop.time() + lasting
+            while loop.time() < until:
+                await writer.drain()
+                await asyncio.sleep(interval)
+                writer.write(b" ")
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            tasks.discard(task)
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield host
+    finally:
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
 def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

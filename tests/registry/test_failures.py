@@ -474,3 +474,44 @@ async def test_compressed_bodies_are_neither_asked_for_nor_decoded(status: int) 
         assert str(caught.value) == f"registry {server.host}: HTTP 500: team/web:1"
     # Decoding 256 MiB took about a second of blocked event loop before.
     assert elapsed < 0.5
+
+
+# -- slow registries --------------------------------------------------------------------------
+
+
+async def test_a_trickling_registry_meets_the_overall_deadline() -> None:
+    async with faults.trickle_server(interval=0.1) as host:
+        settings = insecure(host, timeout=0.5, deadline=1.0, max_retries=0)
+        async with registry.RegistryClient(settings) as client:
+            started = time.monotonic()
+            with pytest.raises(registry.RegistryTimeout) as caught:
+                await client.resolve(f"{host}/team/web:1")
+            elapsed = time.monotonic() - started
+    assert str(caught.value) == f"registry {host}: no complete answer within 1s: team/web:1"
+    assert 0.9 < elapsed < 2.0
+
+
+async def test_a_slow_registry_cannot_take_the_connections_of_others() -> None:
+    manifest, config = faults.single_image({"os": "linux", "architecture": "arm64"})
+
+    async def healthy(request: web.Request) -> web.StreamResponse:
+        if "/blobs/" in request.path:
+            return web.Response(body=config)
+        return faults.manifest_response(manifest)
+
+    async with faults.stalled_server() as stalled, faults.fault_server(healthy) as server:
+        settings = insecure(stalled, server.host, timeout=3.0, max_retries=0)
+        async with registry.RegistryClient(settings) as client:
+            # More stalled lookups than a shared pool of 100 connections holds.
+            hung = [
+                asyncio.create_task(client.resolve(f"{stalled}/team/web:{i}")) for i in range(110)
+            ]
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            answer = await client.resolve(f"{server.host}/team/web:1")
+            elapsed = time.monotonic() - started
+            for task in hung:
+                task.cancel()
+            await asyncio.gather(*hung, return_exceptions=True)
+    assert answer.canonical == ["linux/arm64"]
+    assert elapsed < 1.0

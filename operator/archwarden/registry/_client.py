@@ -10,13 +10,22 @@ import hashlib
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 
 from archwarden import platforms, reference
-from archwarden.registry import _auth, _config, _credentials, _guard, _manifests, _models, _wire
+from archwarden.registry import (
+    _auth,
+    _config,
+    _credentials,
+    _guard,
+    _manifests,
+    _models,
+    _pools,
+    _wire,
+)
 from archwarden.registry import _exceptions as exc
 
 __all__ = ["RegistryClient", "RequestObserver"]
@@ -82,25 +91,6 @@ def _usable_token(token: object) -> bool:
     )
 
 
-@contextlib.contextmanager
-def _translated(registry: str, subject: str) -> Iterator[None]:
-    """The one chokepoint: any failure that is not yet a RegistryError becomes one.
-
-    Specific cases are translated where they happen, with a precise message; this catches what
-    they miss (a library raising something new), so callers can rely on ``except RegistryError``
-    and the Resolver caches the failure. Only the type is named: exception texts can quote the
-    input (a UnicodeEncodeError quotes the token it could not encode).
-    """
-    try:
-        yield
-    except exc.RegistryError:
-        raise
-    except Exception as error:
-        raise exc.RegistryServerError(
-            registry, f"unusable answer ({type(error).__name__})", subject
-        ) from error
-
-
 class RegistryClient:
     """An async client for OCI / Docker registries; usable on its own.
 
@@ -122,7 +112,7 @@ class RegistryClient:
         self._transport = transport
         self._resolver = resolver or _guard.system_resolver
         self._observer = observer
-        self._clients: dict[str | None, httpx.AsyncClient] = {}
+        self._pools = _pools.Pools(self._new_http)
         self._tokens = _auth.TokenCache()
         # The challenge each host answered with, so later requests authenticate up front
         # instead of paying a 401 round trip for every new repository.
@@ -143,9 +133,7 @@ class RegistryClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
+        await self._pools.aclose()
 
     # -- endpoints and HTTP clients -------------------------------------------------------------
 
@@ -171,30 +159,26 @@ class RegistryClient:
         """The SSRF guard lets explicitly configured registries (and their mirrors) through."""
         return host.strip("[]").lower() in self._trusted_hosts
 
-    def _http(self, settings: _config.RegistrySettings) -> httpx.AsyncClient:
-        ca_file = settings.ca_file or self.settings.ca_file
-        client = self._clients.get(ca_file)
-        if client is None:
-            timeout = httpx.Timeout(settings.timeout or self.settings.timeout)
-            if self._transport is not None:
-                transport: httpx.AsyncBaseTransport = self._transport
-            else:
-                transport = _GuardedTransport(
-                    ssl.create_default_context(cafile=ca_file),
-                    _guard.GuardedBackend(self._host_allowed, self._resolver),
-                )
-            client = httpx.AsyncClient(
-                transport=transport,
-                timeout=timeout,
-                follow_redirects=False,
-                trust_env=False,
-                # identity: a compressed body is counted against the caps only after it has
-                # been inflated, and inflating blocks the event loop (590 bytes of gzip, gzip
-                # became 256 MiB). Nothing a registry serves here is worth compressing.
-                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+    def _new_http(self, host: str, ca_file: str | None) -> httpx.AsyncClient:
+        timeout = httpx.Timeout(self.settings.for_host(host).timeout or self.settings.timeout)
+        if self._transport is not None:
+            transport: httpx.AsyncBaseTransport = self._transport
+        else:
+            transport = _GuardedTransport(
+                ssl.create_default_context(cafile=ca_file),
+                _guard.GuardedBackend(self._host_allowed, self._resolver),
+                self.settings.max_connections_per_registry,
             )
-            self._clients[ca_file] = client
-        return client
+        return httpx.AsyncClient(
+            transport=transport,
+            timeout=timeout,
+            follow_redirects=False,
+            trust_env=False,
+            # identity: a compressed body is counted against the caps only after it has
+            # been inflated, and inflating blocks the event loop (590 bytes of gzip, gzip
+            # became 256 MiB). Nothing a registry serves here is worth compressing.
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        )
 
     # -- one exchange ---------------------------------------------------------------------------
 
@@ -210,7 +194,23 @@ class RegistryClient:
         data: dict[str, str] | None = None,
     ) -> _Response:
         """Send one request, following redirects by hand so credentials never change origin."""
-        client = self._http(endpoint.settings)
+        ca_file = endpoint.settings.ca_file or self.settings.ca_file
+        async with self._pools.use(endpoint.host, ca_file) as client:
+            return await self._exchange_on(
+                client, endpoint, method, url, headers, max_bytes, subject, data
+            )
+
+    async def _exchange_on(
+        self,
+        client: httpx.AsyncClient,
+        endpoint: _Endpoint,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        max_bytes: int,
+        subject: str,
+        data: dict[str, str] | None,
+    ) -> _Response:
         current = httpx.URL(url)
         start_origin = _origin(current)
         headers = dict(headers)
@@ -602,6 +602,37 @@ class RegistryClient:
 
     # -- public operations ----------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _contained(self, registry: str, subject: str) -> AsyncIterator[None]:
+        """The one chokepoint of every public operation: an overall deadline, and any failure
+        that is not yet a RegistryError becomes one.
+
+        ``timeout`` bounds each read; the deadline bounds the whole operation, so a registry
+        trickling a byte a second cannot keep it alive. Specific failures are translated where
+        they happen, with a precise message; this catches what they miss (a library raising
+        something new), so callers can rely on ``except RegistryError`` and the Resolver caches
+        the failure. Only the type is named: exception texts can quote their input (a
+        UnicodeEncodeError quotes the token it could not encode).
+        """
+        deadline = asyncio.timeout(self.settings.deadline)
+        try:
+            async with deadline:
+                yield
+        except exc.RegistryError:
+            raise
+        except TimeoutError:
+            if not deadline.expired():
+                raise exc.RegistryServerError(
+                    registry, "unusable answer (TimeoutError)", subject
+                ) from None
+            raise exc.RegistryTimeout(
+                registry, f"no complete answer within {self.settings.deadline:g}s", subject
+            ) from None
+        except Exception as error:
+            raise exc.RegistryServerError(
+                registry, f"unusable answer ({type(error).__name__})", subject
+            ) from error
+
     async def _on_endpoints(
         self,
         ref: reference.Reference,
@@ -636,7 +667,7 @@ class RegistryClient:
         spends the limit only on digests we have never seen.
         """
         path = f"/v2/{ref.path}/manifests/{ref.target}"
-        with _translated(ref.domain, ref.short):
+        async with self._contained(ref.domain, ref.short):
             _, response = await self._on_endpoints(
                 ref, "HEAD", path, accept=_manifests.ACCEPT, max_bytes=0, subject=ref.short
             )
@@ -655,7 +686,7 @@ class RegistryClient:
         self, ref: reference.Reference, target: str | None = None
     ) -> tuple[_manifests.Document, str]:
         """GET a manifest by tag or digest, verify it, and return it with its digest."""
-        with _translated(ref.domain, f"{ref.path}@{target}" if target else ref.short):
+        async with self._contained(ref.domain, f"{ref.path}@{target}" if target else ref.short):
             return await self._fetch_manifest(ref, target)
 
     async def _fetch_manifest(
@@ -697,7 +728,7 @@ class RegistryClient:
             ) from None
 
     async def fetch_blob(self, ref: reference.Reference, digest: str, max_bytes: int) -> bytes:
-        with _translated(ref.domain, f"{ref.path}@{digest}"):
+        async with self._contained(ref.domain, f"{ref.path}@{digest}"):
             return await self._fetch_blob(ref, digest, max_bytes)
 
     async def _fetch_blob(self, ref: reference.Reference, digest: str, max_bytes: int) -> bytes:
@@ -723,7 +754,7 @@ class RegistryClient:
         """Every platform the image named by ``ref`` can run on."""
         if isinstance(ref, str):
             ref = reference.parse(ref)
-        with _translated(ref.domain, ref.short):
+        async with self._contained(ref.domain, ref.short):
             return await self._resolve(ref)
 
     async def _resolve(self, ref: reference.Reference) -> _models.ImagePlatforms:
@@ -872,14 +903,16 @@ def _transport_reason(error: httpx.TransportError) -> str:
 class _GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport with the SSRF-guarded network backend underneath."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, backend: _guard.GuardedBackend) -> None:
+    def __init__(
+        self, ssl_context: ssl.SSLContext, backend: _guard.GuardedBackend, max_connections: int
+    ) -> None:
         super().__init__(verify=ssl_context, trust_env=False)
         import httpcore
 
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
-            max_connections=100,
-            max_keepalive_connections=20,
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
             keepalive_expiry=5.0,
             network_backend=backend,
         )

@@ -28,6 +28,11 @@ MAX_INDEX_DEPTH = 4
 # Children fetched per index at most; a real index lists a few dozen platforms.
 MAX_INDEX_CHILDREN = 256
 MAX_REDIRECTS = 5
+# A cold resolution is a handful of requests; 30 s covers retries and backoff against a slow
+# but honest registry, and ends whatever a hostile one trickles.
+DEADLINE = 30.0
+# Enough for an index's children fetched in parallel by several lookups at once.
+MAX_CONNECTIONS_PER_REGISTRY = 16
 
 # Docker Hub is a naming domain; its API lives elsewhere.
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
@@ -82,6 +87,13 @@ class ClientSettings:
     config_max_bytes: int = CONFIG_MAX_BYTES
     max_index_depth: int = MAX_INDEX_DEPTH
     max_redirects: int = MAX_REDIRECTS
+    deadline: float = DEADLINE
+    """Seconds one lookup (a whole resolution, every request and retry in it) may take.
+    ``timeout`` bounds each read, so without this a registry sending a byte a second would
+    keep a lookup alive indefinitely."""
+    max_connections_per_registry: int = MAX_CONNECTIONS_PER_REGISTRY
+    """Connections open to one registry endpoint at most; each has its own pool, so a slow
+    registry queues its own lookups and never takes connections from the others."""
     ca_file: str | None = None
     """A PEM bundle trusted for every registry without its own ``ca_file``."""
 
