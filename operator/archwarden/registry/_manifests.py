@@ -214,10 +214,18 @@ class Document:
         )
 
     def schema1_platform(self) -> platforms.Platform:
-        """Schema1 names the architecture at the top and the os in the newest history entry."""
-        arch = self.body.get("architecture")
+        """Schema1 names the architecture at the top and the os in the newest history entry.
+
+        Both are read from the bytes the digest covers (the signature-stripped payload): a
+        key added after the payload would otherwise change the answer under the same digest.
+        """
+        payload = schema1_payload(self.raw, self.body)
+        verified = self.body if payload is self.raw else _loads(payload, "schema1 payload")
+        if not isinstance(verified, Mapping):
+            raise DocumentError("schema1 payload is not a JSON object")
+        arch = verified.get("architecture")
         os_name = "linux"
-        history = self.body.get("history")
+        history = verified.get("history")
         if isinstance(history, list) and history and isinstance(history[0], Mapping):
             compat = history[0].get("v1Compatibility")
             if isinstance(compat, str):
