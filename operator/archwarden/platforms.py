@@ -17,7 +17,9 @@ __all__ = [
     "format_all",
     "node_can_run",
     "normalize",
+    "normalize_node",
     "parse",
+    "parse_node",
 ]
 
 # The first Windows build whose hosts run images from older builds (Windows Server 2022).
@@ -125,6 +127,20 @@ def normalize(
     )
 
 
+def normalize_node(os: str, architecture: str, variant: str = "", os_version: str = "") -> Platform:
+    """A node's platform: :func:`normalize`, except that an explicit arm64 v8 stays ``v8``.
+
+    containerd normalises arm64/v8 to arm64 with no variant and matches that as v8. A node's
+    empty variant means something else here: node labels carry no variant, so it is unknown
+    and accepts any (see :func:`node_can_run`). A node written as arm64/v8 must keep meaning
+    v8, or it would accept arm64/v9 images.
+    """
+    platform = normalize(os, architecture, variant, os_version)
+    if platform.architecture == "arm64" and not platform.variant and variant:
+        return dataclasses.replace(platform, variant="v8")
+    return platform
+
+
 def from_json(data: Mapping[str, Any]) -> Platform:
     """A platform from an OCI ``platform`` object or an image config (same key names)."""
 
@@ -150,6 +166,16 @@ def parse(spec: str) -> Platform:
     if len(parts) == 1:
         return normalize("linux", parts[0])
     return normalize(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+
+
+def parse_node(spec: str) -> Platform:
+    """Parse a node's ``os/arch[/variant]`` (``--platforms``), normalised by
+    :func:`normalize_node`."""
+    platform = parse(spec)
+    parts = spec.strip().split("/")
+    if len(parts) == 3:
+        return normalize_node(parts[0], parts[1], parts[2])
+    return platform
 
 
 def _amd64_level(variant: str) -> int:

@@ -299,3 +299,30 @@ def test_arm64_nodes_with_a_variant_still_run_32_bit_arm(node_variant: str) -> N
     node = normalize("linux", "arm64", node_variant)
     for variant in ("v5", "v6", "v7", "v8"):
         assert node_can_run(node, normalize("linux", "arm", variant))
+
+
+NODE_SPECS = [
+    # --platforms entry, image, runs?
+    ("linux/arm64/v8", "linux/arm64/v9", False),
+    ("linux/arm64/v8", "linux/arm64/v8.2", False),
+    ("linux/arm64/v8", "linux/arm64", True),
+    ("linux/arm64/v8", "linux/arm64/v8.0", True),
+    ("linux/arm64/v8", "linux/arm/v7", True),
+    ("linux/aarch64/8", "linux/arm64/v9", False),
+    ("linux/arm64/v8.0", "linux/arm64/v9", False),
+    ("linux/arm64", "linux/arm64/v9", True),  # no variant written: unknown, accepts any
+    ("linux/arm64/v9", "linux/arm64/v8", True),
+]
+
+
+@pytest.mark.parametrize(("node", "image", "expected"), NODE_SPECS)
+def test_node_specs_keep_an_explicit_arm64_v8(node: str, image: str, expected: bool) -> None:
+    # containerd normalises arm64/v8 to arm64 and matches that as v8; a node's empty variant
+    # means "unknown" here, so a node written as arm64/v8 must stay v8.
+    assert node_can_run(platforms.parse_node(node), platforms.parse(image)) is expected
+
+
+def test_node_spec_is_named_as_written() -> None:
+    assert platforms.parse_node("linux/aarch64/8").canonical == "linux/arm64/v8"
+    assert platforms.parse_node("linux/arm64").canonical == "linux/arm64"
+    assert platforms.parse_node("linux/arm/7") == platforms.parse("linux/arm/v7")

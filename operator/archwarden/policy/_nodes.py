@@ -71,7 +71,7 @@ class Node:
     @property
     def platform(self) -> platforms.Platform:
         """The node's platform; Windows nodes carry their build as ``os_version``."""
-        return platforms.normalize(
+        return platforms.normalize_node(
             self.os,
             self.arch,
             self.variant,
@@ -137,7 +137,7 @@ def nodes_from_platforms(specs: Iterable[str]) -> list[Node]:
     nodes: list[Node] = []
     seen: dict[str, int] = {}
     for spec in specs:
-        platform = platforms.parse(spec)
+        platform = platforms.parse_node(spec)
         base = platform.canonical.replace("/", "-")
         seen[base] = seen.get(base, 0) + 1
         name = base if seen[base] == 1 else f"{base}-{seen[base]}"
