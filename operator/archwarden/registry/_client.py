@@ -15,15 +15,17 @@ from typing import Any
 
 import httpx
 
-from archwarden import platforms, reference
+from archwarden import reference
 from archwarden.registry import (
     _auth,
+    _budget,
     _config,
     _credentials,
     _guard,
     _manifests,
     _models,
     _pools,
+    _resolution,
     _wire,
 )
 from archwarden.registry import _exceptions as exc
@@ -286,6 +288,7 @@ class RegistryClient:
                 raise exc.ManifestTooLarge(
                     endpoint.registry, f"document exceeds the {cap}-byte cap", subject
                 )
+            _budget.charge(len(chunk), endpoint.registry, subject)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -758,8 +761,13 @@ class RegistryClient:
             return await self._resolve(ref)
 
     async def _resolve(self, ref: reference.Reference) -> _models.ImagePlatforms:
-        document, digest = await self._fetch_manifest(ref)
-        found = await self._platforms(ref, document, digest, depth=0, seen=frozenset({digest}))
+        budget = _budget.use(_budget.Budget(self.settings.resolution_max_bytes))
+        try:
+            document, digest = await self._fetch_manifest(ref)
+            walk = _resolution.Walk(ref, self.settings, self._fetch_manifest, self._fetch_blob)
+            found = await walk.platforms(document, digest, depth=0, seen=frozenset({digest}))
+        finally:
+            _budget.reset(budget)
         if not found:
             raise exc.InvalidManifest(ref.domain, "index lists no runnable images", ref.short)
         return _models.ImagePlatforms(
@@ -768,60 +776,6 @@ class RegistryClient:
             media_type=document.media_type,
             platforms=tuple(sorted(set(found))),
         )
-
-    async def _platforms(
-        self,
-        ref: reference.Reference,
-        document: _manifests.Document,
-        digest: str,
-        *,
-        depth: int,
-        seen: frozenset[str],
-    ) -> list[platforms.Platform]:
-        subject = f"{ref.path}@{digest}"
-        try:
-            if document.is_schema1:
-                return [document.schema1_platform()]
-            if document.is_image:
-                config = document.config()
-                raw = await self._fetch_blob(ref, config.digest, self.settings.config_max_bytes)
-                return [_manifests.config_platform(raw)]
-            children = document.children()
-        except _manifests.DocumentError as error:
-            raise exc.InvalidManifest(ref.domain, str(error), subject) from None
-        if len(children) > _config.MAX_INDEX_CHILDREN:
-            raise exc.InvalidManifest(
-                ref.domain, f"index lists more than {_config.MAX_INDEX_CHILDREN} entries", subject
-            )
-        found = [
-            c.platform
-            for c in children
-            if c.platform is not None and c.media_type not in _manifests.INDEX_TYPES
-        ]
-        nested = [
-            c for c in children if c.platform is None or c.media_type in _manifests.INDEX_TYPES
-        ]
-        if nested and depth + 1 > self.settings.max_index_depth:
-            raise exc.InvalidManifest(
-                ref.domain,
-                f"indexes nested deeper than {self.settings.max_index_depth} levels",
-                subject,
-            )
-        for child in nested:
-            if child.digest in seen:
-                raise exc.InvalidManifest(
-                    ref.domain, f"index cycle through {child.digest}", subject
-                )
-
-        async def expand(child: _manifests.Descriptor) -> list[platforms.Platform]:
-            child_doc, child_digest = await self._fetch_manifest(ref, child.digest)
-            return await self._platforms(
-                ref, child_doc, child_digest, depth=depth + 1, seen=seen | {child.digest}
-            )
-
-        for result in await asyncio.gather(*(expand(c) for c in nested)):
-            found.extend(result)
-        return found
 
 
 async def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:

@@ -28,6 +28,9 @@ MAX_INDEX_DEPTH = 4
 # Children fetched per index at most; a real index lists a few dozen platforms.
 MAX_INDEX_CHILDREN = 256
 MAX_REDIRECTS = 5
+# A real multi-arch resolution reads tens of kilobytes; this allows several full-size
+# documents while an index of 256 children x 4 MiB (1 GiB) is stopped early.
+RESOLUTION_MAX_BYTES = 16 * 1024 * 1024
 # A cold resolution is a handful of requests; 30 s covers retries and backoff against a slow
 # but honest registry, and ends whatever a hostile one trickles.
 DEADLINE = 30.0
@@ -87,6 +90,8 @@ class ClientSettings:
     config_max_bytes: int = CONFIG_MAX_BYTES
     max_index_depth: int = MAX_INDEX_DEPTH
     max_redirects: int = MAX_REDIRECTS
+    resolution_max_bytes: int = RESOLUTION_MAX_BYTES
+    """Bytes one resolution may read over all its documents (index, children, configs)."""
     deadline: float = DEADLINE
     """Seconds one lookup (a whole resolution, every request and retry in it) may take.
     ``timeout`` bounds each read, so without this a registry sending a byte a second would
