@@ -128,9 +128,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     api_client = kube.load_api_client(rt.kubeconfig)
     rt.reader = kube.ApiReader(api_client)
     rt.poster = kube.EventPoster(api_client, rt.events)
-    rt.client = registry.RegistryClient(
-        config.client_settings(), observer=rt.metrics.observe_registry
-    )
+    client_settings = config.client_settings()
+
+    def observe_registry(host: str, code: str, seconds: float) -> None:
+        rt.metrics.observe_registry(client_settings.metric_label(host), code, seconds)
+
+    rt.client = registry.RegistryClient(client_settings, observer=observe_registry)
     resolver = registry.Resolver(rt.client, config.cache, observer=rt.metrics.observe_lookup)
     secrets = kube.PullSecrets(rt.reader, config.global_pull_secret)
     rt.admission = admission.Admission(

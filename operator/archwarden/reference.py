@@ -146,16 +146,21 @@ def _host_problem(domain: str) -> str | None:
     return None
 
 
+def _clip(text: str, limit: int = 80) -> str:
+    """Digests also come from registries (headers, index entries): quoted at most this long."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def validate_digest(digest: str, *, reference: str | None = None) -> str:
     """Check that ``digest`` is well formed and uses an algorithm we can verify."""
     shown = reference if reference is not None else digest
     if not _DIGEST_RE.fullmatch(digest):
-        raise InvalidReference(shown, f"malformed digest {digest!r}")
+        raise InvalidReference(shown, f"malformed digest {_clip(digest)!r}")
     algorithm, _, encoded = digest.partition(":")
     if algorithm not in DIGEST_ALGORITHMS:
         raise InvalidReference(
             shown,
-            f"unsupported digest algorithm {algorithm!r} "
+            f"unsupported digest algorithm {_clip(algorithm)!r} "
             f"(supported: {', '.join(sorted(DIGEST_ALGORITHMS))})",
         )
     if len(encoded) != DIGEST_ALGORITHMS[algorithm]:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import cachetools
 import httpx
 
 from archwarden import reference
@@ -35,6 +36,8 @@ __all__ = ["RegistryClient", "RequestObserver"]
 USER_AGENT = "archwarden/0.1 (+https://github.com/archwarden/archwarden)"
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Registries whose 401 challenge is remembered (the least recently used is forgotten first).
+MAX_CHALLENGES = 1024
 
 # Per-call credentials (a pod's pull secrets) for one shared client: set by
 # :meth:`RegistryClient.using`, inherited by tasks started inside, so concurrent admissions with
@@ -118,8 +121,11 @@ class RegistryClient:
         self._tokens = _auth.TokenCache()
         # The challenge each host answered with, so later requests authenticate up front
         # instead of paying a 401 round trip for every new repository.
-        self._challenges: dict[str, _auth.Challenge] = {}
-        self._token_locks: dict[tuple[str, str, tuple[str, ...]], asyncio.Lock] = {}
+        # Bounded: hosts are named by whoever writes a pod spec.
+        self._challenges: cachetools.LRUCache[str, _auth.Challenge] = cachetools.LRUCache(
+            MAX_CHALLENGES
+        )
+        self._token_locks: dict[tuple[str, str, tuple[str, ...]], tuple[asyncio.Lock, int]] = {}
         # Bare host names (no port, no brackets) the SSRF guard trusts, as httpcore names the
         # host it connects to; a configured naming domain also trusts its API host.
         self._trusted_hosts = frozenset(
@@ -381,14 +387,24 @@ class RegistryClient:
     ) -> str:
         realm_key = self._token_realm_key(endpoint, challenge.realm)
         key = _auth.TokenCache.key(realm_key, challenge.service, scopes)
-        lock = self._token_locks.setdefault(key, asyncio.Lock())
-        async with lock:  # concurrent requests for one scope share one token fetch
-            cached = self._tokens.get(realm_key, challenge.service, scopes)
-            if cached is not None:
-                return cached
-            token, expires_in = await self._fetch_token(endpoint, challenge, scopes, subject)
-            self._tokens.put(realm_key, challenge.service, scopes, token, expires_in)
-            return token
+        # Concurrent requests for one scope share one token fetch. A lock lives only while
+        # someone holds or waits for it, so locks never pile up for scopes seen once.
+        lock, users = self._token_locks.get(key, (asyncio.Lock(), 0))
+        self._token_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                cached = self._tokens.get(realm_key, challenge.service, scopes)
+                if cached is not None:
+                    return cached
+                token, expires_in = await self._fetch_token(endpoint, challenge, scopes, subject)
+                self._tokens.put(realm_key, challenge.service, scopes, token, expires_in)
+                return token
+        finally:
+            lock, users = self._token_locks[key]
+            if users <= 1:
+                del self._token_locks[key]
+            else:
+                self._token_locks[key] = (lock, users - 1)
 
     async def _fetch_token(
         self,
@@ -453,6 +469,12 @@ class RegistryClient:
             raise exc.AuthenticationFailed(
                 endpoint.registry, "token server answered without a token", subject
             )
+        if isinstance(token, str) and len(token) > _auth.MAX_TOKEN_BYTES:
+            raise exc.AuthenticationFailed(
+                endpoint.registry,
+                f"token server answered a token over {_auth.MAX_TOKEN_BYTES} bytes",
+                subject,
+            )
         if not _usable_token(token):
             raise exc.AuthenticationFailed(
                 endpoint.registry, "token server answered an unusable token", subject
@@ -471,8 +493,20 @@ class RegistryClient:
     ) -> _Response:
         try:
             return await self._exchange(
-                endpoint, method, url, headers, 1024 * 1024, subject, data=form
+                endpoint,
+                method,
+                url,
+                headers,
+                _auth.TOKEN_RESPONSE_MAX_BYTES,
+                subject,
+                data=form,
             )
+        except exc.ManifestTooLarge:
+            raise exc.AuthenticationFailed(
+                endpoint.registry,
+                f"token server answered more than {_auth.TOKEN_RESPONSE_MAX_BYTES} bytes",
+                subject,
+            ) from None
         except httpx.TransportError as error:
             if isinstance(error, httpx.TimeoutException):
                 raise exc.RegistryTimeout(

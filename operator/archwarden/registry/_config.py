@@ -37,6 +37,9 @@ DEADLINE = 30.0
 # Enough for an index's children fetched in parallel by several lookups at once.
 MAX_CONNECTIONS_PER_REGISTRY = 16
 
+# The metric label of every registry nobody configured.
+OTHER_LABEL = "other"
+
 # Docker Hub is a naming domain; its API lives elsewhere.
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
@@ -108,6 +111,17 @@ class ClientSettings:
             if canonical_host(name) == key:
                 return value
         return RegistrySettings()
+
+    def metric_label(self, host: str) -> str:
+        """``host`` when it is a configured registry (or its API host, or a mirror), else
+        ``"other"``: hosts in images are chosen by whoever writes a pod spec, and a metric
+        label per host would grow without bound."""
+        key = canonical_host(host)
+        for name, value in self.registries.items():
+            known = (name, api_host(name), *(m.rpartition("://")[2] for m in value.mirrors))
+            if key in {canonical_host(k) for k in known}:
+                return host
+        return OTHER_LABEL
 
     def is_configured(self, host: str) -> bool:
         key = canonical_host(host)

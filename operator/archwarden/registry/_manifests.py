@@ -71,7 +71,7 @@ def _loads(data: bytes | str, what: str) -> Any:
 
 def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
     if algorithm not in reference.DIGEST_ALGORITHMS:
-        raise DocumentError(f"unsupported digest algorithm {algorithm!r}")
+        raise DocumentError(f"unsupported digest algorithm {_wire.quote(algorithm)}")
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
@@ -127,7 +127,8 @@ class Document:
             # A registry that labels one kind as another is broken or hostile; trusting either
             # side could report the wrong platforms.
             raise DocumentError(
-                f"Content-Type {media_type} contradicts the document's mediaType {declared}"
+                f"Content-Type {_wire.clip(media_type)} contradicts the document's mediaType "
+                f"{_wire.clip(declared)}"
             )
         return cls(media_type, raw, body)
 
@@ -142,7 +143,7 @@ class Document:
         if isinstance(body.get("config"), Mapping):
             return OCI_MANIFEST
         shown = declared if isinstance(declared, str) else "none"
-        raise DocumentError(f"unsupported manifest type (mediaType {shown})")
+        raise DocumentError(f"unsupported manifest type (mediaType {_wire.clip(shown)})")
 
     @property
     def is_index(self) -> bool:

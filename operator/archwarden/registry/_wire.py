@@ -14,7 +14,7 @@ import math
 import time
 from typing import Any
 
-__all__ = ["QUOTE_MAX", "WireError", "finite", "loads", "quote", "retry_after"]
+__all__ = ["QUOTE_MAX", "WireError", "clip", "finite", "loads", "quote", "retry_after"]
 
 # A registry's own words (a mediaType, an error message) are quoted at most this long, so a
 # hostile document cannot fill a log line, an Event or an admission message.
@@ -65,9 +65,14 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, stamp - (time.time() if now is None else now))
 
 
-def quote(value: object, limit: int = QUOTE_MAX) -> str:
-    """``repr``-style quoting of a registry's value, cut to ``limit`` characters with '…'."""
+def clip(value: object, limit: int = QUOTE_MAX) -> str:
+    """A registry's value as text, cut to ``limit`` characters with '…'."""
     text = value if isinstance(value, str) else repr(value)
     if len(text) > limit:
         text = text[: limit - 1] + "\u2026"
-    return repr(text)
+    return text
+
+
+def quote(value: object, limit: int = QUOTE_MAX) -> str:
+    """``repr``-style quoting of a registry's value, cut to ``limit`` characters with '…'."""
+    return repr(clip(value, limit))
