@@ -168,5 +168,8 @@ class TokenCache:
     def drop(self, realm: str, service: str, scopes: Iterable[str]) -> None:
         self._entries.pop(self.key(realm, service, scopes), None)
 
+    def tokens(self) -> list[str]:
+        return [entry.token for entry in self._entries.values()]
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -26,6 +26,7 @@ from archwarden.registry import (
     _manifests,
     _models,
     _pools,
+    _redirects,
     _resolution,
     _wire,
 )
@@ -69,8 +70,9 @@ class _Response:
     url: str
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    return url.scheme, url.host, url.port
+def _origin_key(url: str) -> str:
+    scheme, host, port = _redirects.origin(httpx.URL(url))
+    return f"{scheme}://{host}:{port}"
 
 
 def _error_summary(body: bytes) -> tuple[str, str]:
@@ -121,7 +123,8 @@ class RegistryClient:
         self._tokens = _auth.TokenCache()
         # The challenge each host answered with, so later requests authenticate up front
         # instead of paying a 401 round trip for every new repository.
-        # Bounded: hosts are named by whoever writes a pod spec.
+        # Keyed by the origin that sent each challenge (scheme://host:port); bounded, since
+        # hosts are named by whoever writes a pod spec.
         self._challenges: cachetools.LRUCache[str, _auth.Challenge] = cachetools.LRUCache(
             MAX_CHALLENGES
         )
@@ -219,14 +222,11 @@ class RegistryClient:
         subject: str,
         data: dict[str, str] | None,
     ) -> _Response:
-        current = httpx.URL(url)
-        start_origin = _origin(current)
-        headers = dict(headers)
+        first = httpx.URL(url)
+        hop = _redirects.Hop(method, first, dict(headers), data)
         for _hop in range(self.settings.max_redirects + 1):
-            if _origin(current) != start_origin:
-                headers.pop("Authorization", None)
             started = time.perf_counter()
-            request = client.build_request(method, current, headers=headers, data=data)
+            request = client.build_request(hop.method, hop.url, headers=hop.headers, data=hop.data)
             try:
                 response = await client.send(request, stream=True)
             except BaseException as error:
@@ -236,25 +236,17 @@ class RegistryClient:
                 if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
                     self._observe(endpoint.host, str(response.status_code), started)
                     try:
-                        current = current.join(response.headers["location"])
-                    except httpx.InvalidURL:
+                        hop = _redirects.next_hop(
+                            hop, first, response.status_code, response.headers["location"]
+                        )
+                    except _redirects.RedirectRefused as refused:
                         raise exc.RegistryServerError(
-                            endpoint.registry, "redirect to an invalid URL", subject
+                            endpoint.registry, str(refused), subject
                         ) from None
-                    if current.port is not None and not 0 < current.port <= 65535:
-                        raise exc.RegistryServerError(
-                            endpoint.registry, "redirect to an invalid URL", subject
-                        )
-                    if current.scheme not in ("http", "https"):
-                        raise exc.RegistryServerError(
-                            endpoint.registry, "redirect to a non-HTTP URL", subject
-                        )
-                    if response.status_code == 303:
-                        method, data = "GET", None
                     continue
                 body = await self._read(response, endpoint, max_bytes, subject)
                 self._observe(endpoint.host, str(response.status_code), started)
-                return _Response(response.status_code, response.headers, body, str(current))
+                return _Response(response.status_code, response.headers, body, str(hop.url))
             finally:
                 await response.aclose()
         raise exc.RegistryServerError(
@@ -313,13 +305,18 @@ class RegistryClient:
     # -- authentication -------------------------------------------------------------------------
 
     def _may_send_credentials(self, endpoint: _Endpoint, url: str) -> bool:
-        """Credentials go to the registry's own host (any port), or to its realm over HTTPS.
+        """Credentials go to the registry's own origin, or to its realm over HTTPS.
 
         A token realm is where the registry itself sends clients to trade credentials, so it
         may be another host (auth.docker.io); plain HTTP there would expose them in transit.
+        The origin counts scheme, host and port: another port on the registry's host is
+        another server (anyone may listen there), so it gets nothing over plain HTTP, unless
+        the operator configured that very origin as an insecure registry.
         """
         target = httpx.URL(url)
-        return target.host == httpx.URL(endpoint.base_url).host or target.scheme == "https"
+        same = _redirects.origin(target) == _redirects.origin(httpx.URL(endpoint.base_url))
+        consented = self.settings.for_host(target.netloc.decode("ascii")).insecure
+        return same or target.scheme == "https" or consented
 
     def _credential(self, endpoint: _Endpoint) -> _credentials.Credential | None:
         # Keyed by the host actually contacted: a mirror never receives the upstream's secret.
@@ -370,7 +367,7 @@ class RegistryClient:
         credential = self._credential(endpoint)
         if credential is not None and credential.registry_token:
             return f"Bearer {credential.registry_token}"
-        challenge = self._challenges.get(endpoint.host)
+        challenge = self._challenges.get(_origin_key(endpoint.base_url))
         if challenge is None:
             return None
         if challenge.scheme == "basic":
@@ -554,6 +551,15 @@ class RegistryClient:
                 ) from None
 
             if response.status == 401:
+                if _redirects.origin(httpx.URL(response.url)) != _redirects.origin(httpx.URL(url)):
+                    # A redirect target asked for credentials. Its challenge is its own: kept
+                    # under the registry, the registry's credentials would go to its realm.
+                    raise exc.AuthenticationFailed(
+                        endpoint.registry,
+                        "unauthorized at a redirect target; credentials never follow a "
+                        "redirect to another origin",
+                        subject,
+                    )
                 challenge = _auth.pick_challenge(
                     _auth.parse_challenges(response.headers.get_list("www-authenticate"))
                 )
@@ -563,7 +569,7 @@ class RegistryClient:
                     )
                 if challenge.error == "insufficient_scope":
                     raise exc.AccessDenied(endpoint.registry, "insufficient scope", subject)
-                known = self._challenges.get(endpoint.host)
+                known = self._challenges.get(_origin_key(endpoint.base_url))
                 retry_token = (
                     authorization is not None
                     and challenge.scheme == "bearer"
@@ -580,7 +586,7 @@ class RegistryClient:
                     self._tokens.drop(
                         self._token_realm_key(endpoint, known.realm), known.service, (scope,)
                     )
-                self._challenges[endpoint.host] = _auth.Challenge(
+                self._challenges[_origin_key(endpoint.base_url)] = _auth.Challenge(
                     challenge.scheme,
                     {k: v for k, v in challenge.params.items() if k in ("realm", "service")},
                 )
@@ -639,6 +645,12 @@ class RegistryClient:
 
     # -- public operations ----------------------------------------------------------------------
 
+    def _secrets(self) -> set[str]:
+        """Every credential this context could have sent, and every token held."""
+        secrets = self.credentials.secrets() | set(self._tokens.tokens())
+        store = _call_credentials.get()
+        return secrets | store.secrets() if store is not None else secrets
+
     @contextlib.asynccontextmanager
     async def _contained(self, registry: str, subject: str) -> AsyncIterator[None]:
         """The one chokepoint of every public operation: an overall deadline, and any failure
@@ -655,7 +667,8 @@ class RegistryClient:
         try:
             async with deadline:
                 yield
-        except exc.RegistryError:
+        except exc.RegistryError as error:
+            error.redact(self._secrets())
             raise
         except TimeoutError:
             if not deadline.expired():
