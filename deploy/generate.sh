@@ -47,7 +47,9 @@ metadata:
     app.kubernetes.io/part-of: archwarden
     app.kubernetes.io/managed-by: Helm
 HEADER
-	"$helm" template archwarden "$ROOT/charts/archwarden" \
+	# --no-hooks: the pre-delete Job belongs to `helm uninstall`; applied as a plain manifest it
+	# would run at once and delete the webhook configurations.
+	"$helm" template archwarden "$ROOT/charts/archwarden" --no-hooks \
 		--namespace "$NAMESPACE" \
 		--set certManager.enabled=true
 }

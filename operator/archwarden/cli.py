@@ -229,7 +229,41 @@ def _run(args: argparse.Namespace) -> int:
         clusterwide=True,
         standalone=True,  # replicas do not peer: each serves from its own live inventory
         memo=kopf.Memo(runtime=runtime),
+        # kopf.run wants its NewType Identity (a str at run time), which kopf does not export.
+        identity=_identity(),  # type: ignore[arg-type]
     )
+    return 0
+
+
+def _identity() -> str:
+    """Who this process is, for kopf's logs and progress annotations.
+
+    Left to itself, kopf asks ``getpass.getuser()``, which raises ``KeyError`` when the UID has
+    no passwd entry and no USER/LOGNAME is set: exactly the image's UID 65532 in a pod. A
+    crash there leaves the cluster unprotected (the webhooks fail open), so the identity comes
+    from the pod's name (the chart sets POD_NAME), else the host name and process ID.
+    """
+    import os
+    import socket
+
+    pod = os.environ.get("POD_NAME") or os.environ.get("POD_ID")
+    return pod or f"archwarden@{socket.gethostname()}/{os.getpid()}"
+
+
+def _remove_webhooks(args: argparse.Namespace) -> int:
+    from archwarden import kube
+
+    try:
+        client = kube.load_api_client(args.kubeconfig)
+        for name in args.names:
+            deleted = kube.remove_webhook_configurations(client, name)
+            print(f"{name}: deleted {', '.join(deleted)}" if deleted else f"{name}: none left")
+    except kube.WebhookRemovalError as exc:
+        print(f"archwarden: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # no kubeconfig and not in a cluster
+        print(f"archwarden: error: no cluster credentials: {type(exc).__name__}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -310,6 +344,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=None, sync_handler=_run)
+
+    remove = commands.add_parser(
+        "remove-webhooks",
+        help="delete archwarden's validating and mutating webhook configurations (run by the "
+        "chart before uninstalling, so that failurePolicy Fail cannot outlive the pods)",
+    )
+    remove.add_argument("names", nargs="+", metavar="NAME", help="configuration names")
+    remove.add_argument(
+        "--kubeconfig", metavar="FILE", help="kubeconfig (default: the usual lookup)"
+    )
+    remove.set_defaults(handler=None, sync_handler=_remove_webhooks)
     return parser
 
 

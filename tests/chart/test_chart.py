@@ -576,7 +576,7 @@ def test_anti_affinity_and_topology_spread() -> None:
 
 def test_toggles_are_off_by_default(objects: list[dict[str, Any]]) -> None:
     kinds = {obj["kind"] for obj in objects}
-    assert not kinds & {"PodDisruptionBudget", "ServiceMonitor", "Certificate", "Issuer"}
+    assert not kinds & {"ServiceMonitor", "Certificate", "Issuer"}
     rendered = render(MODES["everything"])
     pdb = one(rendered, "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
@@ -587,6 +587,65 @@ def test_toggles_are_off_by_default(objects: list[dict[str, Any]]) -> None:
     monitor = one(rendered, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_two_replicas_get_a_disruption_budget_one_does_not(objects: list[dict[str, Any]]) -> None:
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["spec"] == {
+        "selector": one(objects, "Deployment")["spec"]["selector"],
+        "minAvailable": 1,
+    }
+    # A budget of one pod would block every node drain.
+    assert not by_kind(render({"replicaCount": 1}), "PodDisruptionBudget")
+
+
+def test_a_stopping_replica_keeps_serving_for_the_shutdown_delay(
+    deployment: dict[str, Any],
+) -> None:
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    # The kubelet's own sleep: the image has no shell.
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert pod["terminationGracePeriodSeconds"] > 5
+    strategy = deployment["spec"]["strategy"]["rollingUpdate"]
+    assert strategy == {"maxSurge": 1, "maxUnavailable": 0}
+    off = one(render({"shutdownDelaySeconds": 0}), "Deployment")
+    assert "lifecycle" not in off["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_uninstall_removes_the_webhook_configurations_first(objects: list[dict[str, Any]]) -> None:
+    hooks = [o for o in objects if "helm.sh/hook" in (o["metadata"].get("annotations") or {})]
+    assert sorted(o["kind"] for o in hooks) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Job",
+        "ServiceAccount",
+    ]
+    for hook in hooks:
+        annotations = hook["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-delete"
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    weights = {o["kind"]: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in hooks}
+    assert weights["Job"] > weights["ClusterRoleBinding"]  # RBAC exists before the Job runs
+    role = next(o for o in hooks if o["kind"] == "ClusterRole")
+    # The hook may delete these two configurations and nothing else.
+    assert role["rules"] == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
+            "resourceNames": [FULLNAME],
+            "verbs": ["delete"],
+        }
+    ]
+    assert one(objects, "ValidatingWebhookConfiguration")["metadata"]["name"] == FULLNAME
+    assert one(objects, "MutatingWebhookConfiguration")["metadata"]["name"] == FULLNAME
+    job = next(o for o in hooks if o["kind"] == "Job")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"] == ["remove-webhooks", FULLNAME]
+    assert pod["serviceAccountName"] == role["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not [o for o in render({"webhook.removeOnUninstall": False}) if o["kind"] == "Job"]
 
 
 # --- RBAC ------------------------------------------------------------------------------------
@@ -608,11 +667,16 @@ ALLOWED_RULES = {
 }
 
 
+def without_hooks(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the release keeps while installed (hooks exist only around helm uninstall)."""
+    return [o for o in objects if "helm.sh/hook" not in (o["metadata"].get("annotations") or {})]
+
+
 def _granted(
     objects: list[dict[str, Any]], kind: str = "ClusterRole"
 ) -> dict[tuple[str, str], set[str]]:
     granted: dict[tuple[str, str], set[str]] = {}
-    for role in by_kind(objects, kind):
+    for role in by_kind(without_hooks(objects), kind):
         for rule in role["rules"]:
             assert "nonResourceURLs" not in rule and "resourceNames" not in rule
             for group in rule["apiGroups"]:
@@ -633,15 +697,16 @@ def test_rbac_has_no_wildcards(mode: str) -> None:
 def test_rbac_is_least_privilege(objects: list[dict[str, Any]]) -> None:
     granted = _granted(objects)
     assert granted == ALLOWED_RULES
-    (binding,) = by_kind(objects, "ClusterRoleBinding")
-    assert binding["roleRef"]["name"] == one(objects, "ClusterRole")["metadata"]["name"]
+    installed = without_hooks(objects)
+    (binding,) = by_kind(installed, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == one(installed, "ClusterRole")["metadata"]["name"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
     ]
 
 
 def test_pull_secret_access_can_be_restricted() -> None:
-    rendered = render(MODES["everything"])
+    rendered = without_hooks(render(MODES["everything"]))
     roles = {role["metadata"]["name"]: role for role in by_kind(rendered, "ClusterRole")}
     main = _granted([roles.pop(FULLNAME)])
     assert ("", "secrets") not in main
@@ -719,6 +784,10 @@ def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
             "only used with rbac.pullSecrets.scope=namespaces",
         ),
         ({"podAntiAffinity": "hard", "affinity.nodeAffinity.x": "y"}, "podAntiAffinity=hard"),
+        (
+            {"shutdownDelaySeconds": 30},
+            "shutdownDelaySeconds (30) must be below terminationGracePeriodSeconds (30)",
+        ),
     ],
 )
 def test_incompatible_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:
@@ -855,6 +924,9 @@ def test_deploy_manifests_are_generated_from_the_chart() -> None:
     assert not by_kind(manifests, "Secret") and "PRIVATE KEY" not in committed
     assert _ca_bundles(manifests) == {None}
     assert by_kind(manifests, "Certificate")
+    # Hooks belong to helm: applied by kubectl, the pre-delete Job would run at once.
+    assert not by_kind(manifests, "Job")
+    assert "helm.sh/hook" not in committed
 
 
 def _dockerfile_instructions() -> list[tuple[str, str]]:

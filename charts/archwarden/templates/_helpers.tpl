@@ -121,6 +121,9 @@ Included once, from the ConfigMap template (always rendered).
 {{- if ge (float64 .Values.webhook.budgetSeconds) (float64 .Values.webhook.timeoutSeconds) }}
 {{- fail (printf "webhook.budgetSeconds (%v) must be below webhook.timeoutSeconds (%v): archwarden must answer before the API server gives up" .Values.webhook.budgetSeconds .Values.webhook.timeoutSeconds) }}
 {{- end }}
+{{- if and (gt (int .Values.shutdownDelaySeconds) 0) (ge (int .Values.shutdownDelaySeconds) (int .Values.terminationGracePeriodSeconds)) }}
+{{- fail (printf "shutdownDelaySeconds (%v) must be below terminationGracePeriodSeconds (%v): the pod is killed when the grace period ends" .Values.shutdownDelaySeconds .Values.terminationGracePeriodSeconds) }}
+{{- end }}
 {{- if eq (int .Values.webhook.port) (int .Values.metrics.port) }}
 {{- fail "webhook.port and metrics.port must differ" }}
 {{- end }}

@@ -1,8 +1,18 @@
 """Cluster facts archwarden reads with the kubernetes client (kopf covers watches and indexes):
-pull secrets, ServiceAccounts, workload owners and lists; and Event de-duplication."""
+pull secrets, ServiceAccounts, workload owners and lists; Event de-duplication; and removing
+the webhook configurations on uninstall."""
 
 from archwarden.kube._api import ApiReader, load_api_client
 from archwarden.kube._events import EventDeduper, EventPoster
 from archwarden.kube._secrets import PullSecrets
+from archwarden.kube._webhooks import WebhookRemovalError, remove_webhook_configurations
 
-__all__ = ["ApiReader", "EventDeduper", "EventPoster", "PullSecrets", "load_api_client"]
+__all__ = [
+    "ApiReader",
+    "EventDeduper",
+    "EventPoster",
+    "PullSecrets",
+    "WebhookRemovalError",
+    "load_api_client",
+    "remove_webhook_configurations",
+]
