@@ -16,7 +16,17 @@ from typing import Any
 import jsonpatch
 import kopf
 
-from archwarden import admission, certs, kube, metrics, policy, registry, serving, settings
+from archwarden import (
+    admission,
+    certs,
+    kube,
+    metrics,
+    policy,
+    registry,
+    serving,
+    settings,
+    webhook_server,
+)
 
 __all__ = ["WORKLOAD_RESOURCES", "Runtime"]
 
@@ -104,7 +114,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = 300
     if rt.dev:
         files = certs.write_dev_certificates(rt.dev_dir)
-        settings.admission.server = kopf.WebhookServer(
+        settings.admission.server = webhook_server.WebhookServer(
+            meters=rt.metrics,
             addr="127.0.0.1",
             port=config.webhook.port,
             host="127.0.0.1",
@@ -118,7 +129,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             raise kopf.PermanentError(
                 "webhook.certFile and webhook.keyFile are required (or --dev)"
             )
-        settings.admission.server = kopf.WebhookServer(
+        settings.admission.server = webhook_server.WebhookServer(
+            meters=rt.metrics,
             addr=config.webhook.address,
             port=config.webhook.port,
             certfile=config.webhook.cert_file,
