@@ -1,6 +1,6 @@
 """One admission review, start to finish, without kopf: the handlers are thin glue over this.
 
-Flow: scope (excluded namespaces, opt-out, own pods) -> what changed (UPDATE) -> extract the
+Flow: scope (excluded namespaces, opt-out) -> what changed (UPDATE) -> extract the
 pod template -> pull credentials -> resolve every image within the budget (stale answers
 allowed) -> the policy decision -> a patch for pods -> Events and metrics for the caller.
 """
@@ -19,8 +19,6 @@ __all__ = ["Admission", "EventNote", "Outcome"]
 
 ANNOTATION_SKIP = "archwarden.io/skip"
 LABEL_MODE = "archwarden.io/mode"
-# archwarden's own pods carry this label (the chart's selector labels); never block them.
-OWN_LABEL = ("app.kubernetes.io/name", "archwarden")
 
 CredentialsFn = Callable[
     [str, Iterable[str], str], Awaitable[tuple[registry.CredentialStore, list[str]]]
@@ -164,8 +162,6 @@ class Admission:
         if operation not in ("CREATE", "UPDATE"):
             return Outcome(True, label="skipped")  # DELETE and CONNECT are never blocked
         if namespace in self.config.excluded_namespaces:
-            return Outcome(True, label="skipped")
-        if labels.get(OWN_LABEL[0]) == OWN_LABEL[1]:
             return Outcome(True, label="skipped")
         if str(annotations.get(ANNOTATION_SKIP, "")).lower() == "true":
             note = EventNote(
