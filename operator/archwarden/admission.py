@@ -76,11 +76,20 @@ class Admission:
         return policy.Mode(self.config.mode)
 
     async def answers(
-        self, images: Iterable[str], creds: registry.CredentialStore | None
+        self,
+        images: Iterable[str],
+        creds: registry.CredentialStore | None,
+        *,
+        settled: Callable[[Mapping[str, policy.ImageAnswer]], bool] | None = None,
     ) -> dict[str, policy.ImageAnswer]:
-        """Platforms (or the failure) of every image, within the admission budget."""
+        """Platforms (or the failure) of every image, within the admission budget.
+
+        At most ``limits.maxConcurrentResolutions`` images are resolved at once; once
+        ``settled`` says the answers so far decide the outcome, the rest are cancelled.
+        """
         images = list(dict.fromkeys(images))
         result: dict[str, policy.ImageAnswer] = {}
+        slots = asyncio.Semaphore(self.config.limits.max_concurrent_resolutions)
 
         async def one(image: str) -> None:
             try:
@@ -88,33 +97,50 @@ class Admission:
             except reference.InvalidReference as exc:
                 result[image] = policy.ImageFailure(str(exc))
                 return
-            token = registry.RegistryClient.using(creds)
-            try:
-                answer = await self.resolver.resolve(ref, allow_stale=True)
-            except registry.RegistryError as exc:
-                result[image] = policy.ImageFailure(str(exc))
-            else:
-                result[image] = answer.platforms
-            finally:
-                registry.RegistryClient.restore(token)
+            async with slots:
+                token = registry.RegistryClient.using(creds)
+                try:
+                    answer = await self.resolver.resolve(ref, allow_stale=True)
+                except registry.RegistryError as exc:
+                    result[image] = policy.ImageFailure(str(exc))
+                else:
+                    result[image] = answer.platforms
+                finally:
+                    registry.RegistryClient.restore(token)
 
-        tasks = [asyncio.ensure_future(one(image)) for image in images]
         budget = self.config.webhook.budget_seconds
-        _done, pending = await asyncio.wait(tasks, timeout=budget) if tasks else (set(), set())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        pending = {asyncio.ensure_future(one(image)) for image in images}
+        decided = False
+        while pending and not decided:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            _done, pending = await asyncio.wait(
+                pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            decided = settled is not None and settled(result)
         for task in pending:
             # The shared lookup goes on while other admissions wait for it, and is cancelled
             # with its last waiter (a kubectl retry starts it again, bounded by its deadline).
             task.cancel()
         for image in images:
-            if image not in result:
-                stale = self.held_platforms(image)
-                result[image] = (
-                    stale
-                    if stale is not None
-                    else policy.ImageFailure(
-                        f"image {image}: registry did not answer within {budget:g}s"
-                    )
+            if image in result:
+                continue
+            if decided:
+                result[image] = policy.ImageFailure(
+                    "not inspected: the outcome was already decided"
                 )
+                continue
+            stale = self.held_platforms(image)
+            result[image] = (
+                stale
+                if stale is not None
+                else policy.ImageFailure(
+                    f"image {image}: registry did not answer within {budget:g}s"
+                )
+            )
         return result
 
     def held_platforms(self, image: str) -> tuple[platforms.Platform, ...] | None:
@@ -179,18 +205,31 @@ class Admission:
             # we only say why we could not check it.
             return Outcome(True, warnings=(f"archwarden: cannot read this object: {exc}",))
 
+        mode = self.mode_for(namespace)
+        failure_policy = policy.FailurePolicy(self.config.failure_policy)
+        distinct = len(set(workload.template.images))
+        limit = self.config.limits.max_images_per_review
+        if distinct > limit:
+            return _too_many_images(distinct, limit, mode, failure_policy, mutate)
+
         problems: list[str] = []
         creds: registry.CredentialStore | None = None
         if self.credentials is not None:
             creds, problems = await self.credentials(
                 namespace, workload.template.image_pull_secrets, workload.template.service_account
             )
-        answers = await self.answers(workload.template.images, creds)
-        mode = self.mode_for(namespace)
-        failure_policy = policy.FailurePolicy(self.config.failure_policy)
-        decision = policy.decide(
-            workload, self.nodes(), answers, mode=mode, failure_policy=failure_policy
-        )
+        nodes = self.nodes()
+
+        def settled(partial: Mapping[str, policy.ImageAnswer]) -> bool:
+            # A DaemonSet's pods are judged with warn semantics below: never settled early.
+            if workload.controller_kind == "DaemonSet":
+                return False
+            return policy.settled(
+                workload, nodes, partial, mode=mode, failure_policy=failure_policy
+            )
+
+        answers = await self.answers(workload.template.images, creds, settled=settled)
+        decision = policy.decide(workload, nodes, answers, mode=mode, failure_policy=failure_policy)
         # A DaemonSet's own pods are pinned to one node each; denying one would make the
         # controller retry forever, so those are judged with warn semantics.
         if (
@@ -200,7 +239,7 @@ class Admission:
         ):
             decision = policy.decide(
                 workload,
-                self.nodes(),
+                nodes,
                 answers,
                 mode=policy.Mode.WARN,
                 failure_policy=failure_policy,
@@ -255,3 +294,32 @@ class Admission:
             decision=decision,
             label=label,
         )
+
+
+def _too_many_images(
+    distinct: int,
+    limit: int,
+    mode: policy.Mode,
+    failure_policy: policy.FailurePolicy,
+    mutate: bool,
+) -> Outcome:
+    """A review past ``limits.maxImagesPerReview``: decided by failure policy, nothing resolved."""
+    denied = mode is policy.Mode.ENFORCE and failure_policy is policy.FailurePolicy.CLOSED
+    message = (
+        f"the pod has {distinct} distinct images, more than limits.maxImagesPerReview ({limit}); "
+        + (
+            "images were not checked (failure policy closed)"
+            if denied
+            else "admitted without a platform check"
+        )
+    )
+    if mutate:
+        return Outcome(True, label="allowed")  # the validating webhook reports it
+    warnings = (message,) if not denied and mode is not policy.Mode.AUDIT else ()
+    return Outcome(
+        allowed=not denied,
+        message=message,
+        warnings=warnings,
+        events=(EventNote("Warning", "ImageInspectionFailed", message),),
+        label="denied" if denied else ("warned" if warnings else "allowed"),
+    )

@@ -53,6 +53,19 @@ class MetricsSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class LimitsSettings:
+    """Work one admission review may cause: anything that makes archwarden slow or dead admits
+    pods unchecked (the webhooks fail open), so every per-review cost is bounded."""
+
+    max_images_per_review: int = 64
+    """Distinct images one review may resolve. Past it no registry is contacted and the review
+    is decided by failurePolicy: closed denies, open admits with a warning."""
+    max_concurrent_resolutions: int = 8
+    """Images of one review resolved at once (each resolution has its own fetch and byte
+    limits in the registry client)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     mode: str = "enforce"
     """enforce (deny), warn (allow with a warning and an Event) or audit (Event and metric)."""
@@ -72,6 +85,7 @@ class Settings:
     registry_timeout: float = 2.5
     webhook: WebhookSettings = dataclasses.field(default_factory=WebhookSettings)
     metrics: MetricsSettings = dataclasses.field(default_factory=MetricsSettings)
+    limits: LimitsSettings = dataclasses.field(default_factory=LimitsSettings)
 
     def client_settings(self) -> registry.ClientSettings:
         return registry.ClientSettings(
@@ -111,6 +125,28 @@ def _registries(data: Any) -> dict[str, registry.RegistrySettings]:
     return result
 
 
+def _at_least_one(value: Any, key: str) -> int:
+    number = _expect(value, int, key)
+    if number < 1:
+        raise ConfigError(f"{key}: must be at least 1, got {number}")
+    return int(number)
+
+
+def _limits(data: Any) -> LimitsSettings:
+    limits = _expect(data, dict, "limits")
+    _only(limits, {"maxImagesPerReview", "maxConcurrentResolutions"}, "limits")
+    d = LimitsSettings()
+    return LimitsSettings(
+        max_images_per_review=_at_least_one(
+            limits.get("maxImagesPerReview", d.max_images_per_review), "limits.maxImagesPerReview"
+        ),
+        max_concurrent_resolutions=_at_least_one(
+            limits.get("maxConcurrentResolutions", d.max_concurrent_resolutions),
+            "limits.maxConcurrentResolutions",
+        ),
+    )
+
+
 def from_mapping(data: Mapping[str, Any]) -> Settings:
     _only(
         data,
@@ -127,6 +163,7 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
             "registryTimeout",
             "webhook",
             "metrics",
+            "limits",
         },
         "",
     )
@@ -226,6 +263,7 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
             port=_expect(metrics.get("port", m.port), int, "metrics.port"),
             address=_expect(metrics.get("address", m.address), str, "metrics.address"),
         ),
+        limits=_limits(data.get("limits", {})),
     )
 
 

@@ -38,6 +38,7 @@ registries:
 cache: {digestCacheSize: 10, tagCacheSize: 20, tagTTL: 60, failureTTL: 2}
 webhook: {port: 10443, budgetSeconds: 2, timeoutSeconds: 5}
 metrics: {port: 9090}
+limits: {maxImagesPerReview: 10, maxConcurrentResolutions: 2}
 """,
         )
     )
@@ -53,6 +54,9 @@ metrics: {port: 9090}
         digest_cache_size=10, tag_cache_size=20, tag_ttl=60.0, failure_ttl=2.0
     )
     assert (config.webhook.port, config.metrics.port) == (10443, 9090)
+    assert config.limits == settings.LimitsSettings(
+        max_images_per_review=10, max_concurrent_resolutions=2
+    )
     client = config.client_settings()
     assert client.for_host("registry.local:5000").insecure
 
@@ -74,6 +78,8 @@ metrics: {port: 9090}
             "webhook.budgetSeconds must be below webhook.timeoutSeconds",
         ),
         ("cache: {tagTTL: true}", "cache.tagTTL: expected a number"),
+        ("limits: {maxImagesPerReview: 0}", "limits.maxImagesPerReview: must be at least 1"),
+        ("limits: {maxImages: 3}", "unknown key limits.maxImages"),
         ("- a list", "the configuration must be a mapping"),
         ("mode: [unclosed", "not valid YAML at line 1"),
     ],

@@ -19,6 +19,7 @@ from archwarden.policy import (
     extract,
     node_from_object,
     nodes_from_platforms,
+    settled,
     stranded,
 )
 from archwarden.policy import _messages as messages
@@ -422,3 +423,24 @@ def test_platforms_flag_arm64_v8_refuses_arm64_v9_images() -> None:
     v9 = platforms.parse("linux/arm64/v9")
     assert not platforms.node_can_run(nodes[0].platform, v9)
     assert platforms.node_can_run(nodes[0].platform, platforms.parse("linux/arm64"))
+
+
+# --- settled: may a review stop resolving the images still outstanding? ----------------------
+
+
+def test_settled_by_a_mismatch_in_enforce_mode_only() -> None:
+    workload = extract(objects.pod(API, SIDECAR))
+    assert settled(workload, ARM_AND_PPC, AMD64_ONLY)
+    assert not settled(workload, ARM_AND_PPC, AMD64_ONLY, mode=Mode.WARN)
+    assert not settled(workload, ARM_AND_PPC, {API: plats("linux/arm64")})
+    assert not settled(workload, ARM_AND_PPC, {})
+
+
+def test_settled_by_a_failure_only_when_failures_deny() -> None:
+    workload = extract(objects.pod(API, SIDECAR))
+    failed = {API: ImageFailure("401 Unauthorized")}
+    assert settled(workload, ARM_AND_PPC, failed, failure_policy=FailurePolicy.CLOSED)
+    assert not settled(workload, ARM_AND_PPC, failed, failure_policy=FailurePolicy.OPEN)
+    assert not settled(
+        workload, ARM_AND_PPC, failed, mode=Mode.AUDIT, failure_policy=FailurePolicy.CLOSED
+    )

@@ -24,6 +24,7 @@ __all__ = [
     "Placement",
     "Reason",
     "decide",
+    "settled",
     "stranded",
 ]
 
@@ -389,6 +390,33 @@ def decide(
         placement=found.placement,
         inspection_errors=found.failures,
     )
+
+
+def settled(
+    workload: _workloads.Workload,
+    nodes: Iterable[_nodes.Node],
+    partial: Mapping[str, ImageAnswer],
+    *,
+    mode: Mode = Mode.ENFORCE,
+    failure_policy: FailurePolicy = FailurePolicy.OPEN,
+) -> bool:
+    """Whether the answers so far already decide a denial, whatever the others turn out to be.
+
+    So a review can stop resolving the images still outstanding (and spend nothing more on a
+    slow or hostile registry): in enforce mode, an image no candidate node can run, or, with
+    the closed failure policy, an image that could not be inspected.
+    """
+    if mode is not Mode.ENFORCE:
+        return False
+    if failure_policy is FailurePolicy.CLOSED and any(
+        isinstance(answer, ImageFailure) for answer in partial.values()
+    ):
+        return True
+    resolved = {i: a for i, a in partial.items() if not isinstance(a, ImageFailure)}
+    if not resolved:
+        return False
+    reason = _assess(workload, nodes, resolved).reason
+    return reason in (Reason.ARCHITECTURE_MISMATCH, Reason.ARCHITECTURE_PIN_MISMATCH)
 
 
 def stranded(
