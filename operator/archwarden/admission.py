@@ -81,8 +81,10 @@ class Admission:
         creds: registry.CredentialStore | None,
         *,
         settled: Callable[[Mapping[str, policy.ImageAnswer]], bool] | None = None,
+        deadline: float | None = None,
     ) -> dict[str, policy.ImageAnswer]:
-        """Platforms (or the failure) of every image, within the admission budget.
+        """Platforms (or the failure) of every image, within the admission budget (by the
+        event loop's clock, ``deadline`` when the review already spent part of it).
 
         At most ``limits.maxConcurrentResolutions`` images are resolved at once; once
         ``settled`` says the answers so far decide the outcome, the rest are cancelled.
@@ -110,7 +112,8 @@ class Admission:
 
         budget = self.config.webhook.budget_seconds
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + budget
+        if deadline is None:
+            deadline = loop.time() + budget
         pending = {asyncio.ensure_future(one(image)) for image in images}
         decided = False
         while pending and not decided:
@@ -212,12 +215,27 @@ class Admission:
         if distinct > limit:
             return _too_many_images(distinct, limit, mode, failure_policy, mutate)
 
+        loop = asyncio.get_running_loop()
+        budget = self.config.webhook.budget_seconds
+        deadline = loop.time() + budget
         problems: list[str] = []
         creds: registry.CredentialStore | None = None
         if self.credentials is not None:
-            creds, problems = await self.credentials(
-                namespace, workload.template.image_pull_secrets, workload.template.service_account
-            )
+            # Inside the budget, and at most half of it, so registries keep time to answer: a
+            # review past the API server's timeout is admitted unchecked.
+            secrets_budget = budget / 2
+            try:
+                async with asyncio.timeout(secrets_budget):
+                    creds, problems = await self.credentials(
+                        namespace,
+                        workload.template.image_pull_secrets,
+                        workload.template.service_account,
+                    )
+            except TimeoutError:
+                problems = [
+                    f"pull secrets not read within {secrets_budget:g}s; "
+                    "images resolved without them"
+                ]
         nodes = self.nodes()
 
         def settled(partial: Mapping[str, policy.ImageAnswer]) -> bool:
@@ -228,7 +246,9 @@ class Admission:
                 workload, nodes, partial, mode=mode, failure_policy=failure_policy
             )
 
-        answers = await self.answers(workload.template.images, creds, settled=settled)
+        answers = await self.answers(
+            workload.template.images, creds, settled=settled, deadline=deadline
+        )
         decision = policy.decide(workload, nodes, answers, mode=mode, failure_policy=failure_policy)
         # A DaemonSet's own pods are pinned to one node each; denying one would make the
         # controller retry forever, so those are judged with warn semantics.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -140,3 +141,22 @@ async def test_open_failures_still_wait_for_the_other_images() -> None:
     fake.fast["team/gone"] = httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
     outcome = await engine(fake).review(pod(*images(3), f"{HOST}/team/gone:1"), operation="CREATE")
     assert outcome.allowed and fake.finished == 3
+
+
+async def test_pull_secrets_are_read_within_the_budget() -> None:
+    async def stuck(
+        _namespace: str, _names: Iterable[str], _account: str
+    ) -> tuple[registry.CredentialStore, list[str]]:
+        await asyncio.sleep(30)
+        raise AssertionError("never reached")
+
+    eng = engine(SlowRegistry(), webhook=settings.WebhookSettings(budget_seconds=0.3))
+    eng.credentials = stuck
+    started = time.perf_counter()
+    outcome = await eng.review(pod(*images(2)), operation="CREATE")
+    assert time.perf_counter() - started < 0.8
+    assert outcome.allowed
+    # Half the budget at most for secrets: the registry still had time to answer.
+    assert outcome.warnings == (
+        "archwarden: pull secrets not read within 0.15s; images resolved without them",
+    )
