@@ -237,19 +237,32 @@ class Admission:
                     "images resolved without them"
                 ]
         nodes = self.nodes()
+        fallbacks = self.config.platforms.fallbacks()
 
         def settled(partial: Mapping[str, policy.ImageAnswer]) -> bool:
             # A DaemonSet's pods are judged with warn semantics below: never settled early.
             if workload.controller_kind == "DaemonSet":
                 return False
             return policy.settled(
-                workload, nodes, partial, mode=mode, failure_policy=failure_policy
+                workload,
+                nodes,
+                partial,
+                mode=mode,
+                failure_policy=failure_policy,
+                fallbacks=fallbacks,
             )
 
         answers = await self.answers(
             workload.template.images, creds, settled=settled, deadline=deadline
         )
-        decision = policy.decide(workload, nodes, answers, mode=mode, failure_policy=failure_policy)
+        decision = policy.decide(
+            workload,
+            nodes,
+            answers,
+            mode=mode,
+            failure_policy=failure_policy,
+            fallbacks=fallbacks,
+        )
         # A DaemonSet's own pods are pinned to one node each; denying one would make the
         # controller retry forever, so those are judged with warn semantics.
         if (
@@ -263,6 +276,7 @@ class Admission:
                 answers,
                 mode=policy.Mode.WARN,
                 failure_policy=failure_policy,
+                fallbacks=fallbacks,
             )
 
         events: list[EventNote] = []

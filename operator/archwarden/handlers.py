@@ -284,7 +284,9 @@ async def _reevaluate(rt: Runtime) -> None:
             held = rt.admission.held_platforms(image)
             if held is not None:
                 answers[image] = held
-    left = policy.stranded(workloads, rt.inventory(), answers)
+    left = policy.stranded(
+        workloads, rt.inventory(), answers, fallbacks=rt.config.platforms.fallbacks()
+    )
     rt.metrics.workloads_unschedulable.clear()
     per_kind: dict[str, int] = {}
     for key, decision in left.items():

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from archwarden import registry
+from archwarden import platforms, registry
 
 __all__ = ["ConfigError", "Settings", "load"]
 
@@ -66,6 +66,23 @@ class LimitsSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class PlatformSettings:
+    """Which of containerd's cross-architecture fallbacks the nodes' CPUs execute (node labels
+    ``archwarden.io/runs-arm32`` and ``archwarden.io/runs-386`` override them per node)."""
+
+    arm64_runs_arm32: bool = False
+    """arm64 nodes run 32-bit arm (arm/v5..v8) images. Off: AArch32 is optional, and absent
+    from Graviton4, Google Axion, Azure Cobalt and AmpereOne."""
+    amd64_runs_386: bool = True
+    """amd64 nodes run 386 images (every amd64 CPU executes them)."""
+
+    def fallbacks(self) -> platforms.Fallbacks:
+        return platforms.Fallbacks(
+            arm32_on_arm64=self.arm64_runs_arm32, i386_on_amd64=self.amd64_runs_386
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     mode: str = "enforce"
     """enforce (deny), warn (allow with a warning and an Event) or audit (Event and metric)."""
@@ -86,6 +103,7 @@ class Settings:
     webhook: WebhookSettings = dataclasses.field(default_factory=WebhookSettings)
     metrics: MetricsSettings = dataclasses.field(default_factory=MetricsSettings)
     limits: LimitsSettings = dataclasses.field(default_factory=LimitsSettings)
+    platforms: PlatformSettings = dataclasses.field(default_factory=PlatformSettings)
 
     def client_settings(self) -> registry.ClientSettings:
         return registry.ClientSettings(
@@ -147,6 +165,20 @@ def _limits(data: Any) -> LimitsSettings:
     )
 
 
+def _platforms(data: Any) -> PlatformSettings:
+    section = _expect(data, dict, "platforms")
+    _only(section, {"arm64RunsArm32", "amd64Runs386"}, "platforms")
+    d = PlatformSettings()
+    return PlatformSettings(
+        arm64_runs_arm32=_expect(
+            section.get("arm64RunsArm32", d.arm64_runs_arm32), bool, "platforms.arm64RunsArm32"
+        ),
+        amd64_runs_386=_expect(
+            section.get("amd64Runs386", d.amd64_runs_386), bool, "platforms.amd64Runs386"
+        ),
+    )
+
+
 def from_mapping(data: Mapping[str, Any]) -> Settings:
     _only(
         data,
@@ -164,6 +196,7 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
             "webhook",
             "metrics",
             "limits",
+            "platforms",
         },
         "",
     )
@@ -264,6 +297,7 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
             address=_expect(metrics.get("address", m.address), str, "metrics.address"),
         ),
         limits=_limits(data.get("limits", {})),
+        platforms=_platforms(data.get("platforms", {})),
     )
 
 

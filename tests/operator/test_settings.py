@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from archwarden import registry, settings
+from archwarden import platforms, registry, settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -17,6 +17,8 @@ def test_defaults_without_a_file() -> None:
     config = settings.load(None)
     assert (config.mode, config.failure_policy, config.mutate) == ("enforce", "open", True)
     assert config.excluded_namespaces == ("kube-system",)
+    assert config.platforms.fallbacks() == platforms.DEFAULT_FALLBACKS
+    assert not config.platforms.arm64_runs_arm32 and config.platforms.amd64_runs_386
     assert (config.webhook.port, config.metrics.port) == (9443, 8080)
     assert config.webhook.budget_seconds < config.webhook.timeout_seconds
 
@@ -39,6 +41,7 @@ cache: {digestCacheSize: 10, tagCacheSize: 20, tagTTL: 60, failureTTL: 2}
 webhook: {port: 10443, budgetSeconds: 2, timeoutSeconds: 5}
 metrics: {port: 9090}
 limits: {maxImagesPerReview: 10, maxConcurrentResolutions: 2}
+platforms: {arm64RunsArm32: true, amd64Runs386: false}
 """,
         )
     )
@@ -56,6 +59,9 @@ limits: {maxImagesPerReview: 10, maxConcurrentResolutions: 2}
     assert (config.webhook.port, config.metrics.port) == (10443, 9090)
     assert config.limits == settings.LimitsSettings(
         max_images_per_review=10, max_concurrent_resolutions=2
+    )
+    assert config.platforms.fallbacks() == platforms.Fallbacks(
+        arm32_on_arm64=True, i386_on_amd64=False
     )
     client = config.client_settings()
     assert client.for_host("registry.local:5000").insecure
@@ -80,6 +86,7 @@ limits: {maxImagesPerReview: 10, maxConcurrentResolutions: 2}
         ("cache: {tagTTL: true}", "cache.tagTTL: expected a number"),
         ("limits: {maxImagesPerReview: 0}", "limits.maxImagesPerReview: must be at least 1"),
         ("limits: {maxImages: 3}", "unknown key limits.maxImages"),
+        ("platforms: {arm64RunsArm32: yes-please}", "platforms.arm64RunsArm32: expected bool"),
         ("- a list", "the configuration must be a mapping"),
         ("mode: [unclosed", "not valid YAML at line 1"),
     ],

@@ -197,10 +197,12 @@ MATCHES = [
     ("linux/arm/v7", "linux/arm/armv7", False),  # an unrecognised variant matches only itself
     ("linux/arm64", "linux/arm64", True),
     ("linux/arm64", "linux/arm64/v8", True),
-    ("linux/arm64", "linux/arm/v7", True),  # containerd's arm64 -> arm fallback
-    ("linux/arm64", "linux/arm/v8", True),
-    ("linux/arm64", "linux/arm/v6", True),
-    ("linux/arm64", "linux/arm/v5", True),
+    # containerd's arm64 -> arm fallback pulls them, but CPUs without AArch32 (Graviton4,
+    # Axion, Cobalt, AmpereOne) cannot execute them: off unless configured (below).
+    ("linux/arm64", "linux/arm/v7", False),
+    ("linux/arm64", "linux/arm/v8", False),
+    ("linux/arm64", "linux/arm/v6", False),
+    ("linux/arm64", "linux/arm/v5", False),
     ("linux/arm64", "linux/arm/armv7", False),
     ("linux/arm64", "linux/amd64", False),
     ("linux/arm/v7", "linux/arm64", False),
@@ -298,7 +300,33 @@ def test_arm64_variant_fallbacks(node_variant: str, image_variant: str, expected
 def test_arm64_nodes_with_a_variant_still_run_32_bit_arm(node_variant: str) -> None:
     node = normalize("linux", "arm64", node_variant)
     for variant in ("v5", "v6", "v7", "v8"):
-        assert node_can_run(node, normalize("linux", "arm", variant))
+        assert node_can_run(node, normalize("linux", "arm", variant), platforms.ALL_FALLBACKS)
+
+
+FALLBACKS = [
+    # node, image, runs with the fallback allowed?, runs by default?
+    ("linux/arm64", "linux/arm/v7", True, False),
+    ("linux/arm64", "linux/arm/v8", True, False),
+    ("linux/arm64", "linux/arm/v6", True, False),
+    ("linux/arm64", "linux/arm/v5", True, False),
+    ("linux/arm64", "linux/arm/armv7", False, False),
+    ("linux/amd64", "linux/386", True, True),
+    ("linux/amd64/v3", "linux/386", True, True),
+    ("linux/arm64", "linux/386", False, False),
+    ("linux/amd64", "linux/arm/v7", False, False),
+]
+
+
+@pytest.mark.parametrize(("node", "image", "allowed", "default"), FALLBACKS)
+def test_cross_architecture_fallbacks_are_configurable(
+    node: str, image: str, allowed: bool, default: bool
+) -> None:
+    n, i = platforms.parse(node), platforms.parse(image)
+    assert node_can_run(n, i, platforms.ALL_FALLBACKS) is allowed
+    assert node_can_run(n, i) is default
+    assert node_can_run(n, i, platforms.DEFAULT_FALLBACKS) is default
+    none = platforms.Fallbacks(arm32_on_arm64=False, i386_on_amd64=False)
+    assert node_can_run(n, i, none) is False
 
 
 NODE_SPECS = [
@@ -307,7 +335,7 @@ NODE_SPECS = [
     ("linux/arm64/v8", "linux/arm64/v8.2", False),
     ("linux/arm64/v8", "linux/arm64", True),
     ("linux/arm64/v8", "linux/arm64/v8.0", True),
-    ("linux/arm64/v8", "linux/arm/v7", True),
+    ("linux/arm64/v8", "linux/arm/v7", False),  # no AArch32 unless configured
     ("linux/aarch64/8", "linux/arm64/v9", False),
     ("linux/arm64/v8.0", "linux/arm64/v9", False),
     ("linux/arm64", "linux/arm64/v9", True),  # no variant written: unknown, accepts any
