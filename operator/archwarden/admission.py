@@ -18,6 +18,8 @@ from archwarden import metrics, platforms, policy, reference, registry, settings
 __all__ = ["Admission", "EventNote", "Outcome"]
 
 ANNOTATION_SKIP = "archwarden.io/skip"
+# On a namespace: its workloads may use ANNOTATION_SKIP when skip.allowed is labelledNamespaces.
+LABEL_ALLOW_SKIP = "archwarden.io/allow-skip"
 LABEL_MODE = "archwarden.io/mode"
 
 CredentialsFn = Callable[
@@ -60,6 +62,7 @@ class Admission:
         *,
         credentials: CredentialsFn | None = None,
         namespace_mode: Callable[[str], str | None] = lambda _ns: None,
+        namespace_allows_skip: Callable[[str], bool] = lambda _ns: False,
         meters: metrics.Metrics | None = None,
     ) -> None:
         self.config = config
@@ -67,6 +70,7 @@ class Admission:
         self.nodes = nodes
         self.credentials = credentials
         self.namespace_mode = namespace_mode
+        self.namespace_allows_skip = namespace_allows_skip
         self.metrics = meters or metrics.Metrics()
 
     def mode_for(self, namespace: str) -> policy.Mode:
@@ -74,6 +78,15 @@ class Admission:
         if override in ("enforce", "warn", "audit"):
             return policy.Mode(override)
         return policy.Mode(self.config.mode)
+
+    def skip_refusal(self, namespace: str) -> str | None:
+        """Why ``archwarden.io/skip`` may not be used in ``namespace``; None when it may."""
+        allowed = self.config.skip.allowed
+        if allowed == "everyone" or (
+            allowed == "labelledNamespaces" and self.namespace_allows_skip(namespace)
+        ):
+            return None
+        return f"{ANNOTATION_SKIP} is not allowed here (skip.allowed: {allowed})"
 
     async def answers(
         self,
@@ -192,7 +205,11 @@ class Admission:
             return Outcome(True, label="skipped")  # DELETE and CONNECT are never blocked
         if namespace in self.config.excluded_namespaces:
             return Outcome(True, label="skipped")
-        if str(annotations.get(ANNOTATION_SKIP, "")).lower() == "true":
+        wants_skip = str(annotations.get(ANNOTATION_SKIP, "")).lower() == "true"
+        refused_skip = self.skip_refusal(namespace) if wants_skip else None
+        if wants_skip and refused_skip is None:
+            if not mutate:
+                self.metrics.skipped.labels(str(obj.get("kind") or "")).inc()
             note = EventNote(
                 "Normal",
                 "ArchitectureCheckSkipped",
@@ -286,6 +303,16 @@ class Admission:
             events.append(EventNote("Warning", "ImageInspectionFailed", decision.message))
             self.metrics.registry_failures.labels("allowed" if decision.allowed else "denied").inc()
         warnings = list(decision.warnings) + [f"archwarden: {p}" for p in problems]
+        message = decision.message
+        if refused_skip is not None:
+            how = (
+                f': label the namespace {LABEL_ALLOW_SKIP}="true" to allow it'
+                if self.config.skip.allowed == "labelledNamespaces"
+                else ""
+            )
+            warnings.append(f"archwarden: {refused_skip}; checked anyway{how}")
+            if not decision.allowed:
+                message += f"; {refused_skip}"
 
         patch: tuple[policy.PatchOperation, ...] = ()
         wanted = (
@@ -315,13 +342,13 @@ class Admission:
             warnings = []
         if not decision.allowed:
             label = "denied"
-        elif decision.warnings:
+        elif decision.warnings or refused_skip is not None:
             label = "warned"
         else:
             label = "allowed"
         return Outcome(
             allowed=decision.allowed,
-            message=decision.message,
+            message=message,
             warnings=tuple(warnings),
             patch=patch,
             events=tuple(events),

@@ -70,6 +70,8 @@ class Runtime:
     seen_nodes: dict[str, policy.Node] = dataclasses.field(default_factory=dict)
     """The last node values the change detection saw (not what decisions read)."""
     namespace_modes: dict[str, str] = dataclasses.field(default_factory=dict)
+    skip_namespaces: set[str] = dataclasses.field(default_factory=set)
+    """Namespaces labelled archwarden.io/allow-skip=true (skip.allowed: labelledNamespaces)."""
     platform_set: frozenset[str] | None = None
     admission: admission.Admission | None = None
     reader: kube.ApiReader | None = None
@@ -154,6 +156,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         rt.inventory,
         credentials=secrets.for_pod,
         namespace_mode=rt.namespace_modes.get,
+        namespace_allows_skip=rt.skip_namespaces.__contains__,
         meters=rt.metrics,
     )
     rt.health = serving.HealthServer(rt.metrics, rt.ready)
@@ -231,6 +234,10 @@ async def namespace_changed(
         rt.namespace_modes.pop(name, None)
     else:
         rt.namespace_modes[name] = mode
+    if event.get("type") != "DELETED" and labels.get(admission.LABEL_ALLOW_SKIP) == "true":
+        rt.skip_namespaces.add(name)
+    else:
+        rt.skip_namespaces.discard(name)
     # kopf runs no handler before every index is filled from its initial listing, so the
     # first namespace event (there is always a namespace, even with no nodes) means the node
     # inventory is as complete as the cluster's.

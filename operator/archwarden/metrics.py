@@ -68,6 +68,13 @@ class Metrics:
             registry=r,
         )
 
+        self.skipped = prom.Counter(
+            "archwarden_skipped",
+            'Workloads admitted unchecked through the archwarden.io/skip: "true" annotation.',
+            ["kind"],
+            registry=r,
+        )
+
     def observe_registry(self, registry: str, code: str, seconds: float) -> None:
         self.registry_requests.labels(registry, code).inc()
         self.registry_duration.labels(registry).observe(seconds)

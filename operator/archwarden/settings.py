@@ -19,6 +19,7 @@ __all__ = ["ConfigError", "Settings", "load"]
 
 MODES = ("enforce", "warn", "audit")
 FAILURE_POLICIES = ("open", "closed")
+SKIP_POLICIES = ("everyone", "labelledNamespaces", "nobody")
 
 
 class ConfigError(ValueError):
@@ -83,6 +84,14 @@ class PlatformSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class SkipSettings:
+    allowed: str = "everyone"
+    """Who may opt a workload out with the annotation ``archwarden.io/skip: "true"``:
+    everyone, labelledNamespaces (namespaces labelled ``archwarden.io/allow-skip: "true"``) or
+    nobody. A refused skip is checked anyway, and the warning says why."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     mode: str = "enforce"
     """enforce (deny), warn (allow with a warning and an Event) or audit (Event and metric)."""
@@ -104,6 +113,7 @@ class Settings:
     metrics: MetricsSettings = dataclasses.field(default_factory=MetricsSettings)
     limits: LimitsSettings = dataclasses.field(default_factory=LimitsSettings)
     platforms: PlatformSettings = dataclasses.field(default_factory=PlatformSettings)
+    skip: SkipSettings = dataclasses.field(default_factory=SkipSettings)
 
     def client_settings(self) -> registry.ClientSettings:
         return registry.ClientSettings(
@@ -179,6 +189,17 @@ def _platforms(data: Any) -> PlatformSettings:
     )
 
 
+def _skip(data: Any) -> SkipSettings:
+    section = _expect(data, dict, "skip")
+    _only(section, {"allowed"}, "skip")
+    allowed = _expect(section.get("allowed", SkipSettings.allowed), str, "skip.allowed")
+    if allowed not in SKIP_POLICIES:
+        raise ConfigError(
+            f"skip.allowed: expected one of {', '.join(SKIP_POLICIES)}, got {allowed!r}"
+        )
+    return SkipSettings(allowed=allowed)
+
+
 def from_mapping(data: Mapping[str, Any]) -> Settings:
     _only(
         data,
@@ -197,6 +218,7 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
             "metrics",
             "limits",
             "platforms",
+            "skip",
         },
         "",
     )
@@ -298,6 +320,7 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
         ),
         limits=_limits(data.get("limits", {})),
         platforms=_platforms(data.get("platforms", {})),
+        skip=_skip(data.get("skip", {})),
     )
 
 

@@ -42,6 +42,7 @@ webhook: {port: 10443, budgetSeconds: 2, timeoutSeconds: 5}
 metrics: {port: 9090}
 limits: {maxImagesPerReview: 10, maxConcurrentResolutions: 2}
 platforms: {arm64RunsArm32: true, amd64Runs386: false}
+skip: {allowed: labelledNamespaces}
 """,
         )
     )
@@ -63,6 +64,7 @@ platforms: {arm64RunsArm32: true, amd64Runs386: false}
     assert config.platforms.fallbacks() == platforms.Fallbacks(
         arm32_on_arm64=True, i386_on_amd64=False
     )
+    assert config.skip == settings.SkipSettings(allowed="labelledNamespaces")
     client = config.client_settings()
     assert client.for_host("registry.local:5000").insecure
 
@@ -87,6 +89,7 @@ platforms: {arm64RunsArm32: true, amd64Runs386: false}
         ("limits: {maxImagesPerReview: 0}", "limits.maxImagesPerReview: must be at least 1"),
         ("limits: {maxImages: 3}", "unknown key limits.maxImages"),
         ("platforms: {arm64RunsArm32: yes-please}", "platforms.arm64RunsArm32: expected bool"),
+        ("skip: {allowed: admins}", "skip.allowed: expected one of everyone, labelledNamespaces"),
         ("- a list", "the configuration must be a mapping"),
         ("mode: [unclosed", "not valid YAML at line 1"),
     ],

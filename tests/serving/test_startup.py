@@ -42,3 +42,17 @@ async def test_the_webhook_server_accepts_big_reviews_and_counts_refusals(tmp_pa
         assert server.meters is runtime.metrics
     finally:
         await handlers.cleanup(memo={"runtime": runtime})
+
+
+async def test_namespace_labels_feed_the_mode_and_the_skip_permission() -> None:
+    runtime = handlers.Runtime(settings.Settings())
+    memo = {"runtime": runtime}
+    labels = {"archwarden.io/mode": "warn", "archwarden.io/allow-skip": "true"}
+    await handlers.namespace_changed(
+        event={"type": "ADDED"}, name="team", labels=labels, memo=memo, node_index={}
+    )
+    assert runtime.namespace_modes == {"team": "warn"} and runtime.skip_namespaces == {"team"}
+    await handlers.namespace_changed(
+        event={"type": "MODIFIED"}, name="team", labels={}, memo=memo, node_index={}
+    )
+    assert runtime.namespace_modes == {} and runtime.skip_namespaces == set()
