@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import httpx
+import ssl
+from typing import Any
 
+import httpx
+import pytest
+
+from archwarden import registry
 from archwarden.registry import _pools
 
 
@@ -37,3 +42,25 @@ async def test_pools_in_use_are_not_closed() -> None:
         pass
     assert [c.is_closed for c in made] == [True, True, True, False]
     await pools.aclose()
+
+
+async def test_a_new_registry_does_not_load_the_ca_store_on_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Loading the system CA store takes 50-200 ms of CPU: once per registry named in a pod
+    # spec, 64 images on 64 hosts blocked the event loop (and /healthz) for seconds.
+    made: list[str | None] = []
+    real = ssl.create_default_context
+
+    def counting(*args: Any, cafile: str | None = None, **kwargs: Any) -> ssl.SSLContext:
+        made.append(cafile)
+        return real(*args, cafile=cafile, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    client = registry.RegistryClient()
+    assert made == [None]  # built with the client, outside any review
+    for i in range(5):
+        async with client._pools.use(f"registry-{i}.example:443", None):
+            pass
+    assert made == [None]
+    await client.aclose()

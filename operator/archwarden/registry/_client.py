@@ -120,6 +120,12 @@ class RegistryClient:
         self._resolver = resolver or _guard.system_resolver
         self._observer = observer
         self._pools = _pools.Pools(self._new_http)
+        # TLS contexts by CA file, shared by every pool: loading a CA store costs 50-200 ms of
+        # CPU, and a pod spec may name a new registry per image. The system store is loaded
+        # here, before any review; keys are CA files from the configuration, so few.
+        self._ssl_contexts: dict[str | None, ssl.SSLContext] = {}
+        if transport is None:
+            self._ssl_context(None)
         self._tokens = _auth.TokenCache()
         # The challenge each host answered with, so later requests authenticate up front
         # instead of paying a 401 round trip for every new repository.
@@ -170,13 +176,19 @@ class RegistryClient:
         """The SSRF guard lets explicitly configured registries (and their mirrors) through."""
         return host.strip("[]").lower() in self._trusted_hosts
 
+    def _ssl_context(self, ca_file: str | None) -> ssl.SSLContext:
+        context = self._ssl_contexts.get(ca_file)
+        if context is None:
+            context = self._ssl_contexts[ca_file] = ssl.create_default_context(cafile=ca_file)
+        return context
+
     def _new_http(self, host: str, ca_file: str | None) -> httpx.AsyncClient:
         timeout = httpx.Timeout(self.settings.for_host(host).timeout or self.settings.timeout)
         if self._transport is not None:
             transport: httpx.AsyncBaseTransport = self._transport
         else:
             transport = _GuardedTransport(
-                ssl.create_default_context(cafile=ca_file),
+                self._ssl_context(ca_file),
                 _guard.GuardedBackend(self._host_allowed, self._resolver),
                 self.settings.max_connections_per_registry,
             )
