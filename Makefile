@@ -48,6 +48,7 @@ demo: deps cluster-build
 bench: deps
 	$(PY) bench/registry.py
 	$(PY) bench/admission.py
+	$(PY) bench/hostile.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
