@@ -51,6 +51,7 @@ demo: deps cluster-build
 bench: deps
 	$(PY) bench/registry.py
 	$(PY) bench/admission.py
+	$(PY) bench/hostile.py
 
 # The container image: buildah and mmdebstrap, no Docker daemon, no emulation (docs/image.md).
 # hack/image/build.sh installs the Debian packages it needs; PLATFORMS, INSECURE, BASE_IMAGE,

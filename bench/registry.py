@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.images import Seeder
-from tests.support.registry import CountingProxy, start_registry
+from tests.support.registry import CountingProxy, RegistryServer, start_registry
 
 from archwarden import registry
 
@@ -26,8 +26,15 @@ CONCURRENT = 200
 LATENCY_SAMPLES = 200
 
 
-def settings_for(host: str) -> registry.ClientSettings:
-    return registry.ClientSettings(registries={host: registry.RegistrySettings(insecure=True)})
+def settings_for(host: str, server: RegistryServer | None = None) -> registry.ClientSettings:
+    hosts = [host]
+    if server is not None and server.token_server is not None:
+        # The bench token server is plain HTTP on its own port: another origin, so it gets
+        # credentials only as a configured insecure registry.
+        hosts.append(f"127.0.0.1:{server.token_server.port}")
+    return registry.ClientSettings(
+        registries={h: registry.RegistrySettings(insecure=True) for h in hosts}
+    )
 
 
 def credentials_for(host: str, user: str | None, password: str | None) -> registry.CredentialStore:
@@ -71,7 +78,7 @@ async def measure(mode: str, workdir: Path) -> list[str]:
 
         host = proxy.host
         creds = credentials_for(host, server.username, server.password)
-        async with registry.RegistryClient(settings_for(host), creds) as client:
+        async with registry.RegistryClient(settings_for(host, server), creds) as client:
             resolver = registry.Resolver(client)
             before = wire()
             await resolver.resolve(f"{host}/bench/multi0:1")
@@ -103,7 +110,7 @@ async def measure(mode: str, workdir: Path) -> list[str]:
 
         # Latency straight to the registry (the counting proxy would dominate the figures).
         direct = credentials_for(server.host, server.username, server.password)
-        async with registry.RegistryClient(settings_for(server.host), direct) as client:
+        async with registry.RegistryClient(settings_for(server.host, server), direct) as client:
             resolver = registry.Resolver(client)
             await resolver.resolve(f"{server.host}/bench/multi1:1")
             warm: list[float] = []

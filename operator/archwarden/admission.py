@@ -1,6 +1,6 @@
 """One admission review, start to finish, without kopf: the handlers are thin glue over this.
 
-Flow: scope (excluded namespaces, opt-out, own pods) -> what changed (UPDATE) -> extract the
+Flow: scope (excluded namespaces, opt-out) -> what changed (UPDATE) -> extract the
 pod template -> pull credentials -> resolve every image within the budget (stale answers
 allowed) -> the policy decision -> a patch for pods -> Events and metrics for the caller.
 """
@@ -18,9 +18,9 @@ from archwarden import metrics, platforms, policy, reference, registry, settings
 __all__ = ["Admission", "EventNote", "Outcome"]
 
 ANNOTATION_SKIP = "archwarden.io/skip"
+# On a namespace: its workloads may use ANNOTATION_SKIP when skip.allowed is labelledNamespaces.
+LABEL_ALLOW_SKIP = "archwarden.io/allow-skip"
 LABEL_MODE = "archwarden.io/mode"
-# archwarden's own pods carry this label (the chart's selector labels); never block them.
-OWN_LABEL = ("app.kubernetes.io/name", "archwarden")
 
 CredentialsFn = Callable[
     [str, Iterable[str], str], Awaitable[tuple[registry.CredentialStore, list[str]]]
@@ -62,6 +62,7 @@ class Admission:
         *,
         credentials: CredentialsFn | None = None,
         namespace_mode: Callable[[str], str | None] = lambda _ns: None,
+        namespace_allows_skip: Callable[[str], bool] = lambda _ns: False,
         meters: metrics.Metrics | None = None,
     ) -> None:
         self.config = config
@@ -69,6 +70,7 @@ class Admission:
         self.nodes = nodes
         self.credentials = credentials
         self.namespace_mode = namespace_mode
+        self.namespace_allows_skip = namespace_allows_skip
         self.metrics = meters or metrics.Metrics()
 
     def mode_for(self, namespace: str) -> policy.Mode:
@@ -77,12 +79,32 @@ class Admission:
             return policy.Mode(override)
         return policy.Mode(self.config.mode)
 
+    def skip_refusal(self, namespace: str) -> str | None:
+        """Why ``archwarden.io/skip`` may not be used in ``namespace``; None when it may."""
+        allowed = self.config.skip.allowed
+        if allowed == "everyone" or (
+            allowed == "labelledNamespaces" and self.namespace_allows_skip(namespace)
+        ):
+            return None
+        return f"{ANNOTATION_SKIP} is not allowed here (skip.allowed: {allowed})"
+
     async def answers(
-        self, images: Iterable[str], creds: registry.CredentialStore | None
+        self,
+        images: Iterable[str],
+        creds: registry.CredentialStore | None,
+        *,
+        settled: Callable[[Mapping[str, policy.ImageAnswer]], bool] | None = None,
+        deadline: float | None = None,
     ) -> dict[str, policy.ImageAnswer]:
-        """Platforms (or the failure) of every image, within the admission budget."""
+        """Platforms (or the failure) of every image, within the admission budget (by the
+        event loop's clock, ``deadline`` when the review already spent part of it).
+
+        At most ``limits.maxConcurrentResolutions`` images are resolved at once; once
+        ``settled`` says the answers so far decide the outcome, the rest are cancelled.
+        """
         images = list(dict.fromkeys(images))
         result: dict[str, policy.ImageAnswer] = {}
+        slots = asyncio.Semaphore(self.config.limits.max_concurrent_resolutions)
 
         async def one(image: str) -> None:
             try:
@@ -90,31 +112,51 @@ class Admission:
             except reference.InvalidReference as exc:
                 result[image] = policy.ImageFailure(str(exc))
                 return
-            token = registry.RegistryClient.using(creds)
-            try:
-                answer = await self.resolver.resolve(ref, allow_stale=True)
-            except registry.RegistryError as exc:
-                result[image] = policy.ImageFailure(str(exc))
-            else:
-                result[image] = answer.platforms
-            finally:
-                registry.RegistryClient.restore(token)
+            async with slots:
+                token = registry.RegistryClient.using(creds)
+                try:
+                    answer = await self.resolver.resolve(ref, allow_stale=True)
+                except registry.RegistryError as exc:
+                    result[image] = policy.ImageFailure(str(exc))
+                else:
+                    result[image] = answer.platforms
+                finally:
+                    registry.RegistryClient.restore(token)
 
-        tasks = [asyncio.ensure_future(one(image)) for image in images]
         budget = self.config.webhook.budget_seconds
-        _done, pending = await asyncio.wait(tasks, timeout=budget) if tasks else (set(), set())
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + budget
+        pending = {asyncio.ensure_future(one(image)) for image in images}
+        decided = False
+        while pending and not decided:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            _done, pending = await asyncio.wait(
+                pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            decided = settled is not None and settled(result)
         for task in pending:
-            task.cancel()  # the shared lookup itself continues (shielded) and fills the cache
+            # The shared lookup goes on while other admissions wait for it, and is cancelled
+            # with its last waiter (a kubectl retry starts it again, bounded by its deadline).
+            task.cancel()
         for image in images:
-            if image not in result:
-                stale = self.held_platforms(image)
-                result[image] = (
-                    stale
-                    if stale is not None
-                    else policy.ImageFailure(
-                        f"image {image}: registry did not answer within {budget:g}s"
-                    )
+            if image in result:
+                continue
+            if decided:
+                result[image] = policy.ImageFailure(
+                    "not inspected: the outcome was already decided"
                 )
+                continue
+            stale = self.held_platforms(image)
+            result[image] = (
+                stale
+                if stale is not None
+                else policy.ImageFailure(
+                    f"image {image}: registry did not answer within {budget:g}s"
+                )
+            )
         return result
 
     def held_platforms(self, image: str) -> tuple[platforms.Platform, ...] | None:
@@ -163,9 +205,11 @@ class Admission:
             return Outcome(True, label="skipped")  # DELETE and CONNECT are never blocked
         if namespace in self.config.excluded_namespaces:
             return Outcome(True, label="skipped")
-        if labels.get(OWN_LABEL[0]) == OWN_LABEL[1]:
-            return Outcome(True, label="skipped")
-        if str(annotations.get(ANNOTATION_SKIP, "")).lower() == "true":
+        wants_skip = str(annotations.get(ANNOTATION_SKIP, "")).lower() == "true"
+        refused_skip = self.skip_refusal(namespace) if wants_skip else None
+        if wants_skip and refused_skip is None:
+            if not mutate:
+                self.metrics.skipped.labels(str(obj.get("kind") or "")).inc()
             note = EventNote(
                 "Normal",
                 "ArchitectureCheckSkipped",
@@ -181,17 +225,60 @@ class Admission:
             # we only say why we could not check it.
             return Outcome(True, warnings=(f"archwarden: cannot read this object: {exc}",))
 
+        mode = self.mode_for(namespace)
+        failure_policy = policy.FailurePolicy(self.config.failure_policy)
+        distinct = len(set(workload.template.images))
+        limit = self.config.limits.max_images_per_review
+        if distinct > limit:
+            return _too_many_images(distinct, limit, mode, failure_policy, mutate)
+
+        loop = asyncio.get_running_loop()
+        budget = self.config.webhook.budget_seconds
+        deadline = loop.time() + budget
         problems: list[str] = []
         creds: registry.CredentialStore | None = None
         if self.credentials is not None:
-            creds, problems = await self.credentials(
-                namespace, workload.template.image_pull_secrets, workload.template.service_account
+            # Inside the budget, and at most half of it, so registries keep time to answer: a
+            # review past the API server's timeout is admitted unchecked.
+            secrets_budget = budget / 2
+            try:
+                async with asyncio.timeout(secrets_budget):
+                    creds, problems = await self.credentials(
+                        namespace,
+                        workload.template.image_pull_secrets,
+                        workload.template.service_account,
+                    )
+            except TimeoutError:
+                problems = [
+                    f"pull secrets not read within {secrets_budget:g}s; "
+                    "images resolved without them"
+                ]
+        nodes = self.nodes()
+        fallbacks = self.config.platforms.fallbacks()
+
+        def settled(partial: Mapping[str, policy.ImageAnswer]) -> bool:
+            # A DaemonSet's pods are judged with warn semantics below: never settled early.
+            if workload.controller_kind == "DaemonSet":
+                return False
+            return policy.settled(
+                workload,
+                nodes,
+                partial,
+                mode=mode,
+                failure_policy=failure_policy,
+                fallbacks=fallbacks,
             )
-        answers = await self.answers(workload.template.images, creds)
-        mode = self.mode_for(namespace)
-        failure_policy = policy.FailurePolicy(self.config.failure_policy)
+
+        answers = await self.answers(
+            workload.template.images, creds, settled=settled, deadline=deadline
+        )
         decision = policy.decide(
-            workload, self.nodes(), answers, mode=mode, failure_policy=failure_policy
+            workload,
+            nodes,
+            answers,
+            mode=mode,
+            failure_policy=failure_policy,
+            fallbacks=fallbacks,
         )
         # A DaemonSet's own pods are pinned to one node each; denying one would make the
         # controller retry forever, so those are judged with warn semantics.
@@ -202,10 +289,11 @@ class Admission:
         ):
             decision = policy.decide(
                 workload,
-                self.nodes(),
+                nodes,
                 answers,
                 mode=policy.Mode.WARN,
                 failure_policy=failure_policy,
+                fallbacks=fallbacks,
             )
 
         events: list[EventNote] = []
@@ -215,6 +303,16 @@ class Admission:
             events.append(EventNote("Warning", "ImageInspectionFailed", decision.message))
             self.metrics.registry_failures.labels("allowed" if decision.allowed else "denied").inc()
         warnings = list(decision.warnings) + [f"archwarden: {p}" for p in problems]
+        message = decision.message
+        if refused_skip is not None:
+            how = (
+                f': label the namespace {LABEL_ALLOW_SKIP}="true" to allow it'
+                if self.config.skip.allowed == "labelledNamespaces"
+                else ""
+            )
+            warnings.append(f"archwarden: {refused_skip}; checked anyway{how}")
+            if not decision.allowed:
+                message += f"; {refused_skip}"
 
         patch: tuple[policy.PatchOperation, ...] = ()
         wanted = (
@@ -244,16 +342,45 @@ class Admission:
             warnings = []
         if not decision.allowed:
             label = "denied"
-        elif decision.warnings:
+        elif decision.warnings or refused_skip is not None:
             label = "warned"
         else:
             label = "allowed"
         return Outcome(
             allowed=decision.allowed,
-            message=decision.message,
+            message=message,
             warnings=tuple(warnings),
             patch=patch,
             events=tuple(events),
             decision=decision,
             label=label,
         )
+
+
+def _too_many_images(
+    distinct: int,
+    limit: int,
+    mode: policy.Mode,
+    failure_policy: policy.FailurePolicy,
+    mutate: bool,
+) -> Outcome:
+    """A review past ``limits.maxImagesPerReview``: decided by failure policy, nothing resolved."""
+    denied = mode is policy.Mode.ENFORCE and failure_policy is policy.FailurePolicy.CLOSED
+    message = (
+        f"the pod has {distinct} distinct images, more than limits.maxImagesPerReview ({limit}); "
+        + (
+            "images were not checked (failure policy closed)"
+            if denied
+            else "admitted without a platform check"
+        )
+    )
+    if mutate:
+        return Outcome(True, label="allowed")  # the validating webhook reports it
+    warnings = (message,) if not denied and mode is not policy.Mode.AUDIT else ()
+    return Outcome(
+        allowed=not denied,
+        message=message,
+        warnings=warnings,
+        events=(EventNote("Warning", "ImageInspectionFailed", message),),
+        label="denied" if denied else ("warned" if warnings else "allowed"),
+    )

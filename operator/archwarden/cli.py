@@ -121,6 +121,11 @@ def _cluster_nodes(kubeconfig: str | None) -> list[policy.Node]:
 
 
 async def _check(args: argparse.Namespace) -> int:
+    try:
+        credentials = registry.CredentialStore.from_files(args.docker_config)
+    except registry.InvalidDockerConfig as exc:
+        print(f"archwarden: error: {exc}", file=sys.stderr)
+        return 2
     documents, errors = _load_documents(args.filename)
     if args.platforms:
         try:
@@ -143,8 +148,13 @@ async def _check(args: argparse.Namespace) -> int:
         except policy.InvalidWorkload as exc:
             name = (obj.get("metadata") or {}).get("name", "?")
             errors.append(f"{source}: {obj.get('kind')} {name}: {exc}")
-    credentials = registry.CredentialStore.from_files(args.docker_config)
-    config = settings.Settings(mode=args.mode, failure_policy=args.failure_policy)
+    config = settings.Settings(
+        mode=args.mode,
+        failure_policy=args.failure_policy,
+        platforms=settings.PlatformSettings(
+            arm64_runs_arm32=args.arm64_runs_arm32, amd64_runs_386=args.amd64_runs_386
+        ),
+    )
     rows: list[dict[str, Any]] = []
     async with registry.RegistryClient(_registry_settings(args), credentials) as client:
         from archwarden import admission
@@ -164,6 +174,7 @@ async def _check(args: argparse.Namespace) -> int:
                 answers,
                 mode=policy.Mode(args.mode),
                 failure_policy=policy.FailurePolicy(args.failure_policy),
+                fallbacks=config.platforms.fallbacks(),
             )
             verdict = "deny" if not decision.allowed else ("warn" if decision.message else "ok")
             rows.append(
@@ -312,6 +323,18 @@ def _parser() -> argparse.ArgumentParser:
         choices=["open", "closed"],
         default="closed",
         help="when an image cannot be inspected (default closed: counts as denied)",
+    )
+    check.add_argument(
+        "--arm64-runs-arm32",
+        action="store_true",
+        help="arm64 nodes run 32-bit arm images (platforms.arm64RunsArm32; default: they do not, "
+        "or per node with the label archwarden.io/runs-arm32=true)",
+    )
+    check.add_argument(
+        "--no-amd64-runs-386",
+        dest="amd64_runs_386",
+        action="store_false",
+        help="amd64 nodes do not run 386 images (platforms.amd64Runs386: false)",
     )
     check.add_argument("--json", action="store_true", help="print a JSON list of verdicts")
     _registry_flags(check)

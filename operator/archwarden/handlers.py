@@ -16,7 +16,16 @@ from typing import Any
 import jsonpatch
 import kopf
 
-from archwarden import admission, kube, metrics, policy, registry, serving, settings
+from archwarden import (
+    admission,
+    kube,
+    metrics,
+    policy,
+    registry,
+    serving,
+    settings,
+    webhook_server,
+)
 
 __all__ = ["WORKLOAD_RESOURCES", "Runtime"]
 
@@ -60,6 +69,8 @@ class Runtime:
     seen_nodes: dict[str, policy.Node] = dataclasses.field(default_factory=dict)
     """The last node values the change detection saw (not what decisions read)."""
     namespace_modes: dict[str, str] = dataclasses.field(default_factory=dict)
+    skip_namespaces: set[str] = dataclasses.field(default_factory=set)
+    """Namespaces labelled archwarden.io/allow-skip=true (skip.allowed: labelledNamespaces)."""
     platform_set: frozenset[str] | None = None
     admission: admission.Admission | None = None
     reader: kube.ApiReader | None = None
@@ -107,7 +118,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         from archwarden import certs
 
         files = certs.write_dev_certificates(rt.dev_dir)
-        settings.admission.server = kopf.WebhookServer(
+        settings.admission.server = webhook_server.WebhookServer(
+            meters=rt.metrics,
             addr="127.0.0.1",
             port=config.webhook.port,
             host="127.0.0.1",
@@ -121,7 +133,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             raise kopf.PermanentError(
                 "webhook.certFile and webhook.keyFile are required (or --dev)"
             )
-        settings.admission.server = kopf.WebhookServer(
+        settings.admission.server = webhook_server.WebhookServer(
+            meters=rt.metrics,
             addr=config.webhook.address,
             port=config.webhook.port,
             certfile=config.webhook.cert_file,
@@ -131,9 +144,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     api_client = kube.load_api_client(rt.kubeconfig)
     rt.reader = kube.ApiReader(api_client)
     rt.poster = kube.EventPoster(api_client, rt.events)
-    rt.client = registry.RegistryClient(
-        config.client_settings(), observer=rt.metrics.observe_registry
-    )
+    client_settings = config.client_settings()
+
+    def observe_registry(host: str, code: str, seconds: float) -> None:
+        rt.metrics.observe_registry(client_settings.metric_label(host), code, seconds)
+
+    rt.client = registry.RegistryClient(client_settings, observer=observe_registry)
     resolver = registry.Resolver(rt.client, config.cache, observer=rt.metrics.observe_lookup)
     secrets = kube.PullSecrets(rt.reader, config.global_pull_secret)
     rt.admission = admission.Admission(
@@ -142,6 +158,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         rt.inventory,
         credentials=secrets.for_pod,
         namespace_mode=rt.namespace_modes.get,
+        namespace_allows_skip=rt.skip_namespaces.__contains__,
         meters=rt.metrics,
     )
     rt.health = serving.HealthServer(rt.metrics, rt.ready)
@@ -219,6 +236,10 @@ async def namespace_changed(
         rt.namespace_modes.pop(name, None)
     else:
         rt.namespace_modes[name] = mode
+    if event.get("type") != "DELETED" and labels.get(admission.LABEL_ALLOW_SKIP) == "true":
+        rt.skip_namespaces.add(name)
+    else:
+        rt.skip_namespaces.discard(name)
     # kopf runs no handler before every index is filled from its initial listing, so the
     # first namespace event (there is always a namespace, even with no nodes) means the node
     # inventory is as complete as the cluster's.
@@ -272,7 +293,9 @@ async def _reevaluate(rt: Runtime) -> None:
             held = rt.admission.held_platforms(image)
             if held is not None:
                 answers[image] = held
-    left = policy.stranded(workloads, rt.inventory(), answers)
+    left = policy.stranded(
+        workloads, rt.inventory(), answers, fallbacks=rt.config.platforms.fallbacks()
+    )
     rt.metrics.workloads_unschedulable.clear()
     per_kind: dict[str, int] = {}
     for key, decision in left.items():

@@ -60,6 +60,21 @@ class Metrics:
             registry=r,
         )
 
+        self.admission_refused = prom.Counter(
+            "archwarden_admission_refused",
+            "Admission requests answered with an HTTP error before any decision (too large, "
+            "malformed, unknown webhook): with failurePolicy Ignore the API server admits them.",
+            ["reason"],
+            registry=r,
+        )
+
+        self.skipped = prom.Counter(
+            "archwarden_skipped",
+            'Workloads admitted unchecked through the archwarden.io/skip: "true" annotation.',
+            ["kind"],
+            registry=r,
+        )
+
     def observe_registry(self, registry: str, code: str, seconds: float) -> None:
         self.registry_requests.labels(registry, code).inc()
         self.registry_duration.labels(registry).observe(seconds)

@@ -12,12 +12,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "ALL_FALLBACKS",
+    "DEFAULT_FALLBACKS",
+    "Fallbacks",
     "InvalidPlatform",
     "Platform",
     "format_all",
     "node_can_run",
     "normalize",
+    "normalize_node",
     "parse",
+    "parse_node",
 ]
 
 # The first Windows build whose hosts run images from older builds (Windows Server 2022).
@@ -27,6 +32,25 @@ WINDOWS_LTSC2022_BUILD = 20348
 
 class InvalidPlatform(ValueError):
     """A platform specifier that cannot be parsed."""
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Fallbacks:
+    """Which of containerd's cross-architecture fallbacks a node's CPU can really execute.
+
+    containerd pulls arm/v8..v5 images on arm64 and 386 on amd64, but whether they run is the
+    CPU's affair: AArch32 is optional in ARMv8 and absent from Graviton4, Google Axion, Azure
+    Cobalt and AmpereOne, so arm64 running 32-bit arm is off unless configured. Every amd64
+    CPU still executes 386 code, so that one is on.
+    """
+
+    arm32_on_arm64: bool = False
+    i386_on_amd64: bool = True
+
+
+DEFAULT_FALLBACKS = Fallbacks()
+ALL_FALLBACKS = Fallbacks(arm32_on_arm64=True, i386_on_amd64=True)
+"""containerd's matcher, unrestricted."""
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -125,6 +149,20 @@ def normalize(
     )
 
 
+def normalize_node(os: str, architecture: str, variant: str = "", os_version: str = "") -> Platform:
+    """A node's platform: :func:`normalize`, except that an explicit arm64 v8 stays ``v8``.
+
+    containerd normalises arm64/v8 to arm64 with no variant and matches that as v8. A node's
+    empty variant means something else here: node labels carry no variant, so it is unknown
+    and accepts any (see :func:`node_can_run`). A node written as arm64/v8 must keep meaning
+    v8, or it would accept arm64/v9 images.
+    """
+    platform = normalize(os, architecture, variant, os_version)
+    if platform.architecture == "arm64" and not platform.variant and variant:
+        return dataclasses.replace(platform, variant="v8")
+    return platform
+
+
 def from_json(data: Mapping[str, Any]) -> Platform:
     """A platform from an OCI ``platform`` object or an image config (same key names)."""
 
@@ -150,6 +188,16 @@ def parse(spec: str) -> Platform:
     if len(parts) == 1:
         return normalize("linux", parts[0])
     return normalize(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+
+
+def parse_node(spec: str) -> Platform:
+    """Parse a node's ``os/arch[/variant]`` (``--platforms``), normalised by
+    :func:`normalize_node`."""
+    platform = parse(spec)
+    parts = spec.strip().split("/")
+    if len(parts) == 3:
+        return normalize_node(parts[0], parts[1], parts[2])
+    return platform
 
 
 def _amd64_level(variant: str) -> int:
@@ -209,14 +257,16 @@ def _windows_version_ok(host: str, image: str) -> bool:
     return WINDOWS_LTSC2022_BUILD <= image_v[2] <= host_v[2]
 
 
-def node_can_run(node: Platform, image: Platform) -> bool:
+def node_can_run(node: Platform, image: Platform, fallbacks: Fallbacks = DEFAULT_FALLBACKS) -> bool:
     """Whether a node of platform ``node`` can run an image built for ``image``.
 
     A node's labels give os and arch but no variant, so an unknown node variant accepts any
     variant of its own architecture, except on 32-bit arm, where ``kubernetes.io/arch=arm``
     nodes are v7 (Kubernetes publishes arm/v7 binaries). Fallbacks follow containerd's
     ``Only``: amd64 runs 386, arm/vN runs arm/v5..vN, arm64 runs arm/v8..v5, arm64/v8.x runs
-    v8.0..v8.x and arm64/v9.x also runs v9.0..v9.x and v8.0..v8.min(x+5, 9).
+    v8.0..v8.x and arm64/v9.x also runs v9.0..v9.x and v8.0..v8.min(x+5, 9). The two
+    cross-architecture fallbacks apply only as far as ``fallbacks`` allows (see
+    :class:`Fallbacks`).
     """
     if node.os != image.os:
         return False
@@ -244,8 +294,8 @@ def node_can_run(node: Platform, image: Platform) -> bool:
             return image.variant in ("", node.variant)
         return True
     if node.architecture == "amd64" and image.architecture == "386":
-        return True
-    if node.architecture == "arm64" and image.architecture == "arm":
+        return fallbacks.i386_on_amd64
+    if node.architecture == "arm64" and image.architecture == "arm" and fallbacks.arm32_on_arm64:
         level = _arm_level(image.variant)
         return level is not None and level <= 8
     return False

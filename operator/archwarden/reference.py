@@ -8,6 +8,7 @@ the tag is kept only for display.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 
 __all__ = [
@@ -49,6 +50,10 @@ _DOMAIN_RE = re.compile(_DOMAIN, re.ASCII)
 _TAG_RE = re.compile(_TAG, re.ASCII)
 _DIGEST_RE = re.compile(_DIGEST, re.ASCII)
 _IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}", re.ASCII)
+# A name whose last label is a number (decimal or 0x-hex) is an IPv4 address to URL parsers and
+# to inet_aton, never a DNS name; only the canonical dotted quad means one address everywhere.
+_NUMERIC_LABEL_RE = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*", re.ASCII)
+PORT_MAX = 65535
 
 
 class InvalidReference(ValueError):
@@ -118,16 +123,44 @@ def _split_domain(name: str) -> tuple[str, str]:
     return domain, remainder
 
 
+def _host_problem(domain: str) -> str | None:
+    """Why a domain that matches the grammar still names no host httpx can connect to."""
+    if domain.startswith("["):
+        literal, _, port = domain[1:].partition("]")
+        port = port.removeprefix(":")
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            return f"invalid IPv6 address {literal[:60]!r}"
+    else:
+        host, _, port = domain.partition(":")
+        if _NUMERIC_LABEL_RE.fullmatch(host.rsplit(".", 1)[-1]):
+            try:
+                ipaddress.IPv4Address(host)  # refuses leading zeros (octal to inet_aton)
+            except ValueError:
+                return (
+                    f"invalid IPv4 address {host[:60]!r} (only a dotted quad without leading zeros)"
+                )
+    if port and int(port) > PORT_MAX:
+        return f"port {port[:10]} is out of range"
+    return None
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """Digests also come from registries (headers, index entries): quoted at most this long."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def validate_digest(digest: str, *, reference: str | None = None) -> str:
     """Check that ``digest`` is well formed and uses an algorithm we can verify."""
     shown = reference if reference is not None else digest
     if not _DIGEST_RE.fullmatch(digest):
-        raise InvalidReference(shown, f"malformed digest {digest!r}")
+        raise InvalidReference(shown, f"malformed digest {_clip(digest)!r}")
     algorithm, _, encoded = digest.partition(":")
     if algorithm not in DIGEST_ALGORITHMS:
         raise InvalidReference(
             shown,
-            f"unsupported digest algorithm {algorithm!r} "
+            f"unsupported digest algorithm {_clip(algorithm)!r} "
             f"(supported: {', '.join(sorted(DIGEST_ALGORITHMS))})",
         )
     if len(encoded) != DIGEST_ALGORITHMS[algorithm]:
@@ -180,6 +213,9 @@ def parse(text: str) -> Reference:
         if domain.startswith("[") and "%" in domain:
             problem += " (IPv6 zone IDs are not allowed)"
         raise InvalidReference(text, problem)
+    host_problem = _host_problem(domain)
+    if host_problem is not None:
+        raise InvalidReference(text, f"invalid registry host {domain[:80]!r}: {host_problem}")
     if not path:
         raise InvalidReference(text, "empty repository name")
     if path.lower() != path:

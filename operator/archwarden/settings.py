@@ -13,12 +13,13 @@ from typing import Any
 
 import yaml
 
-from archwarden import registry
+from archwarden import platforms, registry
 
 __all__ = ["ConfigError", "Settings", "load"]
 
 MODES = ("enforce", "warn", "audit")
 FAILURE_POLICIES = ("open", "closed")
+SKIP_POLICIES = ("everyone", "labelledNamespaces", "nobody")
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,44 @@ class MetricsSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class LimitsSettings:
+    """Work one admission review may cause: anything that makes archwarden slow or dead admits
+    pods unchecked (the webhooks fail open), so every per-review cost is bounded."""
+
+    max_images_per_review: int = 64
+    """Distinct images one review may resolve. Past it no registry is contacted and the review
+    is decided by failurePolicy: closed denies, open admits with a warning."""
+    max_concurrent_resolutions: int = 8
+    """Images of one review resolved at once (each resolution has its own fetch and byte
+    limits in the registry client)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PlatformSettings:
+    """Which of containerd's cross-architecture fallbacks the nodes' CPUs execute (node labels
+    ``archwarden.io/runs-arm32`` and ``archwarden.io/runs-386`` override them per node)."""
+
+    arm64_runs_arm32: bool = False
+    """arm64 nodes run 32-bit arm (arm/v5..v8) images. Off: AArch32 is optional, and absent
+    from Graviton4, Google Axion, Azure Cobalt and AmpereOne."""
+    amd64_runs_386: bool = True
+    """amd64 nodes run 386 images (every amd64 CPU executes them)."""
+
+    def fallbacks(self) -> platforms.Fallbacks:
+        return platforms.Fallbacks(
+            arm32_on_arm64=self.arm64_runs_arm32, i386_on_amd64=self.amd64_runs_386
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SkipSettings:
+    allowed: str = "everyone"
+    """Who may opt a workload out with the annotation ``archwarden.io/skip: "true"``:
+    everyone, labelledNamespaces (namespaces labelled ``archwarden.io/allow-skip: "true"``) or
+    nobody. A refused skip is checked anyway, and the warning says why."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     mode: str = "enforce"
     """enforce (deny), warn (allow with a warning and an Event) or audit (Event and metric)."""
@@ -72,6 +111,9 @@ class Settings:
     registry_timeout: float = 2.5
     webhook: WebhookSettings = dataclasses.field(default_factory=WebhookSettings)
     metrics: MetricsSettings = dataclasses.field(default_factory=MetricsSettings)
+    limits: LimitsSettings = dataclasses.field(default_factory=LimitsSettings)
+    platforms: PlatformSettings = dataclasses.field(default_factory=PlatformSettings)
+    skip: SkipSettings = dataclasses.field(default_factory=SkipSettings)
 
     def client_settings(self) -> registry.ClientSettings:
         return registry.ClientSettings(
@@ -111,6 +153,53 @@ def _registries(data: Any) -> dict[str, registry.RegistrySettings]:
     return result
 
 
+def _at_least_one(value: Any, key: str) -> int:
+    number = _expect(value, int, key)
+    if number < 1:
+        raise ConfigError(f"{key}: must be at least 1, got {number}")
+    return int(number)
+
+
+def _limits(data: Any) -> LimitsSettings:
+    limits = _expect(data, dict, "limits")
+    _only(limits, {"maxImagesPerReview", "maxConcurrentResolutions"}, "limits")
+    d = LimitsSettings()
+    return LimitsSettings(
+        max_images_per_review=_at_least_one(
+            limits.get("maxImagesPerReview", d.max_images_per_review), "limits.maxImagesPerReview"
+        ),
+        max_concurrent_resolutions=_at_least_one(
+            limits.get("maxConcurrentResolutions", d.max_concurrent_resolutions),
+            "limits.maxConcurrentResolutions",
+        ),
+    )
+
+
+def _platforms(data: Any) -> PlatformSettings:
+    section = _expect(data, dict, "platforms")
+    _only(section, {"arm64RunsArm32", "amd64Runs386"}, "platforms")
+    d = PlatformSettings()
+    return PlatformSettings(
+        arm64_runs_arm32=_expect(
+            section.get("arm64RunsArm32", d.arm64_runs_arm32), bool, "platforms.arm64RunsArm32"
+        ),
+        amd64_runs_386=_expect(
+            section.get("amd64Runs386", d.amd64_runs_386), bool, "platforms.amd64Runs386"
+        ),
+    )
+
+
+def _skip(data: Any) -> SkipSettings:
+    section = _expect(data, dict, "skip")
+    _only(section, {"allowed"}, "skip")
+    allowed = _expect(section.get("allowed", SkipSettings.allowed), str, "skip.allowed")
+    if allowed not in SKIP_POLICIES:
+        raise ConfigError(
+            f"skip.allowed: expected one of {', '.join(SKIP_POLICIES)}, got {allowed!r}"
+        )
+    return SkipSettings(allowed=allowed)
+
+
 def from_mapping(data: Mapping[str, Any]) -> Settings:
     _only(
         data,
@@ -127,6 +216,9 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
             "registryTimeout",
             "webhook",
             "metrics",
+            "limits",
+            "platforms",
+            "skip",
         },
         "",
     )
@@ -226,6 +318,9 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
             port=_expect(metrics.get("port", m.port), int, "metrics.port"),
             address=_expect(metrics.get("address", m.address), str, "metrics.address"),
         ),
+        limits=_limits(data.get("limits", {})),
+        platforms=_platforms(data.get("platforms", {})),
+        skip=_skip(data.get("skip", {})),
     )
 
 

@@ -114,8 +114,6 @@ async def test_scope_rules_skip_without_registry_traffic() -> None:
     system = deployment(image)
     system["metadata"]["namespace"] = "kube-system"
     assert (await eng.review(system, operation="CREATE")).label == "skipped"
-    own = deployment(image, labels={"app.kubernetes.io/name": "archwarden"})
-    assert (await eng.review(own, operation="CREATE")).label == "skipped"
     opted_out = deployment(image, annotations={"archwarden.io/skip": "true"})
     outcome = await eng.review(opted_out, operation="CREATE")
     assert outcome.allowed and [e.reason for e in outcome.events] == ["ArchitectureCheckSkipped"]
@@ -125,6 +123,16 @@ async def test_scope_rules_skip_without_registry_traffic() -> None:
     new["spec"]["replicas"] = 5
     assert (await eng.review(new, operation="UPDATE", old=old)).label == "unchanged"
     assert fake.requests == []
+
+
+async def test_archwardens_own_label_is_checked_like_any_other() -> None:
+    # Anyone can set the chart's name label; archwarden's own pods are kept out by the
+    # webhooks' namespaceSelector (the release namespace), not by a label.
+    fake = Registry()
+    labelled = deployment(f"{HOST}/team/legacy:1", labels={"app.kubernetes.io/name": "archwarden"})
+    outcome = await engine(fake).review(labelled, operation="CREATE")
+    assert not outcome.allowed and outcome.label == "denied"
+    assert fake.requests
 
 
 async def test_budget_exceeded_fails_open_with_a_warning() -> None:

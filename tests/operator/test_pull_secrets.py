@@ -3,13 +3,16 @@ the real one is exercised by the e2e suite against the local cluster)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from archwarden import kube
 from archwarden.kube import _api
+from archwarden.kube import _secrets as kube_secrets
 
 
 def dockerconfig(host: str, user: str, password: str) -> dict[str, Any]:
@@ -71,3 +74,55 @@ async def test_broken_secrets_are_reported_without_their_content_and_cached() ->
     calls = reader.calls
     await secrets.for_pod("team", ["garbled", "opaque"], "default")
     assert reader.calls == calls  # secrets and the account answer come from the TTL cache
+
+
+class SlowReader(FakeReader):
+    """Every read takes ``delay``; counts reads in flight."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.names: list[str] = []
+
+    async def secret(self, namespace: str, name: str) -> Mapping[str, Any]:
+        self.names.append(name)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+            return await super().secret(namespace, name)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_thousands_of_missing_secrets_are_capped_read_concurrently_and_de_duplicated() -> (
+    None
+):
+    reader = SlowReader(delay=0.05)
+    secrets = kube.PullSecrets(reader, max_secrets=16, concurrency=4)  # type: ignore[arg-type]
+    names = [f"absent-{i}" for i in range(4000)]
+    started = time.perf_counter()
+    _store, problems = await secrets.for_pod("team", ["absent-0", *names], "default")
+    assert time.perf_counter() - started < 1.0  # 16 reads, four at a time: about 0.2 s
+    assert reader.names == [f"absent-{i}" for i in range(16)]
+    assert reader.most_in_flight == 4
+    assert problems[0] == "only the first 16 of 4000 pull secrets were read"
+    assert problems[1:] == [f"pull secret team/absent-{i} not found" for i in range(16)]
+
+
+async def test_missing_secrets_are_remembered_briefly() -> None:
+    now = [0.0]
+    reader = FakeReader()
+    secrets = kube.PullSecrets(reader, clock=lambda: now[0])  # type: ignore[arg-type]
+    _, problems = await secrets.for_pod("team", ["late"], "default")
+    assert problems == ["pull secret team/late not found"]
+    calls = reader.calls
+    _, again = await secrets.for_pod("team", ["late"], "default")
+    assert again == problems and reader.calls == calls  # the negative cache answered
+    reader.secrets[("team", "late")] = dockerconfig("r.example", "late", "l-pass")
+    now[0] += kube_secrets.MISSING_TTL + 0.1
+    store, problems = await secrets.for_pod("team", ["late"], "default")
+    assert problems == [] and store.lookup("r.example").username == "late"  # type: ignore[union-attr]
+    assert kube_secrets.MISSING_TTL < kube_secrets.SECRET_TTL

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from archwarden import registry, settings
+from archwarden import platforms, registry, settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -17,6 +17,8 @@ def test_defaults_without_a_file() -> None:
     config = settings.load(None)
     assert (config.mode, config.failure_policy, config.mutate) == ("enforce", "open", True)
     assert config.excluded_namespaces == ("kube-system",)
+    assert config.platforms.fallbacks() == platforms.DEFAULT_FALLBACKS
+    assert not config.platforms.arm64_runs_arm32 and config.platforms.amd64_runs_386
     assert (config.webhook.port, config.metrics.port) == (9443, 8080)
     assert config.webhook.budget_seconds < config.webhook.timeout_seconds
 
@@ -38,6 +40,9 @@ registries:
 cache: {digestCacheSize: 10, tagCacheSize: 20, tagTTL: 60, failureTTL: 2}
 webhook: {port: 10443, budgetSeconds: 2, timeoutSeconds: 5}
 metrics: {port: 9090}
+limits: {maxImagesPerReview: 10, maxConcurrentResolutions: 2}
+platforms: {arm64RunsArm32: true, amd64Runs386: false}
+skip: {allowed: labelledNamespaces}
 """,
         )
     )
@@ -53,6 +58,13 @@ metrics: {port: 9090}
         digest_cache_size=10, tag_cache_size=20, tag_ttl=60.0, failure_ttl=2.0
     )
     assert (config.webhook.port, config.metrics.port) == (10443, 9090)
+    assert config.limits == settings.LimitsSettings(
+        max_images_per_review=10, max_concurrent_resolutions=2
+    )
+    assert config.platforms.fallbacks() == platforms.Fallbacks(
+        arm32_on_arm64=True, i386_on_amd64=False
+    )
+    assert config.skip == settings.SkipSettings(allowed="labelledNamespaces")
     client = config.client_settings()
     assert client.for_host("registry.local:5000").insecure
 
@@ -74,6 +86,10 @@ metrics: {port: 9090}
             "webhook.budgetSeconds must be below webhook.timeoutSeconds",
         ),
         ("cache: {tagTTL: true}", "cache.tagTTL: expected a number"),
+        ("limits: {maxImagesPerReview: 0}", "limits.maxImagesPerReview: must be at least 1"),
+        ("limits: {maxImages: 3}", "unknown key limits.maxImages"),
+        ("platforms: {arm64RunsArm32: yes-please}", "platforms.arm64RunsArm32: expected bool"),
+        ("skip: {allowed: admins}", "skip.allowed: expected one of everyone, labelledNamespaces"),
         ("- a list", "the configuration must be a mapping"),
         ("mode: [unclosed", "not valid YAML at line 1"),
     ],

@@ -19,6 +19,7 @@ from archwarden.policy import (
     extract,
     node_from_object,
     nodes_from_platforms,
+    settled,
     stranded,
 )
 from archwarden.policy import _messages as messages
@@ -178,12 +179,66 @@ def test_multi_image_intersection() -> None:
 
 
 def test_intersection_follows_runtime_fallbacks() -> None:
-    # An arm64 node runs arm/v7 images, so the pod's platforms include linux/arm64.
+    # Where arm64 nodes run arm/v7 images, the pod's platforms include linux/arm64.
     nodes = nodes_from_platforms(["linux/arm64", "linux/arm/v6"])
     answers = {API: plats("linux/arm64", "linux/amd64"), SIDECAR: plats("linux/arm/v7")}
-    decision = _decide(objects.pod(API, SIDECAR), nodes, answers)
+    arm32 = platforms.Fallbacks(arm32_on_arm64=True)
+    decision = _decide(objects.pod(API, SIDECAR), nodes, answers, fallbacks=arm32)
     assert decision.pod_platforms == ("linux/arm64",)
     assert decision.compatible_nodes == ("linux-arm64",)
+
+
+ARM64_NODES = [
+    node_from_object(objects.node("arm-1", "arm64")),
+    node_from_object(objects.node("arm-2", "arm64")),
+]
+ARM32_HINT = (
+    "arm64 nodes do not run linux/arm/v7 here: set platforms.arm64RunsArm32 or label nodes "
+    "archwarden.io/runs-arm32=true"
+)
+
+
+def test_arm64_nodes_do_not_run_32_bit_arm_images_by_default() -> None:
+    decision = _decide(objects.pod(API), ARM64_NODES, {API: plats("linux/arm/v7")})
+    assert not decision.allowed and decision.reason == Reason.ARCHITECTURE_MISMATCH
+    assert decision.message == (
+        f"image {API} supports linux/arm/v7 only; the nodes this pod can use are linux/arm64 (2); "
+        f"{ARM32_HINT}; publish a multi-arch image or select arm nodes"
+    )
+
+
+def test_32_bit_arm_on_arm64_by_setting_or_per_node_label() -> None:
+    answers = {API: plats("linux/arm/v7")}
+    arm32 = platforms.Fallbacks(arm32_on_arm64=True)
+    assert _decide(objects.pod(API), ARM64_NODES, answers, fallbacks=arm32).allowed
+    labelled = node_from_object(
+        objects.node("arm-3", "arm64", labels={"archwarden.io/runs-arm32": "true"})
+    )
+    decision = _decide(objects.pod(API), [*ARM64_NODES, labelled], answers)
+    assert decision.allowed and decision.compatible_nodes == ("arm-3",)
+    # A label also takes the fallback away from one node when the setting allows it.
+    refusing = node_from_object(
+        objects.node("arm-4", "arm64", labels={"archwarden.io/runs-arm32": "false"})
+    )
+    decision = _decide(objects.pod(API), [refusing], answers, fallbacks=arm32)
+    assert not decision.allowed and ARM32_HINT in decision.message
+
+
+def test_amd64_runs_386_unless_configured_otherwise() -> None:
+    amd64 = [node_from_object(objects.node("amd-1", "amd64"))]
+    answers = {API: plats("linux/386")}
+    assert _decide(objects.pod(API), amd64, answers).allowed
+    no_386 = platforms.Fallbacks(i386_on_amd64=False)
+    decision = _decide(objects.pod(API), amd64, answers, fallbacks=no_386)
+    assert not decision.allowed
+    assert (
+        "amd64 nodes do not run linux/386 here: set platforms.amd64Runs386 or label nodes "
+        "archwarden.io/runs-386=true" in decision.message
+    )
+    labelled = node_from_object(
+        objects.node("amd-2", "amd64", labels={"archwarden.io/runs-386": "false"})
+    )
+    assert not _decide(objects.pod(API), [labelled], answers).allowed
 
 
 def test_only_the_images_that_cannot_run_are_named() -> None:
@@ -414,3 +469,32 @@ def test_warning_lines() -> None:
 )
 def test_article(word: str, expected: str) -> None:
     assert messages.article(word) == expected
+
+
+def test_platforms_flag_arm64_v8_refuses_arm64_v9_images() -> None:
+    nodes = nodes_from_platforms(["linux/arm64/v8"])
+    assert [n.platform.canonical for n in nodes] == ["linux/arm64/v8"]
+    v9 = platforms.parse("linux/arm64/v9")
+    assert not platforms.node_can_run(nodes[0].platform, v9)
+    assert platforms.node_can_run(nodes[0].platform, platforms.parse("linux/arm64"))
+
+
+# --- settled: may a review stop resolving the images still outstanding? ----------------------
+
+
+def test_settled_by_a_mismatch_in_enforce_mode_only() -> None:
+    workload = extract(objects.pod(API, SIDECAR))
+    assert settled(workload, ARM_AND_PPC, AMD64_ONLY)
+    assert not settled(workload, ARM_AND_PPC, AMD64_ONLY, mode=Mode.WARN)
+    assert not settled(workload, ARM_AND_PPC, {API: plats("linux/arm64")})
+    assert not settled(workload, ARM_AND_PPC, {})
+
+
+def test_settled_by_a_failure_only_when_failures_deny() -> None:
+    workload = extract(objects.pod(API, SIDECAR))
+    failed = {API: ImageFailure("401 Unauthorized")}
+    assert settled(workload, ARM_AND_PPC, failed, failure_policy=FailurePolicy.CLOSED)
+    assert not settled(workload, ARM_AND_PPC, failed, failure_policy=FailurePolicy.OPEN)
+    assert not settled(
+        workload, ARM_AND_PPC, failed, mode=Mode.AUDIT, failure_policy=FailurePolicy.CLOSED
+    )

@@ -22,6 +22,7 @@ class Seen:
     method: str
     path: str
     authorization: str | None
+    accept_encoding: str | None = None
 
 
 @dataclass
@@ -33,6 +34,10 @@ class FaultServer:
     def url(self) -> str:
         return f"http://{self.host}"
 
+    @property
+    def accept_encodings(self) -> list[str | None]:
+        return [r.accept_encoding for r in self.requests]
+
 
 @contextlib.asynccontextmanager
 async def fault_server(handler: Handler) -> AsyncIterator[FaultServer]:
@@ -40,7 +45,12 @@ async def fault_server(handler: Handler) -> AsyncIterator[FaultServer]:
 
     async def recording(request: web.Request) -> web.StreamResponse:
         server.requests.append(
-            Seen(request.method, request.path_qs, request.headers.get("Authorization"))
+            Seen(
+                request.method,
+                request.path_qs,
+                request.headers.get("Authorization"),
+                request.headers.get("Accept-Encoding"),
+            )
         )
         return await handler(request)
 
@@ -74,6 +84,46 @@ async def stalled_server() -> AsyncIterator[str]:
         for writer in writers:
             writer.close()
         server.close()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def trickle_server(interval: float = 0.1, lasting: float = 10.0) -> AsyncIterator[str]:
+    """Answers 200 and then sends its body one byte per ``interval``: every read succeeds
+    within any per-read timeout, so only an overall deadline ends a lookup. Each connection
+    gives up after ``lasting`` seconds, and all are closed when the block exits."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def trickle(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        try:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: " + OCI_MANIFEST.encode() + b"\r\n"
+                b"Content-Length: 100000\r\n\r\n{"
+            )
+            loop = asyncio.get_running_loop()
+            until = loop.time() + lasting
+            while loop.time() < until:
+                await writer.drain()
+                await asyncio.sleep(interval)
+                writer.write(b" ")
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            tasks.discard(task)
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield host
+    finally:
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await server.wait_closed()
 
 

@@ -11,7 +11,13 @@ def settings_for(server: RegistryServer, **overrides: object) -> registry.Client
         insecure=not server.tls,
         ca_file=str(server.ca_file) if server.ca_file else None,
     )
-    values: dict[str, object] = {"registries": {server.host: per_host}, "timeout": 5.0}
+    registries = {server.host: per_host}
+    if server.token_server is not None:
+        # The test token server is plain HTTP on another port: credentials go there only
+        # because it is configured as an insecure registry (another origin otherwise).
+        realm_host = f"127.0.0.1:{server.token_server.port}"
+        registries[realm_host] = registry.RegistrySettings(insecure=True)
+    values: dict[str, object] = {"registries": registries, "timeout": 5.0}
     values.update(overrides)
     return registry.ClientSettings(**values)  # type: ignore[arg-type]
 

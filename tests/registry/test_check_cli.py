@@ -126,3 +126,59 @@ async def test_check_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     assert code == 1 and err.startswith("archwarden: error: ") and "Traceback" not in err
     code, _, err = await run("-f", str(broken), "--platforms", "linux/")
     assert code == 2 and err.startswith("archwarden: error: --platforms: ")
+
+
+@pytest.mark.parametrize(
+    "content", ['{"auths": {"x": {"auth": "%%%"}}', '{"auths": {"x.example": {"auth": "%%%"}}}']
+)
+async def test_check_with_a_broken_docker_config_prints_one_line(
+    tmp_path: Path, content: str
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(content)
+    app = tmp_path / "app.yaml"
+    app.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n")
+    code, _, stderr = await run(
+        "-f", str(app), "--platforms", "linux/amd64", "--docker-config", str(config)
+    )
+    assert code == 2
+    assert "Traceback" not in stderr and "%%%" not in stderr
+    assert len(stderr.splitlines()) == 1
+    assert stderr.startswith(f"archwarden: error: {config}: ")
+
+
+async def test_check_with_a_missing_docker_config_prints_one_line(tmp_path: Path) -> None:
+    app = tmp_path / "app.yaml"
+    app.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n")
+    code, _, stderr = await run(
+        "-f", str(app), "--platforms", "linux/amd64", "--docker-config", str(tmp_path / "none")
+    )
+    assert code == 2
+    assert stderr == (
+        f"archwarden: error: cannot read docker config {tmp_path / 'none'}: "
+        "No such file or directory\n"
+    )
+
+
+async def test_check_honours_the_32_bit_arm_fallback_settings(
+    plain_registry: RegistryServer, seeder_for: Callable[[Any], Seeder], tmp_path: Path
+) -> None:
+    repo = unique_repo("armhf")
+    seeder_for(plain_registry).push_image(repo, "1", "linux/arm/v7")
+    image = f"{plain_registry.host}/{repo}:1"
+    path = tmp_path / "pod.yaml"
+    path.write_text(
+        f"apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\n"
+        f'spec: {{containers: [{{name: app, image: "{image}"}}]}}\n'
+    )
+    common = ["-f", str(path), "--platforms", "linux/arm64", "--insecure-registry"]
+    code, out, _ = await run(*common, plain_registry.host)
+    assert code == 1
+    assert out.strip() == (
+        f"DENY  Pod/p: image {image} supports linux/arm/v7 only; the node this pod can use is "
+        "linux/arm64 (1); arm64 nodes do not run linux/arm/v7 here: set "
+        "platforms.arm64RunsArm32 or label nodes archwarden.io/runs-arm32=true; publish a "
+        "multi-arch image or select arm nodes"
+    )
+    code, out, _ = await run(*common, plain_registry.host, "--arm64-runs-arm32")
+    assert (code, out.strip()) == (0, "OK    Pod/p")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -417,3 +419,99 @@ async def test_concurrent_failures_do_not_leak_tracebacks(tmp_path: Path) -> Non
                 return_exceptions=True,
             )
     assert all(isinstance(r, registry.RegistryError) for r in results), results
+
+
+@pytest.mark.parametrize(
+    "location", ["http://[::1\\x]/v2/", "http://h\\x/", "http://127.0.0.1:99999/", "ftp://x/"]
+)
+async def test_unusable_redirect_is_a_registry_error(location: str) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=307, headers={"Location": location})
+
+    async with faults.fault_server(handler) as server:
+        async with registry.RegistryClient(insecure(server.host)) as client:
+            with pytest.raises(registry.RegistryError) as caught:
+                await client.resolve(f"{server.host}/team/web:1")
+    assert str(caught.value).startswith(f"registry {server.host}: ")
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """256 MiB of zeros gzipped twice: under a kilobyte on the wire."""
+
+    def gzip(chunks: Iterable[bytes]) -> bytes:
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+        return b"".join([*(compressor.compress(c) for c in chunks), compressor.flush()])
+
+    return gzip([gzip(b"\0" * (1 << 20) for _ in range(256))])
+
+
+@pytest.mark.parametrize("status", [200, 500])
+async def test_compressed_bodies_are_neither_asked_for_nor_decoded(status: int) -> None:
+    bomb = gzip_bomb()
+    assert len(bomb) < 1024
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            status=status,
+            body=bomb,
+            headers={"Content-Type": faults.OCI_MANIFEST, "Content-Encoding": "gzip, gzip"},
+        )
+
+    async with faults.fault_server(handler) as server:
+        settings = insecure(server.host, max_retries=0)
+        async with registry.RegistryClient(settings) as client:
+            started = time.monotonic()
+            with pytest.raises(registry.RegistryError) as caught:
+                await client.resolve(f"{server.host}/team/web:1")
+            elapsed = time.monotonic() - started
+        seen = server.accept_encodings
+    assert seen and set(seen) == {"identity"}
+    if status == 200:
+        assert isinstance(caught.value, registry.InvalidManifest)
+        assert "Content-Encoding 'gzip, gzip'" in str(caught.value)
+    else:
+        assert str(caught.value) == f"registry {server.host}: HTTP 500: team/web:1"
+    # Decoding 256 MiB took about a second of blocked event loop before.
+    assert elapsed < 0.5
+
+
+# -- slow registries --------------------------------------------------------------------------
+
+
+async def test_a_trickling_registry_meets_the_overall_deadline() -> None:
+    async with faults.trickle_server(interval=0.1) as host:
+        settings = insecure(host, timeout=0.5, deadline=1.0, max_retries=0)
+        async with registry.RegistryClient(settings) as client:
+            started = time.monotonic()
+            with pytest.raises(registry.RegistryTimeout) as caught:
+                await client.resolve(f"{host}/team/web:1")
+            elapsed = time.monotonic() - started
+    assert str(caught.value) == f"registry {host}: no complete answer within 1s: team/web:1"
+    assert 0.9 < elapsed < 2.0
+
+
+async def test_a_slow_registry_cannot_take_the_connections_of_others() -> None:
+    manifest, config = faults.single_image({"os": "linux", "architecture": "arm64"})
+
+    async def healthy(request: web.Request) -> web.StreamResponse:
+        if "/blobs/" in request.path:
+            return web.Response(body=config)
+        return faults.manifest_response(manifest)
+
+    async with faults.stalled_server() as stalled, faults.fault_server(healthy) as server:
+        settings = insecure(stalled, server.host, timeout=3.0, max_retries=0)
+        async with registry.RegistryClient(settings) as client:
+            # More stalled lookups than a shared pool of 100 connections holds.
+            hung = [
+                asyncio.create_task(client.resolve(f"{stalled}/team/web:{i}")) for i in range(110)
+            ]
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            answer = await client.resolve(f"{server.host}/team/web:1")
+            elapsed = time.monotonic() - started
+            for task in hung:
+                task.cancel()
+            await asyncio.gather(*hung, return_exceptions=True)
+    assert answer.canonical == ["linux/arm64"]
+    assert elapsed < 1.0

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests import fixtures
 from tests.registry import faults
 from tests.support.images import Seeder, unique_repo
 from tests.support.registry import RegistryServer
 
 pytestmark = pytest.mark.registry
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "manifests"
+FIXTURES = fixtures.MANIFESTS
 ARCHWARDEN = shutil.which("archwarden") or str(Path(__file__).parents[2] / ".venv/bin/archwarden")
 
 SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
@@ -222,3 +223,14 @@ async def test_inspect_failures_exit_one_with_one_line_each(
         "for it: needs/creds:1",
     ]
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    "image", ["999.999.999.999/x:1", "0251.0376.0251.0376/x:1", "[1::2::3]/x:1", "h.test:70000/x"]
+)
+async def test_inspect_unusable_hosts_print_one_line(image: str) -> None:
+    code, _, _, stderr = await run_cli("--timeout", "1", image)
+    assert code == 1
+    assert "Traceback" not in stderr
+    assert len(stderr.splitlines()) == 1
+    assert stderr.startswith(f"archwarden: error: invalid image reference {image!r}: ")

@@ -7,12 +7,12 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from archwarden.registry import ClientSettings, CredentialStore, RegistryClient, RegistrySettings
+from tests import fixtures
 
 __all__ = [
     "FIXTURES",
@@ -24,7 +24,7 @@ __all__ = [
     "make_client",
 ]
 
-FIXTURES = Path("/work/shared/fixtures/manifests")
+FIXTURES = fixtures.MANIFESTS
 HOST = "registry.test"
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -41,7 +41,7 @@ def digest_of(data: bytes) -> str:
 
 
 def fixture(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
+    return fixtures.manifest(name)
 
 
 def error_body(code: str, message: str, detail: Any = None) -> bytes:

@@ -12,8 +12,11 @@ import pytest
 
 from archwarden.registry import (
     CacheSettings,
+    ClientSettings,
     ImageNotFound,
+    RegistryClient,
     RegistryServerError,
+    RegistrySettings,
     Resolver,
 )
 
@@ -238,21 +241,41 @@ async def test_cancelling_one_waiter_does_not_cancel_the_lookup(
     assert registry.requests == []
 
 
-async def test_cancelling_the_only_waiter_still_fills_the_cache(
+async def test_cancelling_the_last_waiter_cancels_the_lookup(
     registry: FakeRegistry, clock: Clock
 ) -> None:
-    registry.gate = gate = asyncio.Event()
-    resolver = resolver_for(registry, clock)
-    task = asyncio.create_task(resolver.resolve(TAG_REF))
+    # An abandoned lookup would hold a connection to a (possibly trickling) registry for an
+    # answer nobody reads; once the last caller is gone, it is cancelled.
+    registry.gate = asyncio.Event()
+    cancelled = asyncio.Event()
+    serve = registry.handler
+
+    async def noting_cancellation(request: httpx.Request) -> httpx.Response:
+        try:
+            return await serve(request)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    client = RegistryClient(
+        ClientSettings(registries={HOST: RegistrySettings()}, max_retries=0),
+        transport=httpx.MockTransport(noting_cancellation),
+    )
+    resolver = Resolver(client, CacheSettings(), clock=clock)
+    first = asyncio.create_task(resolver.resolve(TAG_REF))
+    second = asyncio.create_task(resolver.resolve(TAG_REF))
     await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    gate.set()
-    for _ in range(20):
-        await asyncio.sleep(0)
-    await resolver.resolve(TAG_REF)
+    first.cancel()
+    second.cancel()
+    for task in (first, second):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await asyncio.wait_for(cancelled.wait(), timeout=1.0)
     assert len(registry.requests) == 1
+    # Nothing was cached and nothing is in flight: the next lookup asks again.
+    registry.gate = None
+    await resolver.resolve(TAG_REF)
+    assert len(registry.requests) == 2
 
 
 async def test_cached_does_no_io(registry: FakeRegistry, clock: Clock) -> None:

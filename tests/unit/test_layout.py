@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import operator
 import pkgutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,17 @@ def test_every_module_declares_all(name: str) -> None:
     assert len(set(exported)) == len(exported), f"{name}.__all__ has duplicates"
     missing = [n for n in exported if not hasattr(module, n)]
     assert missing == [], f"{name}.__all__ names missing attributes: {missing}"
+
+
+def test_test_fixtures_live_in_the_repository() -> None:
+    # A user's clone has nothing beside it: every fixture a test reads must be vendored, and
+    # every file INDEX.md describes must be there with its provenance.
+    from tests import fixtures
+    from tests.unit import fakes
+
+    for directory in (fixtures.MANIFESTS, fakes.FIXTURES):
+        assert directory.resolve().is_relative_to(REPO_ROOT)
+    index = (fixtures.MANIFESTS / "INDEX.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"`([a-z0-9_]+\.json)`", index))
+    assert listed == {p.name for p in fixtures.MANIFESTS.glob("*.json")}
+    assert "Apache-2.0" in index

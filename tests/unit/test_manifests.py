@@ -45,6 +45,18 @@ def test_signed_schema1_payload_digest() -> None:
     assert document.schema1_platform() == Platform("linux", "amd64")
 
 
+def test_schema1_platform_comes_from_the_signed_payload() -> None:
+    # An extra key after the payload is outside what the digest covers: the same digest must
+    # not answer arm64 for a document whose verified payload says amd64.
+    raw = fixture("containers_image_schema1_signed.json")
+    length = 5478  # formatLength in the first signature's protected header
+    forged = raw[:length] + b',\n   "architecture": "arm64"' + raw[length:]
+    document = m.Document.parse(forged, m.DOCKER_SCHEMA1_SIGNED)
+    assert document.body["architecture"] == "arm64"  # what a reader of the whole sees
+    assert document.digest() == SCHEMA1_DIGEST
+    assert document.schema1_platform() == Platform("linux", "amd64")
+
+
 def test_unsigned_schema1_digest_is_the_raw_digest() -> None:
     raw = fixture("containers_image_schema1_unsigned.json")
     document = m.Document.parse(raw, m.DOCKER_SCHEMA1)

@@ -197,10 +197,12 @@ MATCHES = [
     ("linux/arm/v7", "linux/arm/armv7", False),  # an unrecognised variant matches only itself
     ("linux/arm64", "linux/arm64", True),
     ("linux/arm64", "linux/arm64/v8", True),
-    ("linux/arm64", "linux/arm/v7", True),  # containerd's arm64 -> arm fallback
-    ("linux/arm64", "linux/arm/v8", True),
-    ("linux/arm64", "linux/arm/v6", True),
-    ("linux/arm64", "linux/arm/v5", True),
+    # containerd's arm64 -> arm fallback pulls them, but CPUs without AArch32 (Graviton4,
+    # Axion, Cobalt, AmpereOne) cannot execute them: off unless configured (below).
+    ("linux/arm64", "linux/arm/v7", False),
+    ("linux/arm64", "linux/arm/v8", False),
+    ("linux/arm64", "linux/arm/v6", False),
+    ("linux/arm64", "linux/arm/v5", False),
     ("linux/arm64", "linux/arm/armv7", False),
     ("linux/arm64", "linux/amd64", False),
     ("linux/arm/v7", "linux/arm64", False),
@@ -298,4 +300,57 @@ def test_arm64_variant_fallbacks(node_variant: str, image_variant: str, expected
 def test_arm64_nodes_with_a_variant_still_run_32_bit_arm(node_variant: str) -> None:
     node = normalize("linux", "arm64", node_variant)
     for variant in ("v5", "v6", "v7", "v8"):
-        assert node_can_run(node, normalize("linux", "arm", variant))
+        assert node_can_run(node, normalize("linux", "arm", variant), platforms.ALL_FALLBACKS)
+
+
+FALLBACKS = [
+    # node, image, runs with the fallback allowed?, runs by default?
+    ("linux/arm64", "linux/arm/v7", True, False),
+    ("linux/arm64", "linux/arm/v8", True, False),
+    ("linux/arm64", "linux/arm/v6", True, False),
+    ("linux/arm64", "linux/arm/v5", True, False),
+    ("linux/arm64", "linux/arm/armv7", False, False),
+    ("linux/amd64", "linux/386", True, True),
+    ("linux/amd64/v3", "linux/386", True, True),
+    ("linux/arm64", "linux/386", False, False),
+    ("linux/amd64", "linux/arm/v7", False, False),
+]
+
+
+@pytest.mark.parametrize(("node", "image", "allowed", "default"), FALLBACKS)
+def test_cross_architecture_fallbacks_are_configurable(
+    node: str, image: str, allowed: bool, default: bool
+) -> None:
+    n, i = platforms.parse(node), platforms.parse(image)
+    assert node_can_run(n, i, platforms.ALL_FALLBACKS) is allowed
+    assert node_can_run(n, i) is default
+    assert node_can_run(n, i, platforms.DEFAULT_FALLBACKS) is default
+    none = platforms.Fallbacks(arm32_on_arm64=False, i386_on_amd64=False)
+    assert node_can_run(n, i, none) is False
+
+
+NODE_SPECS = [
+    # --platforms entry, image, runs?
+    ("linux/arm64/v8", "linux/arm64/v9", False),
+    ("linux/arm64/v8", "linux/arm64/v8.2", False),
+    ("linux/arm64/v8", "linux/arm64", True),
+    ("linux/arm64/v8", "linux/arm64/v8.0", True),
+    ("linux/arm64/v8", "linux/arm/v7", False),  # no AArch32 unless configured
+    ("linux/aarch64/8", "linux/arm64/v9", False),
+    ("linux/arm64/v8.0", "linux/arm64/v9", False),
+    ("linux/arm64", "linux/arm64/v9", True),  # no variant written: unknown, accepts any
+    ("linux/arm64/v9", "linux/arm64/v8", True),
+]
+
+
+@pytest.mark.parametrize(("node", "image", "expected"), NODE_SPECS)
+def test_node_specs_keep_an_explicit_arm64_v8(node: str, image: str, expected: bool) -> None:
+    # containerd normalises arm64/v8 to arm64 and matches that as v8; a node's empty variant
+    # means "unknown" here, so a node written as arm64/v8 must stay v8.
+    assert node_can_run(platforms.parse_node(node), platforms.parse(image)) is expected
+
+
+def test_node_spec_is_named_as_written() -> None:
+    assert platforms.parse_node("linux/aarch64/8").canonical == "linux/arm64/v8"
+    assert platforms.parse_node("linux/arm64").canonical == "linux/arm64"
+    assert platforms.parse_node("linux/arm/7") == platforms.parse("linux/arm/v7")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
@@ -144,6 +145,16 @@ INVALID = [
     ("[::1]:5000", "invalid repository name"),
     ("registry.test:port/repo", "invalid registry host"),
     ("-bad.test/repo", "invalid registry host"),
+    # Hosts httpx cannot put in a URL, or that inet_aton would read as another address.
+    ("999.999.999.999/x", "invalid IPv4 address '999.999.999.999'"),
+    ("0251.0376.0251.0376/x:1", "invalid IPv4 address"),
+    ("01.2.3.4/x", "invalid IPv4 address"),
+    ("127.1/x", "invalid IPv4 address"),
+    ("0x7f.0.0.1/x", "invalid IPv4 address"),
+    ("registry.1234:5000/x", "invalid IPv4 address"),
+    ("[1::2::3]/x", "invalid IPv6 address"),
+    ("[::::]:5000/x", "invalid IPv6 address"),
+    ("registry.test:65536/x", "port 65536 is out of range"),
     ("registry.test/", "empty repository name"),
     ("registry.test//repo", "invalid repository name"),
     ("team/web/", "invalid repository name"),
@@ -220,9 +231,11 @@ _ipv6 = st.sampled_from(["::1", "fe80::1", "2001:db8::1", "::", "1:2:3:4:5:6:7:8
 @st.composite
 def domains(draw: st.DrawFn) -> str:
     """Domains that splitDockerDomain recognises as domains."""
-    kind = draw(st.sampled_from(["dotted", "port", "localhost", "ipv6", "upper"]))
+    kind = draw(st.sampled_from(["dotted", "port", "localhost", "ipv6", "ipv4", "upper"]))
     if kind == "ipv6":
         host = f"[{draw(_ipv6)}]"
+    elif kind == "ipv4":
+        host = ".".join(str(draw(st.integers(0, 255))) for _ in range(4))
     elif kind == "localhost":
         host = "localhost"
     elif kind == "upper":
@@ -230,6 +243,8 @@ def domains(draw: st.DrawFn) -> str:
         assume(host.lower() != host)
     else:
         labels = draw(st.lists(_domain_label, min_size=1 if kind == "port" else 2, max_size=3))
+        # A numeric last label makes the name an IPv4 address (the "ipv4" kind covers those).
+        assume(not labels[-1].isdigit())
         host = ".".join(labels)
     port = draw(st.none() | _port) if kind != "port" else draw(_port)
     return host + (f":{port}" if port is not None else "")
@@ -294,9 +309,19 @@ def test_arbitrary_text_raises_only_invalid_reference(text: str) -> None:
     except InvalidReference as error:
         assert error.reference == text
         return
-    # Anything accepted is a fixed point of str(parse(.)).
+    # Anything accepted is a fixed point of str(parse(.)), and a URL httpx can use.
     assert str(parse(str(ref))) == str(ref)
     assert parse(str(ref)) == ref
+    httpx.URL(f"https://{ref.domain}/v2/{ref.path}/manifests/{ref.target}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(references())
+@example(("1.2.3.4:5000/x", Reference("1.2.3.4:5000", "x", "latest")))
+def test_accepted_hosts_make_urls_httpx_accepts(case: tuple[str, Reference]) -> None:
+    ref = parse(case[0])
+    url = httpx.URL(f"https://{ref.domain}/v2/{ref.path}/manifests/{ref.target}")
+    assert url.host
 
 
 @settings(max_examples=200, deadline=None)

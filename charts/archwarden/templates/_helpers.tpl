@@ -45,7 +45,7 @@ Usage: include "archwarden.suffixed" (list . "ca")
 
 {{/*
 Selector labels: immutable once a Deployment exists, so they carry only the name and the
-instance. They also identify archwarden's own pods to the webhooks' objectSelector.
+instance.
 */}}
 {{- define "archwarden.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "archwarden.name" . }}

@@ -1,11 +1,15 @@
 """Pull credentials for a pod: its imagePullSecrets, its ServiceAccount's, and a global one.
 
 Secrets are cached briefly (a rotated secret is seen within the TTL) and never logged: only
-their namespace/name appears in messages.
+their namespace/name appears in messages. Any pod may list thousands of names, so what one pod
+costs is bounded: names are de-duplicated, only the first ``max_secrets`` are read, a few at a
+time, and missing ones are remembered for a shorter TTL (so a secret created after the pod is
+seen soon).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import time
@@ -19,6 +23,12 @@ from archwarden.kube import _api
 __all__ = ["PullSecrets"]
 
 SECRET_TTL = 30.0
+MISSING_TTL = 5.0
+"""Seconds a missing secret is remembered: short, since it may be created right after the pod."""
+MAX_SECRETS = 16
+"""Pull secrets read per pod (its own and its ServiceAccount's); real pods list a handful."""
+READS_AT_ONCE = 4
+"""Secret reads in flight per pod: each holds a thread of the default executor."""
 
 
 class PullSecrets:
@@ -28,9 +38,16 @@ class PullSecrets:
         global_secret: str | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        max_secrets: int = MAX_SECRETS,
+        concurrency: int = READS_AT_ONCE,
     ) -> None:
         self._reader = reader
         self._global = global_secret
+        self._max_secrets = max_secrets
+        self._concurrency = concurrency
+        self._missing: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
+            4096, MISSING_TTL, timer=clock
+        )
         self._cache: cachetools.TTLCache[tuple[str, str], registry.CredentialStore] = (
             cachetools.TTLCache(1024, SECRET_TTL, timer=clock)
         )
@@ -44,9 +61,13 @@ class PullSecrets:
         key = (namespace, name)
         if key in self._cache:
             return self._cache[key]
+        if key in self._missing:
+            problems.append(f"pull secret {namespace}/{name} not found")
+            return registry.CredentialStore()
         try:
             secret = await self._reader.secret(namespace, name)
         except _api.NotFound:
+            self._missing[key] = True
             problems.append(f"pull secret {namespace}/{name} not found")
             return registry.CredentialStore()
         except _api.ApiUnavailable as exc:
@@ -108,6 +129,20 @@ class PullSecrets:
                 [*await self._account_secrets(namespace, service_account, problems), *secret_names]
             )
         )
-        for name in names:
-            stores.append(await self._store(namespace, name, problems))
+        if len(names) > self._max_secrets:
+            problems.append(
+                f"only the first {self._max_secrets} of {len(names)} pull secrets were read"
+            )
+            names = names[: self._max_secrets]
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def read(name: str) -> tuple[registry.CredentialStore, list[str]]:
+            found: list[str] = []
+            async with slots:
+                return await self._store(namespace, name, found), found
+
+        # gather keeps the order: later secrets win in the merge, and problems read in order.
+        for store, found in await asyncio.gather(*(read(name) for name in names)):
+            stores.append(store)
+            problems.extend(found)
         return registry.CredentialStore().merged(*stores), problems

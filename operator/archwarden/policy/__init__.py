@@ -12,8 +12,9 @@ Pure functions over frozen values: no kopf, no HTTP, no I/O. The webhook and the
     ops = policy.pod_patch(pod, decision, preferences={"arm64": 50})   # RFC 6902
 
 Also: :func:`candidate_nodes` (Kubernetes' selector, affinity and taint rules),
-:func:`template_patch` (the same merge for a workload template), :func:`stranded` (which
-workloads a node inventory change leaves with no node that can run them) and
+:func:`template_patch` (the same merge for a workload template), :func:`settled` (whether
+partial answers already decide a denial), :func:`stranded` (which workloads a node inventory
+change leaves with no node that can run them) and
 :func:`scheduling_changed` (whether an UPDATE needs a new decision).
 Malformed objects raise :class:`InvalidWorkload` / :class:`InvalidNode` naming the field.
 """
@@ -27,6 +28,7 @@ from archwarden.policy._decisions import (
     Placement,
     Reason,
     decide,
+    settled,
     stranded,
 )
 from archwarden.policy._errors import InvalidNode, InvalidObject, InvalidWorkload
@@ -92,6 +94,7 @@ __all__ = [
     "nodes_from_platforms",
     "pod_patch",
     "scheduling_changed",
+    "settled",
     "stranded",
     "template_patch",
 ]

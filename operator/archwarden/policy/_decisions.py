@@ -24,6 +24,7 @@ __all__ = [
     "Placement",
     "Reason",
     "decide",
+    "settled",
     "stranded",
 ]
 
@@ -131,12 +132,24 @@ class _Findings:
     failures: tuple[tuple[str, str], ...] = ()
 
 
-def _runs(node: platforms.Platform, image_platforms: Iterable[platforms.Platform]) -> bool:
-    return any(platforms.node_can_run(node, p) for p in image_platforms)
+NodeKind: TypeAlias = tuple[platforms.Platform, platforms.Fallbacks]
+"""What decides whether a node runs an image: its platform and the fallbacks its CPU allows."""
+
+
+def _kind(node: _nodes.Node, defaults: platforms.Fallbacks) -> NodeKind:
+    return node.platform, node.fallbacks(defaults)
+
+
+def _runs(
+    node: platforms.Platform,
+    image_platforms: Iterable[platforms.Platform],
+    fallbacks: platforms.Fallbacks,
+) -> bool:
+    return any(platforms.node_can_run(node, p, fallbacks) for p in image_platforms)
 
 
 def _common_platforms(
-    answers: Sequence[tuple[platforms.Platform, ...]],
+    answers: Sequence[tuple[platforms.Platform, ...]], fallbacks: platforms.Fallbacks
 ) -> tuple[platforms.Platform, ...]:
     """Platforms a node could have and run every image: a fallback-aware intersection.
 
@@ -144,7 +157,7 @@ def _common_platforms(
     ``linux/arm64`` survives against an ``linux/arm/v7``-only image (arm64 runs arm/v7).
     """
     pool = {p for answer in answers for p in answer if not p.is_unknown}
-    return tuple(sorted(p for p in pool if all(_runs(p, answer) for answer in answers)))
+    return tuple(sorted(p for p in pool if all(_runs(p, answer, fallbacks) for answer in answers)))
 
 
 def _label_values(nodes: Sequence[_nodes.Node], key: str) -> tuple[str, ...] | None:
@@ -207,9 +220,15 @@ def _arch_pin(template: _workloads.PodTemplate) -> tuple[str, tuple[str, ...]] |
     return f"node affinity {_nodes.LABEL_ARCH} In [{', '.join(arches)}]", arches
 
 
-def _contradicts(image_platforms: Sequence[platforms.Platform], arches: Sequence[str]) -> bool:
+def _contradicts(
+    image_platforms: Sequence[platforms.Platform],
+    arches: Sequence[str],
+    fallbacks: platforms.Fallbacks,
+) -> bool:
     return not any(
-        platforms.node_can_run(platforms.normalize(p.os, arch, os_version=p.os_version), p)
+        platforms.node_can_run(
+            platforms.normalize(p.os, arch, os_version=p.os_version), p, fallbacks
+        )
         for p in image_platforms
         for arch in arches
     )
@@ -234,18 +253,21 @@ def _mismatch(
     template: _workloads.PodTemplate,
     candidates: Sequence[_nodes.Node],
     resolved: Mapping[str, tuple[platforms.Platform, ...]],
+    defaults: platforms.Fallbacks,
 ) -> tuple[Reason, str]:
     pin = _arch_pin(template)
     if pin is not None:
         described, arches = pin
-        against = {i: found for i, found in resolved.items() if _contradicts(found, arches)}
+        against = {
+            i: found for i, found in resolved.items() if _contradicts(found, arches, defaults)
+        }
         if against:
             return Reason.ARCHITECTURE_PIN_MISMATCH, _pin_message(described, arches, against)
-    node_platforms = {node.platform for node in candidates}
+    kinds = sorted({_kind(node, defaults) for node in candidates})
     unrunnable = [
         image
         for image, found in resolved.items()
-        if not any(_runs(node, found) for node in node_platforms)
+        if not any(_runs(node, found, fallbacks) for node, fallbacks in kinds)
     ]
     lead = "" if unrunnable else "no node can run all images: "
     named = unrunnable or list(resolved)
@@ -254,27 +276,36 @@ def _mismatch(
         "the node this pod can use is" if len(candidates) == 1 else "the nodes this pod can use are"
     )
     fix = "publish a multi-arch image" if len(named) == 1 else "publish multi-arch images"
-    common = _common_platforms(list(resolved.values()))
+    refused = [
+        hint
+        for node, fallbacks in kinds
+        for image in named
+        for found in resolved[image]
+        if (hint := _messages.refused_fallback(node, found, fallbacks)) is not None
+    ]
+    common = _common_platforms(list(resolved.values()), defaults)
     targets = sorted(
         {p.architecture if p.os == "linux" else f"{p.os}/{p.architecture}" for p in common}
     )
     if targets:
         fix += f" or select {' or '.join(targets)} nodes"
     summary = _messages.node_summary(candidates)
-    return Reason.ARCHITECTURE_MISMATCH, lead + "; ".join([*clauses, f"{where} {summary}", fix])
+    parts = [*clauses, f"{where} {summary}", *dict.fromkeys(refused), fix]
+    return Reason.ARCHITECTURE_MISMATCH, lead + "; ".join(parts)
 
 
 def _partial_message(
     candidates: Sequence[_nodes.Node],
     incompatible: Sequence[_nodes.Node],
     resolved: Mapping[str, tuple[platforms.Platform, ...]],
+    defaults: platforms.Fallbacks,
 ) -> str:
     names = _messages.some_names(sorted(node.name for node in incompatible))
-    node_platforms = {node.platform for node in incompatible}
+    kinds = {_kind(node, defaults) for node in incompatible}
     images = [
         f"image {image} {_messages.supports(found)}"
         for image, found in resolved.items()
-        if not all(_runs(node, found) for node in node_platforms)
+        if not all(_runs(node, found, fallbacks) for node, fallbacks in kinds)
     ]
     those = "that node is" if len(incompatible) == 1 else "those nodes are"
     return "; ".join(
@@ -291,6 +322,7 @@ def _assess(
     workload: _workloads.Workload,
     nodes: Iterable[_nodes.Node],
     answers: Mapping[str, ImageAnswer],
+    defaults: platforms.Fallbacks,
 ) -> _Findings:
     images = workload.template.images
     if not images:
@@ -317,14 +349,17 @@ def _assess(
             "image platforms were not checked",
             failures=failed,
         )
-    # Judge each distinct node platform once: clusters have many nodes but few platforms.
-    verdicts: dict[platforms.Platform, bool] = {}
+    # Judge each distinct kind of node once: clusters have many nodes but few platforms.
+    verdicts: dict[NodeKind, bool] = {}
     for node in candidates:
-        if node.platform not in verdicts:
-            verdicts[node.platform] = all(_runs(node.platform, p) for p in resolved.values())
-    compatible = tuple(n for n in candidates if verdicts[n.platform])
-    incompatible = tuple(n for n in candidates if not verdicts[n.platform])
-    common = _common_platforms(list(resolved.values())) if resolved and not failures else ()
+        kind = _kind(node, defaults)
+        if kind not in verdicts:
+            verdicts[kind] = all(_runs(kind[0], p, kind[1]) for p in resolved.values())
+    compatible = tuple(n for n in candidates if verdicts[_kind(n, defaults)])
+    incompatible = tuple(n for n in candidates if not verdicts[_kind(n, defaults)])
+    common = (
+        _common_platforms(list(resolved.values()), defaults) if resolved and not failures else ()
+    )
     findings = _Findings(
         Reason.COMPATIBLE,
         compatible=compatible,
@@ -336,13 +371,13 @@ def _assess(
         failures=failed,
     )
     if resolved and not compatible:
-        reason, message = _mismatch(workload.template, candidates, resolved)
+        reason, message = _mismatch(workload.template, candidates, resolved, defaults)
         return dataclasses.replace(findings, reason=reason, message=message)
     if failures:
         message = "; ".join(f"could not inspect image {i}: {error}" for i, error in failed)
         return dataclasses.replace(findings, reason=Reason.IMAGE_INSPECTION_FAILED, message=message)
     if incompatible and workload.kind == "DaemonSet":
-        message = _partial_message(candidates, incompatible, resolved)
+        message = _partial_message(candidates, incompatible, resolved, defaults)
         return dataclasses.replace(
             findings, reason=Reason.PARTIAL_ARCHITECTURE_MISMATCH, message=message
         )
@@ -356,15 +391,17 @@ def decide(
     *,
     mode: Mode = Mode.ENFORCE,
     failure_policy: FailurePolicy = FailurePolicy.OPEN,
+    fallbacks: platforms.Fallbacks = platforms.DEFAULT_FALLBACKS,
 ) -> Decision:
     """Decide whether ``workload`` may be admitted onto ``nodes``.
 
     ``answers`` maps each image string (as written in the spec) to its platforms or an
     :class:`ImageFailure`; a missing image counts as a failure. Only enforce mode denies:
     when no candidate node can run every inspected image (whatever else failed), or when
-    an image could not be inspected and ``failure_policy`` is closed.
+    an image could not be inspected and ``failure_policy`` is closed. ``fallbacks`` are the
+    cluster's runtime fallbacks (``platforms.*`` settings); node labels override them.
     """
-    found = _assess(workload, nodes, answers)
+    found = _assess(workload, nodes, answers, fallbacks)
     reason, message = found.reason, found.message
     mismatch = reason.is_mismatch
     allowed = True
@@ -391,10 +428,39 @@ def decide(
     )
 
 
+def settled(
+    workload: _workloads.Workload,
+    nodes: Iterable[_nodes.Node],
+    partial: Mapping[str, ImageAnswer],
+    *,
+    mode: Mode = Mode.ENFORCE,
+    failure_policy: FailurePolicy = FailurePolicy.OPEN,
+    fallbacks: platforms.Fallbacks = platforms.DEFAULT_FALLBACKS,
+) -> bool:
+    """Whether the answers so far already decide a denial, whatever the others turn out to be.
+
+    So a review can stop resolving the images still outstanding (and spend nothing more on a
+    slow or hostile registry): in enforce mode, an image no candidate node can run, or, with
+    the closed failure policy, an image that could not be inspected.
+    """
+    if mode is not Mode.ENFORCE:
+        return False
+    if failure_policy is FailurePolicy.CLOSED and any(
+        isinstance(answer, ImageFailure) for answer in partial.values()
+    ):
+        return True
+    resolved = {i: a for i, a in partial.items() if not isinstance(a, ImageFailure)}
+    if not resolved:
+        return False
+    reason = _assess(workload, nodes, resolved, fallbacks).reason
+    return reason in (Reason.ARCHITECTURE_MISMATCH, Reason.ARCHITECTURE_PIN_MISMATCH)
+
+
 def stranded(
     workloads: Mapping[K, _workloads.Workload],
     nodes: Iterable[_nodes.Node],
     answers: Mapping[str, ImageAnswer],
+    fallbacks: platforms.Fallbacks = platforms.DEFAULT_FALLBACKS,
 ) -> dict[K, Decision]:
     """The workloads that no candidate node can run, with the enforce-mode decision for each.
 
@@ -404,7 +470,7 @@ def stranded(
     nodes = tuple(nodes)
     left: dict[K, Decision] = {}
     for key, workload in workloads.items():
-        decision = decide(workload, nodes, answers)
+        decision = decide(workload, nodes, answers, fallbacks=fallbacks)
         if decision.reason in (Reason.ARCHITECTURE_MISMATCH, Reason.ARCHITECTURE_PIN_MISMATCH):
             left[key] = decision
     return left

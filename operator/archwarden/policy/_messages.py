@@ -14,6 +14,7 @@ __all__ = [
     "article",
     "join_and",
     "node_summary",
+    "refused_fallback",
     "show",
     "some_names",
     "supports",
@@ -50,6 +51,25 @@ def node_summary(nodes: Iterable[_nodes.Node]) -> str:
     counts = collections.Counter(show(node.platform) for node in nodes)
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return ", ".join(f"{name} ({count})" for name, count in ordered)
+
+
+def refused_fallback(
+    node: platforms.Platform, image: platforms.Platform, fallbacks: platforms.Fallbacks
+) -> str | None:
+    """Why a node does not run ``image`` when only a disabled runtime fallback stands in the
+    way (and how to enable it); None otherwise."""
+    if platforms.node_can_run(node, image, fallbacks) or not platforms.node_can_run(
+        node, image, platforms.ALL_FALLBACKS
+    ):
+        return None
+    if image.architecture == "arm":
+        setting, label = "platforms.arm64RunsArm32", _nodes.LABEL_RUNS_ARM32
+    else:
+        setting, label = "platforms.amd64Runs386", _nodes.LABEL_RUNS_386
+    return (
+        f"{node.architecture} nodes do not run {image.canonical} here: "
+        f"set {setting} or label nodes {label}=true"
+    )
 
 
 def some_names(names: Sequence[str]) -> str:

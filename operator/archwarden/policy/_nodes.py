@@ -14,6 +14,8 @@ from archwarden.policy import _errors, _fields
 __all__ = [
     "LABEL_ARCH",
     "LABEL_OS",
+    "LABEL_RUNS_386",
+    "LABEL_RUNS_ARM32",
     "LABEL_WINDOWS_BUILD",
     "Node",
     "Taint",
@@ -26,7 +28,18 @@ LABEL_ARCH = "kubernetes.io/arch"
 # Set by the kubelet on Windows nodes (e.g. 10.0.20348); Windows images must match the host build.
 LABEL_WINDOWS_BUILD = "node.kubernetes.io/windows-build"
 
+# Per node, what its CPU executes beyond its own architecture ("true" or "false"), overriding
+# the cluster-wide platforms.arm64RunsArm32 / platforms.amd64Runs386 settings.
+LABEL_RUNS_ARM32 = "archwarden.io/runs-arm32"
+LABEL_RUNS_386 = "archwarden.io/runs-386"
+
 _read = _fields.Reader(_errors.InvalidNode)
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    return {"true": True, "false": False}.get(value.strip().lower(), default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +81,18 @@ class Node:
         """Whether the node's os and architecture are known; unknown nodes are never judged."""
         return bool(self.os and self.arch)
 
+    def fallbacks(self, defaults: platforms.Fallbacks) -> platforms.Fallbacks:
+        """The cluster's fallbacks, as this node's labels override them."""
+        labels = self.label_map
+        return platforms.Fallbacks(
+            arm32_on_arm64=_flag(labels.get(LABEL_RUNS_ARM32), defaults.arm32_on_arm64),
+            i386_on_amd64=_flag(labels.get(LABEL_RUNS_386), defaults.i386_on_amd64),
+        )
+
     @property
     def platform(self) -> platforms.Platform:
         """The node's platform; Windows nodes carry their build as ``os_version``."""
-        return platforms.normalize(
+        return platforms.normalize_node(
             self.os,
             self.arch,
             self.variant,
@@ -137,7 +158,7 @@ def nodes_from_platforms(specs: Iterable[str]) -> list[Node]:
     nodes: list[Node] = []
     seen: dict[str, int] = {}
     for spec in specs:
-        platform = platforms.parse(spec)
+        platform = platforms.parse_node(spec)
         base = platform.canonical.replace("/", "-")
         seen[base] = seen.get(base, 0) + 1
         name = base if seen[base] == 1 else f"{base}-{seen[base]}"

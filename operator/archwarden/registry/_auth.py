@@ -17,6 +17,14 @@ __all__ = ["Challenge", "TokenCache", "parse_challenges", "pick_challenge"]
 DEFAULT_TOKEN_LIFETIME = 60.0
 # Refresh this long before expiry, so a token never expires between our check and the request.
 TOKEN_REFRESH_MARGIN = 10.0
+# Tokens kept at most (one per identity, realm, service and scope); the least recently used go
+# first. Repositories are named by whoever writes a pod spec, so scopes are unbounded.
+MAX_TOKENS = 1024
+# Real bearer tokens are JWTs of one to a few kilobytes; a longer one is refused rather than
+# cached (150 tokens of 1 MiB added 156 MiB).
+MAX_TOKEN_BYTES = 16 * 1024
+# A token response holds the token, its lifetime and perhaps a refresh token.
+TOKEN_RESPONSE_MAX_BYTES = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,8 +131,12 @@ class _Entry:
 class TokenCache:
     """Bearer tokens keyed by (realm, service, sorted scopes), kept until shortly before expiry."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, max_entries: int = MAX_TOKENS
+    ) -> None:
         self._clock = clock
+        self._max_entries = max_entries
+        # Insertion order is use order: a hit moves its entry to the end.
         self._entries: dict[tuple[str, str, tuple[str, ...]], _Entry] = {}
 
     @staticmethod
@@ -136,9 +148,10 @@ class TokenCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
+        del self._entries[key]
         if self._clock() >= entry.expires_at:
-            del self._entries[key]
             return None
+        self._entries[key] = entry
         return entry.token
 
     def put(
@@ -146,12 +159,17 @@ class TokenCache:
     ) -> None:
         lifetime = expires_in if expires_in > 0 else DEFAULT_TOKEN_LIFETIME
         margin = min(TOKEN_REFRESH_MARGIN, lifetime / 4)
-        self._entries[self.key(realm, service, scopes)] = _Entry(
-            token, self._clock() + lifetime - margin
-        )
+        key = self.key(realm, service, scopes)
+        self._entries.pop(key, None)
+        self._entries[key] = _Entry(token, self._clock() + lifetime - margin)
+        while len(self._entries) > self._max_entries:
+            del self._entries[next(iter(self._entries))]
 
     def drop(self, realm: str, service: str, scopes: Iterable[str]) -> None:
         self._entries.pop(self.key(realm, service, scopes), None)
+
+    def tokens(self) -> list[str]:
+        return [entry.token for entry in self._entries.values()]
 
     def __len__(self) -> int:
         return len(self._entries)

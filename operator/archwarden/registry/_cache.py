@@ -4,7 +4,8 @@
 - tag -> digest: a TTL cache; once it expires the tag is revalidated with a HEAD, and a digest
   we already know costs no GET (Docker Hub counts GETs, not HEADs, toward its pull limit).
 - failures: a short TTL, so a broken image does not hammer its registry from every admission.
-- single flight: concurrent lookups of one reference share one set of registry requests.
+- single flight: concurrent lookups of one reference share one set of registry requests;
+  the shared lookup is cancelled once its last caller stops waiting.
 - stale answers: the last good answer for a tag is kept (LRU) for callers that would rather
   use it than fail while the registry is down.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Awaitable, Callable
 
@@ -41,6 +43,14 @@ class CacheSettings:
     """Last good answers per tag, served stale on request when the registry fails."""
 
 
+@dataclasses.dataclass
+class _Flight:
+    """One shared lookup and how many callers still wait for it."""
+
+    task: asyncio.Future[_models.ImagePlatforms]
+    waiters: int = 0
+
+
 class Resolver:
     """Resolve images through a :class:`RegistryClient`, with caches and single flight."""
 
@@ -66,7 +76,7 @@ class Resolver:
         self._failures: cachetools.TTLCache[str, exc.RegistryError] = cachetools.TTLCache(
             s.tag_cache_size, s.failure_ttl, timer=clock
         )
-        self._inflight: dict[str, asyncio.Future[_models.ImagePlatforms]] = {}
+        self._inflight: dict[str, _Flight] = {}
 
     def _note(self, result: str) -> None:
         if self._observer is not None:
@@ -135,13 +145,27 @@ class Resolver:
     async def _single_flight(
         self, key: str, work: Callable[[], Awaitable[_models.ImagePlatforms]]
     ) -> _models.ImagePlatforms:
-        future = self._inflight.get(key)
-        if future is None:
-            future = asyncio.ensure_future(work())
-            self._inflight[key] = future
-            future.add_done_callback(lambda _: self._inflight.pop(key, None))
-        # shield: one caller giving up (its own deadline) must not cancel the others' lookup.
-        return await asyncio.shield(future)
+        flight = self._inflight.get(key)
+        if flight is None:
+            flight = _Flight(asyncio.ensure_future(work()))
+            self._inflight[key] = flight
+            flight.task.add_done_callback(functools.partial(self._landed, key, flight))
+        flight.waiters += 1
+        try:
+            # shield: one caller giving up (its own deadline) must not cancel the others' lookup.
+            return await asyncio.shield(flight.task)
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():
+                # Nobody waits any more: a lookup kept going would only hold a connection (and
+                # a slot in that registry's pool) for an answer no one reads.
+                flight.task.cancel()
+
+    def _landed(self, key: str, flight: _Flight, task: asyncio.Future[object]) -> None:
+        if self._inflight.get(key) is flight:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure nobody awaited is not logged as lost
 
     async def _fetch(
         self, ref: reference.Reference, key: str, attempt: str

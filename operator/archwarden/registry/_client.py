@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
-import email.utils
 import hashlib
-import json
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import cachetools
 import httpx
 
-from archwarden import platforms, reference
-from archwarden.registry import _auth, _config, _credentials, _guard, _manifests, _models
+from archwarden import reference
+from archwarden.registry import (
+    _auth,
+    _budget,
+    _config,
+    _credentials,
+    _guard,
+    _manifests,
+    _models,
+    _pools,
+    _redirects,
+    _resolution,
+    _wire,
+)
 from archwarden.registry import _exceptions as exc
 
 __all__ = ["RegistryClient", "RequestObserver"]
@@ -25,6 +37,8 @@ __all__ = ["RegistryClient", "RequestObserver"]
 USER_AGENT = "archwarden/0.1 (+https://github.com/archwarden/archwarden)"
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Registries whose 401 challenge is remembered (the least recently used is forgotten first).
+MAX_CHALLENGES = 1024
 
 # Per-call credentials (a pod's pull secrets) for one shared client: set by
 # :meth:`RegistryClient.using`, inherited by tasks started inside, so concurrent admissions with
@@ -56,33 +70,32 @@ class _Response:
     url: str
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    return url.scheme, url.host, url.port
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+def _origin_key(url: str) -> str:
+    scheme, host, port = _redirects.origin(httpx.URL(url))
+    return f"{scheme}://{host}:{port}"
 
 
 def _error_summary(body: bytes) -> tuple[str, str]:
     """The first ``code`` and ``message`` of a registry error body, if it has them."""
     try:
-        data = json.loads(body[: _config.ERROR_BODY_MAX_BYTES])
+        data = _wire.loads(body[: _config.ERROR_BODY_MAX_BYTES], "error body")
         first = data["errors"][0]
         code = str(first.get("code", ""))[:64]
         message = str(first.get("message", ""))[:200]
         return code, message
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return "", ""
+
+
+def _usable_token(token: object) -> bool:
+    """A token goes into an HTTP header: visible ASCII only (RFC 6750's b64token and JWTs)."""
+    return (
+        isinstance(token, str)
+        and bool(token)
+        and token.isascii()
+        and token.isprintable()
+        and (" " not in token)
+    )
 
 
 class RegistryClient:
@@ -106,12 +119,22 @@ class RegistryClient:
         self._transport = transport
         self._resolver = resolver or _guard.system_resolver
         self._observer = observer
-        self._clients: dict[str | None, httpx.AsyncClient] = {}
+        self._pools = _pools.Pools(self._new_http)
+        # TLS contexts by CA file, shared by every pool: loading a CA store costs 50-200 ms of
+        # CPU, and a pod spec may name a new registry per image. The system store is loaded
+        # here, before any review; keys are CA files from the configuration, so few.
+        self._ssl_contexts: dict[str | None, ssl.SSLContext] = {}
+        if transport is None:
+            self._ssl_context(None)
         self._tokens = _auth.TokenCache()
         # The challenge each host answered with, so later requests authenticate up front
         # instead of paying a 401 round trip for every new repository.
-        self._challenges: dict[str, _auth.Challenge] = {}
-        self._token_locks: dict[tuple[str, str, tuple[str, ...]], asyncio.Lock] = {}
+        # Keyed by the origin that sent each challenge (scheme://host:port); bounded, since
+        # hosts are named by whoever writes a pod spec.
+        self._challenges: cachetools.LRUCache[str, _auth.Challenge] = cachetools.LRUCache(
+            MAX_CHALLENGES
+        )
+        self._token_locks: dict[tuple[str, str, tuple[str, ...]], tuple[asyncio.Lock, int]] = {}
         # Bare host names (no port, no brackets) the SSRF guard trusts, as httpcore names the
         # host it connects to; a configured naming domain also trusts its API host.
         self._trusted_hosts = frozenset(
@@ -127,9 +150,7 @@ class RegistryClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
+        await self._pools.aclose()
 
     # -- endpoints and HTTP clients -------------------------------------------------------------
 
@@ -155,27 +176,32 @@ class RegistryClient:
         """The SSRF guard lets explicitly configured registries (and their mirrors) through."""
         return host.strip("[]").lower() in self._trusted_hosts
 
-    def _http(self, settings: _config.RegistrySettings) -> httpx.AsyncClient:
-        ca_file = settings.ca_file or self.settings.ca_file
-        client = self._clients.get(ca_file)
-        if client is None:
-            timeout = httpx.Timeout(settings.timeout or self.settings.timeout)
-            if self._transport is not None:
-                transport: httpx.AsyncBaseTransport = self._transport
-            else:
-                transport = _GuardedTransport(
-                    ssl.create_default_context(cafile=ca_file),
-                    _guard.GuardedBackend(self._host_allowed, self._resolver),
-                )
-            client = httpx.AsyncClient(
-                transport=transport,
-                timeout=timeout,
-                follow_redirects=False,
-                trust_env=False,
-                headers={"User-Agent": USER_AGENT},
+    def _ssl_context(self, ca_file: str | None) -> ssl.SSLContext:
+        context = self._ssl_contexts.get(ca_file)
+        if context is None:
+            context = self._ssl_contexts[ca_file] = ssl.create_default_context(cafile=ca_file)
+        return context
+
+    def _new_http(self, host: str, ca_file: str | None) -> httpx.AsyncClient:
+        timeout = httpx.Timeout(self.settings.for_host(host).timeout or self.settings.timeout)
+        if self._transport is not None:
+            transport: httpx.AsyncBaseTransport = self._transport
+        else:
+            transport = _GuardedTransport(
+                self._ssl_context(ca_file),
+                _guard.GuardedBackend(self._host_allowed, self._resolver),
+                self.settings.max_connections_per_registry,
             )
-            self._clients[ca_file] = client
-        return client
+        return httpx.AsyncClient(
+            transport=transport,
+            timeout=timeout,
+            follow_redirects=False,
+            trust_env=False,
+            # identity: a compressed body is counted against the caps only after it has
+            # been inflated, and inflating blocks the event loop (590 bytes of gzip, gzip
+            # became 256 MiB). Nothing a registry serves here is worth compressing.
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        )
 
     # -- one exchange ---------------------------------------------------------------------------
 
@@ -191,15 +217,28 @@ class RegistryClient:
         data: dict[str, str] | None = None,
     ) -> _Response:
         """Send one request, following redirects by hand so credentials never change origin."""
-        client = self._http(endpoint.settings)
-        current = httpx.URL(url)
-        start_origin = _origin(current)
-        headers = dict(headers)
+        ca_file = endpoint.settings.ca_file or self.settings.ca_file
+        async with self._pools.use(endpoint.host, ca_file) as client:
+            return await self._exchange_on(
+                client, endpoint, method, url, headers, max_bytes, subject, data
+            )
+
+    async def _exchange_on(
+        self,
+        client: httpx.AsyncClient,
+        endpoint: _Endpoint,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        max_bytes: int,
+        subject: str,
+        data: dict[str, str] | None,
+    ) -> _Response:
+        first = httpx.URL(url)
+        hop = _redirects.Hop(method, first, dict(headers), data)
         for _hop in range(self.settings.max_redirects + 1):
-            if _origin(current) != start_origin:
-                headers.pop("Authorization", None)
             started = time.perf_counter()
-            request = client.build_request(method, current, headers=headers, data=data)
+            request = client.build_request(hop.method, hop.url, headers=hop.headers, data=hop.data)
             try:
                 response = await client.send(request, stream=True)
             except BaseException as error:
@@ -208,17 +247,18 @@ class RegistryClient:
             try:
                 if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
                     self._observe(endpoint.host, str(response.status_code), started)
-                    current = current.join(response.headers["location"])
-                    if current.scheme not in ("http", "https"):
-                        raise exc.RegistryServerError(
-                            endpoint.registry, "redirect to a non-HTTP URL", subject
+                    try:
+                        hop = _redirects.next_hop(
+                            hop, first, response.status_code, response.headers["location"]
                         )
-                    if response.status_code == 303:
-                        method, data = "GET", None
+                    except _redirects.RedirectRefused as refused:
+                        raise exc.RegistryServerError(
+                            endpoint.registry, str(refused), subject
+                        ) from None
                     continue
                 body = await self._read(response, endpoint, max_bytes, subject)
                 self._observe(endpoint.host, str(response.status_code), started)
-                return _Response(response.status_code, response.headers, body, str(current))
+                return _Response(response.status_code, response.headers, body, str(hop.url))
             finally:
                 await response.aclose()
         raise exc.RegistryServerError(
@@ -238,9 +278,19 @@ class RegistryClient:
                 f"document of {int(declared)} bytes exceeds the {cap}-byte cap",
                 subject,
             )
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            if response.status_code >= 300:
+                return b""  # error bodies are only skimmed; an encoded one is not worth it
+            raise exc.InvalidManifest(
+                endpoint.registry,
+                f"refused a body with Content-Encoding {_wire.quote(encoding)}"
+                " (asked for identity)",
+                subject,
+            )
         chunks: list[bytes] = []
         total = 0
-        async for chunk in response.aiter_bytes():
+        async for chunk in _raw_chunks(response):
             total += len(chunk)
             if total > cap:
                 if response.status_code >= 300:
@@ -248,6 +298,7 @@ class RegistryClient:
                 raise exc.ManifestTooLarge(
                     endpoint.registry, f"document exceeds the {cap}-byte cap", subject
                 )
+            _budget.charge(len(chunk), endpoint.registry, subject)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -266,13 +317,18 @@ class RegistryClient:
     # -- authentication -------------------------------------------------------------------------
 
     def _may_send_credentials(self, endpoint: _Endpoint, url: str) -> bool:
-        """Credentials go to the registry's own host (any port), or to its realm over HTTPS.
+        """Credentials go to the registry's own origin, or to its realm over HTTPS.
 
         A token realm is where the registry itself sends clients to trade credentials, so it
         may be another host (auth.docker.io); plain HTTP there would expose them in transit.
+        The origin counts scheme, host and port: another port on the registry's host is
+        another server (anyone may listen there), so it gets nothing over plain HTTP, unless
+        the operator configured that very origin as an insecure registry.
         """
         target = httpx.URL(url)
-        return target.host == httpx.URL(endpoint.base_url).host or target.scheme == "https"
+        same = _redirects.origin(target) == _redirects.origin(httpx.URL(endpoint.base_url))
+        consented = self.settings.for_host(target.netloc.decode("ascii")).insecure
+        return same or target.scheme == "https" or consented
 
     def _credential(self, endpoint: _Endpoint) -> _credentials.Credential | None:
         # Keyed by the host actually contacted: a mirror never receives the upstream's secret.
@@ -323,7 +379,7 @@ class RegistryClient:
         credential = self._credential(endpoint)
         if credential is not None and credential.registry_token:
             return f"Bearer {credential.registry_token}"
-        challenge = self._challenges.get(endpoint.host)
+        challenge = self._challenges.get(_origin_key(endpoint.base_url))
         if challenge is None:
             return None
         if challenge.scheme == "basic":
@@ -340,14 +396,24 @@ class RegistryClient:
     ) -> str:
         realm_key = self._token_realm_key(endpoint, challenge.realm)
         key = _auth.TokenCache.key(realm_key, challenge.service, scopes)
-        lock = self._token_locks.setdefault(key, asyncio.Lock())
-        async with lock:  # concurrent requests for one scope share one token fetch
-            cached = self._tokens.get(realm_key, challenge.service, scopes)
-            if cached is not None:
-                return cached
-            token, expires_in = await self._fetch_token(endpoint, challenge, scopes, subject)
-            self._tokens.put(realm_key, challenge.service, scopes, token, expires_in)
-            return token
+        # Concurrent requests for one scope share one token fetch. A lock lives only while
+        # someone holds or waits for it, so locks never pile up for scopes seen once.
+        lock, users = self._token_locks.get(key, (asyncio.Lock(), 0))
+        self._token_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                cached = self._tokens.get(realm_key, challenge.service, scopes)
+                if cached is not None:
+                    return cached
+                token, expires_in = await self._fetch_token(endpoint, challenge, scopes, subject)
+                self._tokens.put(realm_key, challenge.service, scopes, token, expires_in)
+                return token
+        finally:
+            lock, users = self._token_locks[key]
+            if users <= 1:
+                del self._token_locks[key]
+            else:
+                self._token_locks[key] = (lock, users - 1)
 
     async def _fetch_token(
         self,
@@ -401,15 +467,28 @@ class RegistryClient:
                 endpoint.registry, f"token server answered HTTP {response.status}", subject
             )
         try:
-            data = json.loads(response.body)
+            data = _wire.loads(response.body, "token response")
             token = data.get("access_token") or data.get("token")
-            expires_in = float(data.get("expires_in") or _auth.DEFAULT_TOKEN_LIFETIME)
+            expires_in = _wire.finite(
+                data.get("expires_in") or _auth.DEFAULT_TOKEN_LIFETIME, "expires_in"
+            )
         except (ValueError, AttributeError, TypeError):
             token, expires_in = None, 0.0
-        if not isinstance(token, str) or not token:
+        if not token:
             raise exc.AuthenticationFailed(
                 endpoint.registry, "token server answered without a token", subject
             )
+        if isinstance(token, str) and len(token) > _auth.MAX_TOKEN_BYTES:
+            raise exc.AuthenticationFailed(
+                endpoint.registry,
+                f"token server answered a token over {_auth.MAX_TOKEN_BYTES} bytes",
+                subject,
+            )
+        if not _usable_token(token):
+            raise exc.AuthenticationFailed(
+                endpoint.registry, "token server answered an unusable token", subject
+            )
+        assert isinstance(token, str)
         return token, expires_in
 
     async def _token_exchange(
@@ -423,8 +502,20 @@ class RegistryClient:
     ) -> _Response:
         try:
             return await self._exchange(
-                endpoint, method, url, headers, 1024 * 1024, subject, data=form
+                endpoint,
+                method,
+                url,
+                headers,
+                _auth.TOKEN_RESPONSE_MAX_BYTES,
+                subject,
+                data=form,
             )
+        except exc.ManifestTooLarge:
+            raise exc.AuthenticationFailed(
+                endpoint.registry,
+                f"token server answered more than {_auth.TOKEN_RESPONSE_MAX_BYTES} bytes",
+                subject,
+            ) from None
         except httpx.TransportError as error:
             if isinstance(error, httpx.TimeoutException):
                 raise exc.RegistryTimeout(
@@ -472,6 +563,15 @@ class RegistryClient:
                 ) from None
 
             if response.status == 401:
+                if _redirects.origin(httpx.URL(response.url)) != _redirects.origin(httpx.URL(url)):
+                    # A redirect target asked for credentials. Its challenge is its own: kept
+                    # under the registry, the registry's credentials would go to its realm.
+                    raise exc.AuthenticationFailed(
+                        endpoint.registry,
+                        "unauthorized at a redirect target; credentials never follow a "
+                        "redirect to another origin",
+                        subject,
+                    )
                 challenge = _auth.pick_challenge(
                     _auth.parse_challenges(response.headers.get_list("www-authenticate"))
                 )
@@ -481,7 +581,7 @@ class RegistryClient:
                     )
                 if challenge.error == "insufficient_scope":
                     raise exc.AccessDenied(endpoint.registry, "insufficient scope", subject)
-                known = self._challenges.get(endpoint.host)
+                known = self._challenges.get(_origin_key(endpoint.base_url))
                 retry_token = (
                     authorization is not None
                     and challenge.scheme == "bearer"
@@ -498,7 +598,7 @@ class RegistryClient:
                     self._tokens.drop(
                         self._token_realm_key(endpoint, known.realm), known.service, (scope,)
                     )
-                self._challenges[endpoint.host] = _auth.Challenge(
+                self._challenges[_origin_key(endpoint.base_url)] = _auth.Challenge(
                     challenge.scheme,
                     {k: v for k, v in challenge.params.items() if k in ("realm", "service")},
                 )
@@ -512,7 +612,7 @@ class RegistryClient:
                 continue
 
             if response.status in RETRYABLE_STATUSES:
-                wait = _retry_after(response.headers.get("retry-after"))
+                wait = _wire.retry_after(response.headers.get("retry-after"))
                 if wait is not None and wait > self.settings.max_retry_after:
                     raise self._status_error(endpoint, response, subject, wait)
                 if retries < self.settings.max_retries:
@@ -557,6 +657,44 @@ class RegistryClient:
 
     # -- public operations ----------------------------------------------------------------------
 
+    def _secrets(self) -> set[str]:
+        """Every credential this context could have sent, and every token held."""
+        secrets = self.credentials.secrets() | set(self._tokens.tokens())
+        store = _call_credentials.get()
+        return secrets | store.secrets() if store is not None else secrets
+
+    @contextlib.asynccontextmanager
+    async def _contained(self, registry: str, subject: str) -> AsyncIterator[None]:
+        """The one chokepoint of every public operation: an overall deadline, and any failure
+        that is not yet a RegistryError becomes one.
+
+        ``timeout`` bounds each read; the deadline bounds the whole operation, so a registry
+        trickling a byte a second cannot keep it alive. Specific failures are translated where
+        they happen, with a precise message; this catches what they miss (a library raising
+        something new), so callers can rely on ``except RegistryError`` and the Resolver caches
+        the failure. Only the type is named: exception texts can quote their input (a
+        UnicodeEncodeError quotes the token it could not encode).
+        """
+        deadline = asyncio.timeout(self.settings.deadline)
+        try:
+            async with deadline:
+                yield
+        except exc.RegistryError as error:
+            error.redact(self._secrets())
+            raise
+        except TimeoutError:
+            if not deadline.expired():
+                raise exc.RegistryServerError(
+                    registry, "unusable answer (TimeoutError)", subject
+                ) from None
+            raise exc.RegistryTimeout(
+                registry, f"no complete answer within {self.settings.deadline:g}s", subject
+            ) from None
+        except Exception as error:
+            raise exc.RegistryServerError(
+                registry, f"unusable answer ({type(error).__name__})", subject
+            ) from error
+
     async def _on_endpoints(
         self,
         ref: reference.Reference,
@@ -591,9 +729,10 @@ class RegistryClient:
         spends the limit only on digests we have never seen.
         """
         path = f"/v2/{ref.path}/manifests/{ref.target}"
-        _, response = await self._on_endpoints(
-            ref, "HEAD", path, accept=_manifests.ACCEPT, max_bytes=0, subject=ref.short
-        )
+        async with self._contained(ref.domain, ref.short):
+            _, response = await self._on_endpoints(
+                ref, "HEAD", path, accept=_manifests.ACCEPT, max_bytes=0, subject=ref.short
+            )
         digest = response.headers.get("docker-content-digest", "")
         if response.status != 200 or not digest:
             return None
@@ -609,6 +748,12 @@ class RegistryClient:
         self, ref: reference.Reference, target: str | None = None
     ) -> tuple[_manifests.Document, str]:
         """GET a manifest by tag or digest, verify it, and return it with its digest."""
+        async with self._contained(ref.domain, f"{ref.path}@{target}" if target else ref.short):
+            return await self._fetch_manifest(ref, target)
+
+    async def _fetch_manifest(
+        self, ref: reference.Reference, target: str | None = None
+    ) -> tuple[_manifests.Document, str]:
         target = target or ref.target
         subject = f"{ref.path}@{target}" if ":" in target else f"{ref.path}:{target}"
         endpoint, response = await self._on_endpoints(
@@ -645,6 +790,10 @@ class RegistryClient:
             ) from None
 
     async def fetch_blob(self, ref: reference.Reference, digest: str, max_bytes: int) -> bytes:
+        async with self._contained(ref.domain, f"{ref.path}@{digest}"):
+            return await self._fetch_blob(ref, digest, max_bytes)
+
+    async def _fetch_blob(self, ref: reference.Reference, digest: str, max_bytes: int) -> bytes:
         subject = f"{ref.path}@{digest}"
         endpoint, response = await self._on_endpoints(
             ref,
@@ -667,8 +816,17 @@ class RegistryClient:
         """Every platform the image named by ``ref`` can run on."""
         if isinstance(ref, str):
             ref = reference.parse(ref)
-        document, digest = await self.fetch_manifest(ref)
-        found = await self._platforms(ref, document, digest, depth=0, seen=frozenset({digest}))
+        async with self._contained(ref.domain, ref.short):
+            return await self._resolve(ref)
+
+    async def _resolve(self, ref: reference.Reference) -> _models.ImagePlatforms:
+        budget = _budget.use(_budget.Budget(self.settings.resolution_max_bytes))
+        try:
+            document, digest = await self._fetch_manifest(ref)
+            walk = _resolution.Walk(ref, self.settings, self._fetch_manifest, self._fetch_blob)
+            found = await walk.platforms(document, digest, depth=0, seen=frozenset({digest}))
+        finally:
+            _budget.reset(budget)
         if not found:
             raise exc.InvalidManifest(ref.domain, "index lists no runnable images", ref.short)
         return _models.ImagePlatforms(
@@ -678,59 +836,15 @@ class RegistryClient:
             platforms=tuple(sorted(set(found))),
         )
 
-    async def _platforms(
-        self,
-        ref: reference.Reference,
-        document: _manifests.Document,
-        digest: str,
-        *,
-        depth: int,
-        seen: frozenset[str],
-    ) -> list[platforms.Platform]:
-        subject = f"{ref.path}@{digest}"
-        try:
-            if document.is_schema1:
-                return [document.schema1_platform()]
-            if document.is_image:
-                config = document.config()
-                raw = await self.fetch_blob(ref, config.digest, self.settings.config_max_bytes)
-                return [_manifests.config_platform(raw)]
-            children = document.children()
-        except _manifests.DocumentError as error:
-            raise exc.InvalidManifest(ref.domain, str(error), subject) from None
-        if len(children) > _config.MAX_INDEX_CHILDREN:
-            raise exc.InvalidManifest(
-                ref.domain, f"index lists more than {_config.MAX_INDEX_CHILDREN} entries", subject
-            )
-        found = [
-            c.platform
-            for c in children
-            if c.platform is not None and c.media_type not in _manifests.INDEX_TYPES
-        ]
-        nested = [
-            c for c in children if c.platform is None or c.media_type in _manifests.INDEX_TYPES
-        ]
-        if nested and depth + 1 > self.settings.max_index_depth:
-            raise exc.InvalidManifest(
-                ref.domain,
-                f"indexes nested deeper than {self.settings.max_index_depth} levels",
-                subject,
-            )
-        for child in nested:
-            if child.digest in seen:
-                raise exc.InvalidManifest(
-                    ref.domain, f"index cycle through {child.digest}", subject
-                )
 
-        async def expand(child: _manifests.Descriptor) -> list[platforms.Platform]:
-            child_doc, child_digest = await self.fetch_manifest(ref, child.digest)
-            return await self._platforms(
-                ref, child_doc, child_digest, depth=depth + 1, seen=seen | {child.digest}
-            )
-
-        for result in await asyncio.gather(*(expand(c) for c in nested)):
-            found.extend(result)
-        return found
+async def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as sent (aiter_raw), so httpx never inflates anything behind the caps."""
+    if response.is_stream_consumed:
+        # Only an in-memory response (MockTransport's ``content=``) arrives already read.
+        yield response.content
+        return
+    async for chunk in response.aiter_raw():
+        yield chunk
 
 
 def _bare_host(address: str) -> str:
@@ -802,14 +916,16 @@ def _transport_reason(error: httpx.TransportError) -> str:
 class _GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport with the SSRF-guarded network backend underneath."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, backend: _guard.GuardedBackend) -> None:
+    def __init__(
+        self, ssl_context: ssl.SSLContext, backend: _guard.GuardedBackend, max_connections: int
+    ) -> None:
         super().__init__(verify=ssl_context, trust_env=False)
         import httpcore
 
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
-            max_connections=100,
-            max_keepalive_connections=20,
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
             keepalive_expiry=5.0,
             network_backend=backend,
         )

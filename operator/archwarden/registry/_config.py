@@ -28,6 +28,17 @@ MAX_INDEX_DEPTH = 4
 # Children fetched per index at most; a real index lists a few dozen platforms.
 MAX_INDEX_CHILDREN = 256
 MAX_REDIRECTS = 5
+# A real multi-arch resolution reads tens of kilobytes; this allows several full-size
+# documents while an index of 256 children x 4 MiB (1 GiB) is stopped early.
+RESOLUTION_MAX_BYTES = 16 * 1024 * 1024
+# A cold resolution is a handful of requests; 30 s covers retries and backoff against a slow
+# but honest registry, and ends whatever a hostile one trickles.
+DEADLINE = 30.0
+# Enough for an index's children fetched in parallel by several lookups at once.
+MAX_CONNECTIONS_PER_REGISTRY = 16
+
+# The metric label of every registry nobody configured.
+OTHER_LABEL = "other"
 
 # Docker Hub is a naming domain; its API lives elsewhere.
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
@@ -82,6 +93,15 @@ class ClientSettings:
     config_max_bytes: int = CONFIG_MAX_BYTES
     max_index_depth: int = MAX_INDEX_DEPTH
     max_redirects: int = MAX_REDIRECTS
+    resolution_max_bytes: int = RESOLUTION_MAX_BYTES
+    """Bytes one resolution may read over all its documents (index, children, configs)."""
+    deadline: float = DEADLINE
+    """Seconds one lookup (a whole resolution, every request and retry in it) may take.
+    ``timeout`` bounds each read, so without this a registry sending a byte a second would
+    keep a lookup alive indefinitely."""
+    max_connections_per_registry: int = MAX_CONNECTIONS_PER_REGISTRY
+    """Connections open to one registry endpoint at most; each has its own pool, so a slow
+    registry queues its own lookups and never takes connections from the others."""
     ca_file: str | None = None
     """A PEM bundle trusted for every registry without its own ``ca_file``."""
 
@@ -91,6 +111,17 @@ class ClientSettings:
             if canonical_host(name) == key:
                 return value
         return RegistrySettings()
+
+    def metric_label(self, host: str) -> str:
+        """``host`` when it is a configured registry (or its API host, or a mirror), else
+        ``"other"``: hosts in images are chosen by whoever writes a pod spec, and a metric
+        label per host would grow without bound."""
+        key = canonical_host(host)
+        for name, value in self.registries.items():
+            known = (name, api_host(name), *(m.rpartition("://")[2] for m in value.mirrors))
+            if key in {canonical_host(k) for k in known}:
+                return host
+        return OTHER_LABEL
 
     def is_configured(self, host: str) -> bool:
         key = canonical_host(host)

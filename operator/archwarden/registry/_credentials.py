@@ -51,6 +51,14 @@ class Credential:
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every form in which this credential could come back quoted (redaction)."""
+        forms: tuple[str, ...] = (self.password, self.identity_token, self.registry_token)
+        if self.has_basic:
+            forms += (self.basic_header().removeprefix("Basic "),)
+        return tuple(f for f in forms if f)
+
 
 def _decode_auth(value: str, key: str) -> tuple[str, str]:
     try:
@@ -99,6 +107,9 @@ class CredentialStore:
     @property
     def hosts(self) -> list[str]:
         return sorted(self._entries)
+
+    def secrets(self) -> set[str]:
+        return {secret for c in self._entries.values() for secret in c.secrets}
 
     def lookup(self, host: str) -> Credential | None:
         return self._entries.get(_config.canonical_host(host))

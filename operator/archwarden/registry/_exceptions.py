@@ -15,10 +15,13 @@
 
 Every message reads ``registry HOST: what went wrong: repository:reference``, e.g.
 ``registry 127.0.0.1:5000: manifest unknown: team/web:9.9``. Messages never carry credentials:
-error bodies are cut short and only the registry's ``code``/``message`` fields are quoted.
+error bodies are cut short, only the registry's ``code``/``message`` fields are quoted, and the
+client redacts every credential in use (a registry may echo our Authorization header).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 __all__ = [
     "AccessDenied",
@@ -36,6 +39,9 @@ __all__ = [
 ]
 
 
+REDACTED = "[redacted]"
+
+
 class RegistryError(Exception):
     """Base of every error the registry client raises."""
 
@@ -51,6 +57,18 @@ class RegistryError(Exception):
     @property
     def message(self) -> str:
         return str(self)
+
+    def redact(self, secrets: Iterable[str]) -> None:
+        """Replace every secret in the problem text (the part that may quote a registry, which
+        may echo our Authorization header) with ``[redacted]``; longest secrets first, so a
+        secret inside another is not half-replaced."""
+        problem = self.problem
+        for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+            problem = problem.replace(secret, REDACTED)
+        if problem != self.problem:
+            self.problem = problem
+            text = f"registry {self.registry}: {problem}"
+            self.args = (text + f": {self.subject}" if self.subject else text,)
 
 
 class RegistryUnavailable(RegistryError):

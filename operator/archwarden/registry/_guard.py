@@ -2,7 +2,9 @@
 
 The webhook fetches registries named in pod specs, i.e. by anyone who may create a pod. Without
 this guard ``image: 169.254.169.254/latest/meta-data`` would make archwarden query the node's
-cloud metadata service. The check runs where connections are made (every hop: registry, mirror,
+cloud metadata service. Metadata addresses count in every spelling that reaches them: IPv4-mapped,
+IPv4-compatible, NAT64 (64:ff9b::/96) and 6to4 (2002::/16) forms are judged by the IPv4 address
+they embed. The check runs where connections are made (every hop: registry, mirror,
 token realm, redirect target), on the addresses the name actually resolves to, and the socket
 is then opened to the very address that was checked, so a DNS answer cannot change in between.
 Loopback and private ranges stay allowed: in-cluster registries live there.
@@ -26,9 +28,27 @@ FORBIDDEN_NETWORKS = (
     ipaddress.ip_network("169.254.0.0/16"),  # IPv4 link-local, incl. 169.254.169.254 metadata
     ipaddress.ip_network("fe80::/10"),  # IPv6 link-local
     ipaddress.ip_network("fd00:ec2::254/128"),  # AWS IMDS over IPv6
+    ipaddress.ip_network("fd20:ce::254/128"),  # GCP metadata over IPv6
+    ipaddress.ip_network("100.100.100.200/32"),  # Alibaba Cloud metadata
+    ipaddress.ip_network("168.63.129.16/32"),  # Azure WireServer (and its DNS, health probes)
     ipaddress.ip_network("0.0.0.0/8"),  # "this host": reaches local services on Linux
     ipaddress.ip_network("::/128"),
 )
+
+# IPv6 forms that carry an IPv4 address a gateway or the kernel may deliver to: checked by the
+# address they embed, so ordinary private targets (NAT64 of 10.0.0.1) stay allowed.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 class AddressRefused(httpcore.ConnectError):
@@ -42,9 +62,10 @@ class AddressRefused(httpcore.ConnectError):
 
 def is_forbidden(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in FORBIDDEN_NETWORKS)
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address) and (embedded := _embedded_ipv4(ip)) is not None:
+        candidates.append(embedded)
+    return any(c in net for c in candidates for net in FORBIDDEN_NETWORKS)
 
 
 async def system_resolver(host: str, port: int) -> list[str]:

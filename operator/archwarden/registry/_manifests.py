@@ -6,11 +6,11 @@ import base64
 import binascii
 import dataclasses
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from archwarden import platforms, reference
+from archwarden.registry import _wire
 
 __all__ = [
     "ACCEPT",
@@ -62,9 +62,16 @@ class Descriptor:
     platform: platforms.Platform | None = None
 
 
+def _loads(data: bytes | str, what: str) -> Any:
+    try:
+        return _wire.loads(data, what)
+    except _wire.WireError as error:
+        raise DocumentError(str(error)) from None
+
+
 def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
     if algorithm not in reference.DIGEST_ALGORITHMS:
-        raise DocumentError(f"unsupported digest algorithm {algorithm!r}")
+        raise DocumentError(f"unsupported digest algorithm {_wire.quote(algorithm)}")
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
@@ -86,10 +93,11 @@ def schema1_payload(raw: bytes, doc: Mapping[str, Any]) -> bytes:
     if not isinstance(protected, str):
         raise DocumentError("schema1 signature has no protected header")
     try:
-        header = json.loads(_b64url(protected))
-        length = int(header["formatLength"])
+        header = _loads(_b64url(protected), "schema1 protected header")
+        length = int(_wire.finite(header["formatLength"], "schema1 formatLength"))
         tail = _b64url(str(header["formatTail"]))
     except (ValueError, KeyError, TypeError, binascii.Error):
+        # ValueError covers DocumentError and WireError: 1e999 and other non-integers.
         raise DocumentError("schema1 protected header is malformed") from None
     if not 0 < length <= len(raw):
         raise DocumentError("schema1 formatLength is out of range")
@@ -106,10 +114,7 @@ class Document:
 
     @classmethod
     def parse(cls, raw: bytes, content_type: str) -> Document:
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise DocumentError("manifest is not valid JSON") from None
+        body = _loads(raw, "manifest")
         if not isinstance(body, dict):
             raise DocumentError("manifest is not a JSON object")
         media_type = content_type.split(";", 1)[0].strip().lower()
@@ -122,7 +127,8 @@ class Document:
             # A registry that labels one kind as another is broken or hostile; trusting either
             # side could report the wrong platforms.
             raise DocumentError(
-                f"Content-Type {media_type} contradicts the document's mediaType {declared}"
+                f"Content-Type {_wire.clip(media_type)} contradicts the document's mediaType "
+                f"{_wire.clip(declared)}"
             )
         return cls(media_type, raw, body)
 
@@ -137,7 +143,7 @@ class Document:
         if isinstance(body.get("config"), Mapping):
             return OCI_MANIFEST
         shown = declared if isinstance(declared, str) else "none"
-        raise DocumentError(f"unsupported manifest type (mediaType {shown})")
+        raise DocumentError(f"unsupported manifest type (mediaType {_wire.clip(shown)})")
 
     @property
     def is_index(self) -> bool:
@@ -209,16 +215,24 @@ class Document:
         )
 
     def schema1_platform(self) -> platforms.Platform:
-        """Schema1 names the architecture at the top and the os in the newest history entry."""
-        arch = self.body.get("architecture")
+        """Schema1 names the architecture at the top and the os in the newest history entry.
+
+        Both are read from the bytes the digest covers (the signature-stripped payload): a
+        key added after the payload would otherwise change the answer under the same digest.
+        """
+        payload = schema1_payload(self.raw, self.body)
+        verified = self.body if payload is self.raw else _loads(payload, "schema1 payload")
+        if not isinstance(verified, Mapping):
+            raise DocumentError("schema1 payload is not a JSON object")
+        arch = verified.get("architecture")
         os_name = "linux"
-        history = self.body.get("history")
+        history = verified.get("history")
         if isinstance(history, list) and history and isinstance(history[0], Mapping):
             compat = history[0].get("v1Compatibility")
             if isinstance(compat, str):
                 try:
-                    info = json.loads(compat)
-                except ValueError:
+                    info = _loads(compat, "schema1 v1Compatibility")
+                except DocumentError:
                     info = {}
                 if isinstance(info, Mapping) and isinstance(info.get("os"), str) and info["os"]:
                     os_name = info["os"]
@@ -228,10 +242,7 @@ class Document:
 
 
 def config_platform(raw: bytes) -> platforms.Platform:
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise DocumentError("image config is not valid JSON") from None
+    body = _loads(raw, "image config")
     if not isinstance(body, Mapping):
         raise DocumentError("image config is not a JSON object")
     platform = platforms.from_json(body)

@@ -1,0 +1,58 @@
+"""handlers.startup wires archwarden's own webhook server (no cluster: nothing is contacted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kopf
+import yaml
+
+from archwarden import handlers, settings, webhook_server
+from tests.support.pki import write_tls_files
+from tests.support.registry import free_port
+
+# A kubeconfig that is never used for a request: startup only builds the client.
+KUBECONFIG = {
+    "apiVersion": "v1",
+    "kind": "Config",
+    "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+    "users": [{"name": "u", "user": {"token": "unused"}}],
+    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+    "current-context": "x",
+}
+
+
+async def test_the_webhook_server_accepts_big_reviews_and_counts_refusals(tmp_path: Path) -> None:
+    tls = write_tls_files(tmp_path / "tls")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(KUBECONFIG))
+    config = settings.Settings(
+        webhook=settings.WebhookSettings(
+            address="127.0.0.1", cert_file=str(tls.cert_file), key_file=str(tls.key_file)
+        ),
+        metrics=settings.MetricsSettings(address="127.0.0.1", port=free_port()),
+    )
+    runtime = handlers.Runtime(config, kubeconfig=str(kubeconfig))
+    operator_settings = kopf.OperatorSettings()
+    await handlers.startup(settings=operator_settings, memo={"runtime": runtime})
+    try:
+        server = operator_settings.admission.server
+        assert isinstance(server, webhook_server.WebhookServer)
+        assert server.max_review_bytes == webhook_server.MAX_REVIEW_BYTES
+        assert server.meters is runtime.metrics
+    finally:
+        await handlers.cleanup(memo={"runtime": runtime})
+
+
+async def test_namespace_labels_feed_the_mode_and_the_skip_permission() -> None:
+    runtime = handlers.Runtime(settings.Settings())
+    memo = {"runtime": runtime}
+    labels = {"archwarden.io/mode": "warn", "archwarden.io/allow-skip": "true"}
+    await handlers.namespace_changed(
+        event={"type": "ADDED"}, name="team", labels=labels, memo=memo, node_index={}
+    )
+    assert runtime.namespace_modes == {"team": "warn"} and runtime.skip_namespaces == {"team"}
+    await handlers.namespace_changed(
+        event={"type": "MODIFIED"}, name="team", labels={}, memo=memo, node_index={}
+    )
+    assert runtime.namespace_modes == {} and runtime.skip_namespaces == set()
