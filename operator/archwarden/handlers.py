@@ -126,6 +126,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             certfile=str(files.cert_file),
             pkeyfile=str(files.key_file),
             cafile=str(files.ca_file),
+            client_ca_file=config.webhook.client_ca_file,
+            client_names=config.webhook.client_names,
+            file_check_interval=config.webhook.reload_seconds,
         )
         settings.admission.managed = rt.dev_name
     else:
@@ -139,6 +142,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             port=config.webhook.port,
             certfile=config.webhook.cert_file,
             pkeyfile=config.webhook.key_file,
+            client_ca_file=config.webhook.client_ca_file,
+            client_names=config.webhook.client_names,
             file_check_interval=config.webhook.reload_seconds,
         )
     api_client = kube.load_api_client(rt.kubeconfig)
