@@ -3,6 +3,10 @@
 Flow: scope (excluded namespaces, opt-out) -> what changed (UPDATE) -> extract the
 pod template -> pull credentials -> resolve every image within the budget (stale answers
 allowed) -> the policy decision -> a patch for pods -> Events and metrics for the caller.
+
+Events are a record in the cluster that anyone reaching the webhook port could otherwise forge:
+``may_report`` lets them be posted for a review from an authenticated API server, and for
+others only about objects found in the cluster.
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ LABEL_MODE = "archwarden.io/mode"
 CredentialsFn = Callable[
     [str, Iterable[str], str], Awaitable[tuple[registry.CredentialStore, list[str]]]
 ]
+ExistsFn = Callable[[Mapping[str, Any]], Awaitable[bool]]
+
+CREATE_SETTLE_SECONDS = 1.0
+"""Wait before looking up an object admitted on CREATE: the API server stores it only after
+every webhook answered."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +55,8 @@ class Outcome:
     decision: policy.Decision | None = None
     label: str = "allowed"
     """For metrics: allowed, denied, warned, skipped."""
+    authenticated: bool = False
+    """The review came from a client the webhook server authenticated (webhook.clientCAFile)."""
 
 
 def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -64,8 +75,11 @@ class Admission:
         namespace_mode: Callable[[str], str | None] = lambda _ns: None,
         namespace_allows_skip: Callable[[str], bool] = lambda _ns: False,
         meters: metrics.Metrics | None = None,
+        object_exists: ExistsFn | None = None,
     ) -> None:
         self.config = config
+        self.object_exists = object_exists
+        self.create_settle = CREATE_SETTLE_SECONDS
         self.resolver = resolver
         self.nodes = nodes
         self.credentials = credentials
@@ -176,7 +190,9 @@ class Admission:
         namespace: str = "",
         mutate: bool = False,
         webhook: str = "validate",
+        authenticated: bool = False,
     ) -> Outcome:
+        """``authenticated``: the webhook server verified the caller's client certificate."""
         started = time.perf_counter()
         kind = str(obj.get("kind") or "")
         try:
@@ -184,7 +200,37 @@ class Admission:
         finally:
             self.metrics.admission_duration.labels(webhook).observe(time.perf_counter() - started)
         self.metrics.admission_requests.labels(webhook, kind, operation, outcome.label).inc()
-        return outcome
+        return dataclasses.replace(outcome, authenticated=authenticated)
+
+    async def may_report(
+        self,
+        outcome: Outcome,
+        target: Mapping[str, Any],
+        *,
+        operation: str,
+        reviewed: bool,
+        from_api: bool,
+    ) -> bool:
+        """Whether ``outcome.events`` may be posted about ``target``; dropped ones are counted.
+
+        ``reviewed``: the target is the object under review; ``from_api``: it was read from
+        the API server (a pod's Deployment through its ReplicaSet), not taken from the review.
+        Runs in the background Event posting, never before the admission answer.
+        """
+        if outcome.authenticated or from_api:
+            return True
+        if reviewed and operation == "CREATE":
+            if not outcome.allowed:
+                # A denied CREATE is about an object that will never exist: nothing to check.
+                return self._dropped(outcome)
+            await asyncio.sleep(self.create_settle)
+        if self.object_exists is not None and await self.object_exists(target):
+            return True
+        return self._dropped(outcome)
+
+    def _dropped(self, outcome: Outcome) -> bool:
+        self.metrics.events_dropped.labels("unverified_object").inc(len(outcome.events))
+        return False
 
     async def _review(
         self,

@@ -126,6 +126,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             certfile=str(files.cert_file),
             pkeyfile=str(files.key_file),
             cafile=str(files.ca_file),
+            client_ca_file=config.webhook.client_ca_file,
+            client_names=config.webhook.client_names,
+            file_check_interval=config.webhook.reload_seconds,
         )
         settings.admission.managed = rt.dev_name
     else:
@@ -139,6 +142,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             port=config.webhook.port,
             certfile=config.webhook.cert_file,
             pkeyfile=config.webhook.key_file,
+            client_ca_file=config.webhook.client_ca_file,
+            client_names=config.webhook.client_names,
             file_check_interval=config.webhook.reload_seconds,
         )
     api_client = kube.load_api_client(rt.kubeconfig)
@@ -152,6 +157,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     rt.client = registry.RegistryClient(client_settings, observer=observe_registry)
     resolver = registry.Resolver(rt.client, config.cache, observer=rt.metrics.observe_lookup)
     secrets = kube.PullSecrets(rt.reader, config.global_pull_secret)
+    # Asked only for reviews from unauthenticated callers (no webhook.clientCAFile).
+    objects = kube.ObjectChecker(rt.reader)
     rt.admission = admission.Admission(
         config,
         resolver,
@@ -160,6 +167,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         namespace_mode=rt.namespace_modes.get,
         namespace_allows_skip=rt.skip_namespaces.__contains__,
         meters=rt.metrics,
+        object_exists=objects.exists,
     )
     rt.health = serving.HealthServer(rt.metrics, rt.ready)
     await rt.health.start(config.metrics.address, config.metrics.port)
@@ -318,14 +326,20 @@ def _reference_body(ref: Mapping[str, Any], namespace: str) -> dict[str, Any]:
     }
 
 
-async def _event_target(rt: Runtime, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+async def _event_target(
+    rt: Runtime, body: Mapping[str, Any]
+) -> tuple[Mapping[str, Any] | None, bool]:
     """Pods made by controllers report on the workload the user wrote: a Deployment's pods
-    on the Deployment (through its ReplicaSet), a CronJob's on the CronJob."""
+    on the Deployment (through its ReplicaSet), a CronJob's on the CronJob.
+
+    Also says whether the target was read from the API server (the ReplicaSet's or Job's
+    controller) rather than taken from the review, which anyone could have written.
+    """
     meta = body.get("metadata") or {}
     namespace = str(meta.get("namespace") or "")
     owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
     if owner is None:
-        return body if meta.get("name") else None
+        return (body if meta.get("name") else None), False
     target = _reference_body(owner, namespace)
     if rt.reader is not None and owner.get("kind") in ("ReplicaSet", "Job"):
         try:
@@ -334,17 +348,25 @@ async def _event_target(rt: Runtime, body: Mapping[str, Any]) -> Mapping[str, An
             logger.debug("owner lookup failed: %s", exc)
             top = None
         if top is not None:
-            target = _reference_body(top, namespace)
-    return target
+            return _reference_body(top, namespace), True
+    return target, False
 
 
 async def _post_events(
-    rt: Runtime, body: Mapping[str, Any], outcome: admission.Outcome, dryrun: bool
+    rt: Runtime,
+    body: Mapping[str, Any],
+    outcome: admission.Outcome,
+    dryrun: bool,
+    operation: str,
 ) -> None:
-    if dryrun or not outcome.events or rt.poster is None:
+    if dryrun or not outcome.events or rt.poster is None or rt.admission is None:
         return
-    target = await _event_target(rt, body)
+    target, from_api = await _event_target(rt, body)
     if target is None:
+        return
+    if not await rt.admission.may_report(
+        outcome, target, operation=operation, reviewed=target is body, from_api=from_api
+    ):
         return
     for note in outcome.events:
         rt.poster.post(target, note.type, note.reason, note.message)
@@ -354,14 +376,16 @@ async def _validate(webhook: str, kw: Mapping[str, Any]) -> None:
     rt = _runtime(kw["memo"])
     assert rt.admission is not None
     body, old = kw["body"], kw.get("old")
+    operation = str(kw.get("operation") or "")
     outcome = await rt.admission.review(
         dict(body),
-        operation=str(kw.get("operation") or ""),
+        operation=operation,
         old=dict(old) if old else None,
         webhook=webhook,
+        authenticated=webhook_server.authenticated(kw.get("sslpeer")),
     )
     kw["warnings"].extend(outcome.warnings)
-    rt.spawn(_post_events(rt, body, outcome, bool(kw.get("dryrun"))))
+    rt.spawn(_post_events(rt, body, outcome, bool(kw.get("dryrun")), operation))
     if not outcome.allowed:
         raise kopf.AdmissionError(outcome.message, code=403)
 
@@ -418,12 +442,14 @@ async def _mutate(webhook: str, kw: Mapping[str, Any]) -> None:
     body, patch, old = kw["body"], kw["patch"], kw.get("old")
     rt = _runtime(kw["memo"])
     assert rt.admission is not None
+    operation = str(kw.get("operation") or "CREATE")
     outcome = await rt.admission.review(
         dict(body),
-        operation=str(kw.get("operation") or "CREATE"),
+        operation=operation,
         old=dict(old) if old else None,
         mutate=True,
         webhook=webhook,
+        authenticated=webhook_server.authenticated(kw.get("sslpeer")),
     )
     if outcome.patch:
         operations = [dict(op) for op in outcome.patch]
@@ -432,7 +458,7 @@ async def _mutate(webhook: str, kw: Mapping[str, Any]) -> None:
             jsonpatch.apply_patch(target, operations, in_place=True)
 
         patch.fns.append(apply)
-    rt.spawn(_post_events(rt, body, outcome, bool(kw.get("dryrun"))))
+    rt.spawn(_post_events(rt, body, outcome, bool(kw.get("dryrun")), operation))
 
 
 @kopf.on.mutate(

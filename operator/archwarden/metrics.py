@@ -75,6 +75,14 @@ class Metrics:
             registry=r,
         )
 
+        self.events_dropped = prom.Counter(
+            "archwarden_events_dropped",
+            "Events not posted, by reason: unverified_object is a review from an "
+            "unauthenticated caller about an object that could not be found.",
+            ["reason"],
+            registry=r,
+        )
+
     def observe_registry(self, registry: str, code: str, seconds: float) -> None:
         self.registry_requests.labels(registry, code).inc()
         self.registry_duration.labels(registry).observe(seconds)

@@ -42,8 +42,17 @@ class WebhookSettings:
     timeout_seconds: int = 5
     """The apiserver's timeout for our webhooks (the chart's webhook configurations)."""
     reload_seconds: float = 60.0
-    """How often the certificate files are checked; a changed pair is served from then on
-    (cert-manager renewals, rotated Secrets) without a restart."""
+    """How often the certificate files (and ``client_ca_file``) are checked; a changed pair is
+    served from then on (cert-manager renewals, rotated Secrets) without a restart."""
+    client_ca_file: str | None = None
+    """PEM bundle of the CA that signs the API server's client certificate. Set: the HTTPS
+    server requires a client certificate signed by it (the handshake fails otherwise), so
+    forged reviews from other callers are never read. Unset: anyone reaching the port is
+    served, and Events are posted only about objects that exist."""
+    client_names: tuple[str, ...] = ()
+    """With ``client_ca_file``: the client certificate's CN or one of its DNS SANs must be one
+    of these (a CA shared with other clients, such as the cluster's client CA, then does not let
+    every holder in). Empty: any certificate of the CA."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,9 +275,12 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
             "budgetSeconds",
             "timeoutSeconds",
             "reloadSeconds",
+            "clientCAFile",
+            "clientNames",
         },
         "webhook",
     )
+    client_names = _expect(webhook.get("clientNames", []), list, "webhook.clientNames")
     w = WebhookSettings()
     webhook_settings = WebhookSettings(
         port=_expect(webhook.get("port", w.port), int, "webhook.port"),
@@ -292,7 +304,14 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
                 "webhook.reloadSeconds",
             )
         ),
+        client_ca_file=_expect(
+            webhook.get("clientCAFile"), (str, type(None)), "webhook.clientCAFile"
+        ),
+        client_names=tuple(_expect(n, str, "webhook.clientNames[]") for n in client_names),
     )
+    if webhook_settings.client_names and webhook_settings.client_ca_file is None:
+        # Names are read from a verified certificate; without a CA nothing is verified.
+        raise ConfigError("webhook.clientNames needs webhook.clientCAFile")
     if webhook_settings.budget_seconds >= webhook_settings.timeout_seconds:
         raise ConfigError("webhook.budgetSeconds must be below webhook.timeoutSeconds")
     metrics = _expect(data.get("metrics", {}), dict, "metrics")

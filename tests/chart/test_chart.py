@@ -83,6 +83,17 @@ MODES: dict[str, dict[str, Any]] = {
         "podAntiAffinity": "hard",
         "commonLabels.team": "platform",
     },
+    # Client authentication of the API server and a NetworkPolicy (issue item 14).
+    "locked-down": {
+        "webhook.clientAuth.enabled": True,
+        "webhook.clientAuth.caBundle": base64.b64encode(
+            b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+        ).decode(),
+        "webhook.clientAuth.names": ["kube-apiserver", "aw-archwarden.archwarden-system.svc"],
+        "networkPolicy.enabled": True,
+        "networkPolicy.webhookFrom[0].ipBlock.cidr": "10.0.0.10/32",
+        "commonLabels.team": "platform",
+    },
 }
 
 
@@ -128,7 +139,7 @@ def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
 # --- chart hygiene ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["defaults", "cert-manager", "everything"])
+@pytest.mark.parametrize("mode", ["defaults", "cert-manager", "everything", "locked-down"])
 def test_lint_strict(mode: str) -> None:
     args = ["lint", "--strict", str(CHART), "--namespace", NAMESPACE]
     for key, value in MODES[mode].items():
@@ -594,6 +605,117 @@ def test_toggles_are_off_by_default(objects: list[dict[str, Any]]) -> None:
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
+def test_client_auth_and_network_policy_are_absent_by_default(
+    objects: list[dict[str, Any]], deployment: dict[str, Any]
+) -> None:
+    assert not by_kind(objects, "NetworkPolicy")
+    config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
+    assert "clientCAFile" not in config["webhook"] and "clientNames" not in config["webhook"]
+    sources = deployment["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+    assert [source for source in sources if "configMap" in source] == [
+        {
+            "configMap": {
+                "name": FULLNAME,
+                "items": [{"key": "config.yaml", "path": "config.yaml"}],
+            }
+        }
+    ]
+
+
+def _config_maps(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {obj["metadata"]["name"]: obj for obj in by_kind(objects, "ConfigMap")}
+
+
+def _client_ca_source(deployment: dict[str, Any]) -> dict[str, Any]:
+    volumes = {
+        volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]
+    }
+    (source,) = [
+        source["configMap"]
+        for source in volumes["config"]["projected"]["sources"]
+        if "configMap" in source and source["configMap"]["name"] != FULLNAME
+    ]
+    return source
+
+
+def test_client_auth_mounts_the_ca_and_configures_archwarden(tmp_path: Path) -> None:
+    settings = pytest.importorskip("archwarden.settings")
+    from tests.support.pki import make_ca
+
+    pem = make_ca("api server client CA").pem
+    values = {
+        **MODES["locked-down"],
+        "webhook.clientAuth.caBundle": base64.b64encode(pem).decode(),
+    }
+    rendered = render(values)
+    maps = _config_maps(rendered)
+    ca_map = maps[f"{FULLNAME}-client-ca"]
+    assert ca_map["data"]["ca.crt"].strip() == pem.decode().strip()
+    source = _client_ca_source(one(rendered, "Deployment"))
+    assert source == {
+        "name": f"{FULLNAME}-client-ca",
+        "items": [{"key": "ca.crt", "path": "client-ca/ca.crt"}],
+    }
+    # The mount path of the projected volume plus the item path is what archwarden reads.
+    path = tmp_path / "config.yaml"
+    path.write_text(maps[FULLNAME]["data"]["config.yaml"])
+    loaded = settings.load(path)
+    assert loaded.webhook.client_ca_file == "/etc/archwarden/client-ca/ca.crt"
+    assert loaded.webhook.client_names == (
+        "kube-apiserver",
+        "aw-archwarden.archwarden-system.svc",
+    )
+
+
+def test_client_auth_can_use_an_existing_config_map() -> None:
+    rendered = render(
+        {"webhook.clientAuth.enabled": True, "webhook.clientAuth.existingConfigMap": "api-ca"}
+    )
+    assert set(_config_maps(rendered)) == {FULLNAME}  # no CA ConfigMap of the chart's own
+    source = _client_ca_source(one(rendered, "Deployment"))
+    assert source["name"] == "api-ca"
+    assert source["items"] == [{"key": "ca.crt", "path": "client-ca/ca.crt"}]
+    config = yaml.safe_load(_config_maps(rendered)[FULLNAME]["data"]["config.yaml"])
+    assert config["webhook"]["clientCAFile"] == "/etc/archwarden/client-ca/ca.crt"
+    assert config["webhook"]["clientNames"] == []
+
+
+def test_network_policy_admits_only_the_listed_peers() -> None:
+    rendered = render(MODES["locked-down"])
+    policy = one(rendered, "NetworkPolicy")
+    deployment = one(rendered, "Deployment")
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    assert policy["spec"]["podSelector"] == deployment["spec"]["selector"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress left open
+    assert "egress" not in policy["spec"]
+    webhook, metrics = policy["spec"]["ingress"]
+    assert webhook == {
+        "ports": [{"protocol": "TCP", "port": 9443}],
+        "from": [{"ipBlock": {"cidr": "10.0.0.10/32"}}],
+    }
+    assert metrics == {
+        "ports": [{"protocol": "TCP", "port": 8080}],
+        "from": [{"namespaceSelector": {"matchLabels": {"archwarden.io/metrics": "allowed"}}}],
+    }
+
+
+def test_network_policy_egress_and_closed_metrics_port() -> None:
+    rendered = render(
+        {
+            **MODES["locked-down"],
+            "webhook.port": 10443,
+            "networkPolicy.metricsFrom": None,  # --set cannot give an empty list
+            "networkPolicy.egress[0].ports[0].port": 53,
+            "networkPolicy.egress[0].ports[0].protocol": "UDP",
+        }
+    )
+    spec = one(rendered, "NetworkPolicy")["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["egress"] == [{"ports": [{"port": 53, "protocol": "UDP"}]}]
+    (webhook,) = spec["ingress"]  # an empty metricsFrom: no pod may reach the metrics port
+    assert webhook["ports"] == [{"protocol": "TCP", "port": 10443}]
+
+
 def test_two_replicas_get_a_disruption_budget_one_does_not(objects: list[dict[str, Any]]) -> None:
     pdb = one(objects, "PodDisruptionBudget")
     assert pdb["spec"] == {
@@ -666,6 +788,7 @@ ALLOWED_RULES = {
     ("batch", "jobs"): {"get", "list"},
     ("batch", "cronjobs"): {"get", "list"},
     ("", "serviceaccounts"): {"get"},
+    ("", "pods"): {"get"},  # does the object of an unauthenticated review exist?
     ("", "secrets"): {"get"},
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
@@ -756,6 +879,13 @@ def test_rbac_can_be_left_to_the_cluster_admin() -> None:
         ({"config.registries.registry\\.local.tls": True}, "tls"),
         ({"image.digest": "latest"}, "/image/digest"),
         ({"rbac.pullSecrets.scope": "everywhere"}, "/rbac/pullSecrets/scope"),
+        ({"webhook.clientAuth.enabled": "yes"}, "/webhook/clientAuth/enabled"),
+        ({"webhook.clientAuth.caBundle": "not base64!"}, "/webhook/clientAuth/caBundle"),
+        ({"webhook.clientAuth.existingConfigMap": "Bad_Name"}, "/webhook/clientAuth"),
+        ({"webhook.clientAuth.names": [""]}, "/webhook/clientAuth/names/0"),
+        ({"webhook.clientAuth.ca": "x"}, "ca"),
+        ({"networkPolicy.webhookFrom": "10.0.0.0/8"}, "/networkPolicy/webhookFrom"),
+        ({"networkPolicy.enabled": "true-ish"}, "/networkPolicy/enabled"),
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
@@ -793,6 +923,23 @@ def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
             {"shutdownDelaySeconds": 30},
             "shutdownDelaySeconds (30) must be below terminationGracePeriodSeconds (30)",
         ),
+        (
+            {"webhook.clientAuth.enabled": True},
+            "webhook.clientAuth.enabled needs caBundle or existingConfigMap",
+        ),
+        (
+            {
+                "webhook.clientAuth.enabled": True,
+                "webhook.clientAuth.caBundle": "Zm9v",
+                "webhook.clientAuth.existingConfigMap": "api-ca",
+            },
+            "set caBundle or existingConfigMap, not both",
+        ),
+        (
+            {"webhook.clientAuth.names": ["kube-apiserver"]},
+            "only used with webhook.clientAuth.enabled",
+        ),
+        ({"networkPolicy.enabled": True}, "networkPolicy.enabled needs networkPolicy.webhookFrom"),
     ],
 )
 def test_incompatible_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:

@@ -86,6 +86,12 @@ skip: {allowed: labelledNamespaces}
             "webhook.budgetSeconds must be below webhook.timeoutSeconds",
         ),
         ("cache: {tagTTL: true}", "cache.tagTTL: expected a number"),
+        ("webhook: {clientNames: [a]}", "webhook.clientNames needs webhook.clientCAFile"),
+        ("webhook: {clientCAFile: ca.pem, clientNames: a}", "webhook.clientNames: expected list"),
+        (
+            "webhook: {clientCAFile: ca.pem, clientNames: [1]}",
+            "webhook.clientNames[]: expected str",
+        ),
         ("limits: {maxImagesPerReview: 0}", "limits.maxImagesPerReview: must be at least 1"),
         ("limits: {maxImages: 3}", "unknown key limits.maxImages"),
         ("platforms: {arm64RunsArm32: yes-please}", "platforms.arm64RunsArm32: expected bool"),
@@ -99,6 +105,15 @@ def test_bad_configuration_names_the_key(tmp_path: Path, text: str, message: str
         settings.load(write(tmp_path, text))
     assert message in str(caught.value)
     assert str(caught.value).startswith(str(tmp_path / "config.yaml"))
+
+
+def test_client_authentication_is_off_unless_a_ca_is_given(tmp_path: Path) -> None:
+    assert settings.load(None).webhook.client_ca_file is None
+    config = settings.load(
+        write(tmp_path, "webhook: {clientCAFile: /ca/ca.crt, clientNames: [apiserver]}")
+    )
+    assert config.webhook.client_ca_file == "/ca/ca.crt"
+    assert config.webhook.client_names == ("apiserver",)
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import kopf
@@ -40,6 +41,36 @@ async def test_the_webhook_server_accepts_big_reviews_and_counts_refusals(tmp_pa
         assert isinstance(server, webhook_server.WebhookServer)
         assert server.max_review_bytes == webhook_server.MAX_REVIEW_BYTES
         assert server.meters is runtime.metrics
+        assert server.client_ca_file is None  # client authentication is opt-in
+    finally:
+        await handlers.cleanup(memo={"runtime": runtime})
+
+
+async def test_the_client_ca_and_names_reach_the_webhook_server(tmp_path: Path) -> None:
+    tls = write_tls_files(tmp_path / "tls")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(KUBECONFIG))
+    config = settings.Settings(
+        webhook=settings.WebhookSettings(
+            address="127.0.0.1",
+            cert_file=str(tls.cert_file),
+            key_file=str(tls.key_file),
+            client_ca_file=str(tls.ca_file),
+            client_names=("kube-apiserver",),
+            reload_seconds=7.0,
+        ),
+        metrics=settings.MetricsSettings(address="127.0.0.1", port=free_port()),
+    )
+    runtime = handlers.Runtime(config, kubeconfig=str(kubeconfig))
+    operator_settings = kopf.OperatorSettings()
+    await handlers.startup(settings=operator_settings, memo={"runtime": runtime})
+    try:
+        server = operator_settings.admission.server
+        assert isinstance(server, webhook_server.WebhookServer)
+        assert server.client_ca_file == str(tls.ca_file)
+        assert server.client_names == {"kube-apiserver"}
+        assert server.verify_mode == ssl.CERT_REQUIRED
+        assert server.file_check_interval == 7.0
     finally:
         await handlers.cleanup(memo={"runtime": runtime})
 

@@ -97,6 +97,13 @@ Namespaces archwarden never sees: kube-system, the release namespace (so that ar
 pods are admitted even while no replica is up, whatever the failurePolicy) and the listed ones.
 Rendered as a JSON list; used by the ConfigMap and the webhooks' namespaceSelector alike.
 */}}
+{{/*
+ConfigMap holding the CA bundle that verifies the API server's client certificate (key ca.crt).
+*/}}
+{{- define "archwarden.clientCAConfigMap" -}}
+{{- .Values.webhook.clientAuth.existingConfigMap | default (include "archwarden.suffixed" (list . "client-ca")) }}
+{{- end }}
+
 {{- define "archwarden.excludedNamespaces" -}}
 {{- concat (list "kube-system" .Release.Namespace) .Values.config.excludedNamespaces | uniq | toJson }}
 {{- end }}
@@ -138,6 +145,20 @@ Included once, from the ConfigMap template (always rendered).
 {{- end }}
 {{- if and .Values.rbac.pullSecrets.namespaces (ne .Values.rbac.pullSecrets.scope "namespaces") }}
 {{- fail "rbac.pullSecrets.namespaces is only used with rbac.pullSecrets.scope=namespaces" }}
+{{- end }}
+{{- with .Values.webhook.clientAuth }}
+{{- if and .enabled (not .caBundle) (not .existingConfigMap) }}
+{{- fail "webhook.clientAuth.enabled needs caBundle or existingConfigMap: the CA that signs the API server's client certificate" }}
+{{- end }}
+{{- if and .caBundle .existingConfigMap }}
+{{- fail "webhook.clientAuth: set caBundle or existingConfigMap, not both" }}
+{{- end }}
+{{- if and (not .enabled) (or .caBundle .existingConfigMap .names) }}
+{{- fail "webhook.clientAuth.caBundle, existingConfigMap and names are only used with webhook.clientAuth.enabled" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.webhookFrom) }}
+{{- fail "networkPolicy.enabled needs networkPolicy.webhookFrom (the API server's addresses as ipBlock peers): an empty from would admit everyone" }}
 {{- end }}
 {{- if and (eq .Values.podAntiAffinity "hard") .Values.affinity }}
 {{- fail "podAntiAffinity=hard is ignored when affinity is set: put the anti-affinity into affinity, or set podAntiAffinity=none" }}

@@ -62,6 +62,17 @@ class ApiReader:
             "ReplicaSet": apps.read_namespaced_replica_set,
             "Job": batch.read_namespaced_job,
         }
+        # Objects archwarden posts Events about (the reviewed kinds), read to tell whether an
+        # unauthenticated review is about a real one.
+        self._objects: dict[str, Callable[..., Any]] = {
+            "Pod": core.read_namespaced_pod,
+            "Deployment": apps.read_namespaced_deployment,
+            "StatefulSet": apps.read_namespaced_stateful_set,
+            "DaemonSet": apps.read_namespaced_daemon_set,
+            "ReplicaSet": apps.read_namespaced_replica_set,
+            "Job": batch.read_namespaced_job,
+            "CronJob": batch.read_namespaced_cron_job,
+        }
 
     async def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Mapping[str, Any]:
         def call() -> Any:
@@ -100,6 +111,17 @@ class ApiReader:
         result = await self._call(f"list {plural}", fn)
         items = result.get("items")
         return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
+
+    def readable(self, kind: str) -> bool:
+        """Whether :meth:`read` knows ``kind``."""
+        return kind in self._objects
+
+    async def read(self, kind: str, namespace: str, name: str) -> Mapping[str, Any]:
+        """One namespaced object of a reviewed kind; NotFound when it does not exist."""
+        read = self._objects.get(kind)
+        if read is None:
+            raise ValueError(f"no read call for {kind}")
+        return await self._call(f"{kind} {namespace}/{name}", read, name, namespace)
 
     async def controller_of(self, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The controller ownerReference of a ReplicaSet or Job (its Deployment or CronJob)."""
