@@ -6,6 +6,7 @@ end (the cluster only if the demo started it); pass --keep to leave it all runni
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import shutil
 import subprocess
@@ -159,6 +160,14 @@ def installed(cluster: LocalCluster, keep: bool) -> None:
             {"key": LocalCluster.REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}
         ],
         "config": {"mode": "enforce", "registries": {host: {"insecure": True}}},
+        # Only the API server's webhook client certificate (hack/cluster/up.sh) gets in.
+        "webhook": {
+            "clientAuth": {
+                "enabled": True,
+                "caBundle": base64.b64encode(cluster.ca_file.read_bytes()).decode(),
+                "names": [LocalCluster.WEBHOOK_CLIENT_NAME],
+            }
+        },
     }
     values_file = ROOT / ".demo" / "values.json"
     values_file.write_text(json.dumps(values))
@@ -219,7 +228,14 @@ def dev(cluster: LocalCluster, workdir: Path, keep: bool) -> None:
         archwarden = ArchwardenProcess(
             workdir / "archwarden",
             cluster.kubeconfig,
-            {"mode": "enforce", "registries": {server.host: {"insecure": True}}},
+            {
+                "mode": "enforce",
+                "registries": {server.host: {"insecure": True}},
+                "webhook": {
+                    "clientCAFile": str(cluster.ca_file),
+                    "clientNames": [LocalCluster.WEBHOOK_CLIENT_NAME],
+                },
+            },
         ).start()
         print(f"archwarden ready; metrics at {archwarden.metrics_url}/metrics")
         story(cluster, server.host, archwarden.metrics)

@@ -83,7 +83,8 @@ main() {
 		--kubelet-client-key="$p/apiserver-kubelet-client.key" \
 		--kubelet-certificate-authority="$p/ca.crt" \
 		--kubelet-preferred-address-types=InternalIP \
-		--enable-aggregator-routing=true
+		--enable-aggregator-routing=true \
+		--admission-control-config-file="$p/admission.yaml"
 	wait_until "kube-apiserver /readyz" "$KUBECTL" --kubeconfig "$STATE/kubeconfig" get --raw /readyz
 
 	start kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
@@ -279,6 +280,9 @@ EOF
 		issue kwok "/O=system:masters/CN=kwok-controller" client
 		# The API server's client certificate towards kubelets (logs, exec, port-forward).
 		issue apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" client
+		# The API server's client certificate towards admission webhooks (every one: user "*"),
+		# so a webhook can tell the API server from anyone else who reaches its port.
+		issue apiserver-webhook-client "/CN=kube-apiserver-webhook-client" client
 		# Front-proxy (aggregation layer) CA and client, as kubeadm sets up; separate from the
 		# client CA so that no ordinary client certificate can assert X-Remote-User headers.
 		openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out front-proxy-ca.key 2>/dev/null
@@ -290,9 +294,39 @@ EOF
 		chmod 0644 ca.crt front-proxy-ca.crt
 	)
 	kubeconfig admin "$STATE/kubeconfig"
+	admission_config
 	local c
 	for c in kube-controller-manager kube-scheduler kwok; do kubeconfig "$c" "$p/$c.kubeconfig"; done
 	chmod 0600 "$STATE/kubeconfig" "$p"/*.kubeconfig
+}
+
+# AdmissionConfiguration: the webhook admission plugins read credentials from a kubeconfig whose
+# user names are webhook host names; "*" matches every webhook.
+admission_config() {
+	local p=$STATE/pki plugin
+	cat >"$p/webhooks.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+users:
+- name: "*"
+  user:
+    client-certificate: $p/apiserver-webhook-client.crt
+    client-key: $p/apiserver-webhook-client.key
+EOF
+	{
+		echo "apiVersion: apiserver.config.k8s.io/v1"
+		echo "kind: AdmissionConfiguration"
+		echo "plugins:"
+		for plugin in ValidatingAdmissionWebhook MutatingAdmissionWebhook; do
+			cat <<EOF
+- name: $plugin
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: $p/webhooks.kubeconfig
+EOF
+		done
+	} >"$p/admission.yaml"
 }
 
 issue() { # <name> <subject> <extension section>   (run inside the pki dir)

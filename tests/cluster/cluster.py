@@ -159,6 +159,15 @@ class LocalCluster:
                 ports[key.strip()] = int(value)
         return ports
 
+    # The client certificate the API server presents to every admission webhook (up.sh's
+    # AdmissionConfiguration), issued by the cluster CA.
+    WEBHOOK_CLIENT_NAME = "kube-apiserver-webhook-client"
+
+    @property
+    def ca_file(self) -> Path:
+        """The cluster CA: it signed the API server's webhook client certificate."""
+        return self.state_dir / "pki" / "ca.crt"
+
     @property
     def registry(self) -> str:
         """``host:port`` of the cluster's registry (plain HTTP), which the host, the real

@@ -104,6 +104,12 @@ def archwarden(
                 private_registry.host: {"insecure": True},
             },
             "cache": {"tagTTL": 300, "failureTTL": 1},
+            # Only the API server (its webhook client certificate) is served; Events about
+            # objects archwarden cannot look up need that proof.
+            "webhook": {
+                "clientCAFile": str(cluster.ca_file),
+                "clientNames": [LocalCluster.WEBHOOK_CLIENT_NAME],
+            },
         },
     )
     process.start()

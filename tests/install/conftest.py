@@ -5,6 +5,7 @@ chart's Service."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -187,6 +188,13 @@ def release(cluster: LocalCluster, image: str, images: Images) -> Iterator[Relea
             "webhook": {
                 "validating": {"failurePolicy": "Fail"},
                 "mutating": {"failurePolicy": "Fail"},
+                # The API server presents its webhook client certificate (up.sh); nobody else
+                # gets past the TLS handshake.
+                "clientAuth": {
+                    "enabled": True,
+                    "caBundle": base64.b64encode(cluster.ca_file.read_bytes()).decode(),
+                    "names": [LocalCluster.WEBHOOK_CLIENT_NAME],
+                },
             },
             "config": {
                 "mode": "enforce",

@@ -6,9 +6,11 @@ webhook behind. The tests run in file order on one release; the last one uninsta
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.cluster.cluster import LocalCluster
@@ -71,6 +73,27 @@ def test_the_replicas_run_on_the_real_node_as_the_chart_says(
         assert answer.stdout.strip() == expected, (verb, resource, answer.stdout)
 
 
+def test_only_the_api_server_gets_past_the_webhooks_handshake(
+    cluster: LocalCluster, release: Release
+) -> None:
+    # A forged review sent straight to a replica (from the host, on the pod bridge).
+    pod_ip = release.pods()[0]["status"]["podIP"]
+    url = f"https://{pod_ip}:9443/validate-pods"
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}
+    anonymous = ssl.create_default_context()
+    anonymous.check_hostname = False
+    anonymous.verify_mode = ssl.CERT_NONE
+    with pytest.raises(httpx.TransportError):
+        httpx.post(url, json=review, verify=anonymous, timeout=5)
+    # Signed by the right CA, but not the API server's name.
+    admin = ssl.create_default_context()
+    admin.check_hostname = False
+    admin.verify_mode = ssl.CERT_NONE
+    pki = cluster.state_dir / "pki"
+    admin.load_cert_chain(pki / "admin.crt", pki / "admin.key")
+    assert httpx.post(url, json=review, verify=admin, timeout=5).status_code == 403
+
+
 def test_an_incompatible_deployment_is_denied_on_apply(
     cluster: LocalCluster, release: Release, images: Images, namespace: str
 ) -> None:
@@ -92,6 +115,19 @@ def test_an_incompatible_deployment_is_denied_on_apply(
     assert f"image {images.amd64_only} supports linux/amd64 only" in proc.stderr
     assert "linux/arm64 (2)" in proc.stderr
     assert cluster.kubectl("get", "deploy", "legacy", "-n", namespace, check=False).returncode != 0
+    # The Deployment was never stored, so only a review from the authenticated API server may
+    # leave an Event about it.
+    cluster.wait_for(
+        lambda: [
+            e
+            for e in cluster.get_json("events", "-n", namespace)["items"]
+            if e.get("reason") == "ArchitectureMismatch"
+            and e["involvedObject"]["kind"] == "Deployment"
+            and e["involvedObject"]["name"] == "legacy"
+        ],
+        timeout=30,
+        message="an ArchitectureMismatch Event on Deployment/legacy",
+    )
 
 
 def test_a_multi_arch_deployment_is_placed_and_reported(
