@@ -225,6 +225,7 @@ def release(cluster: LocalCluster, image: str, images: Images) -> Iterator[Relea
                 check=False,
             )
             cluster.kubectl("delete", "namespace", rel.namespace, "--wait=false", check=False)
+        (cluster.state_dir / f"values-{rel.name}.json").unlink(missing_ok=True)
 
 
 def apiserver_webhook_counts(cluster: LocalCluster, release: Release) -> dict[str, float]:
