@@ -39,6 +39,19 @@ def deployment(name: str, image: str, replicas: int, **pod_spec: Any) -> dict[st
     }
 
 
+def wait_event(cluster: LocalCluster, namespace: str, reason: str, kind: str, name: str) -> None:
+    def found() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in cluster.get_json("events", "-n", namespace)["items"]
+            if e.get("reason") == reason
+            and e["involvedObject"]["kind"] == kind
+            and e["involvedObject"]["name"] == name
+        ]
+
+    cluster.wait_for(found, timeout=30, message=f"a {reason} Event on {kind}/{name}")
+
+
 def say(capsys: pytest.CaptureFixture[str], text: str) -> None:
     with capsys.disabled():
         print(f"\n[install] {text}", flush=True)
@@ -117,17 +130,7 @@ def test_an_incompatible_deployment_is_denied_on_apply(
     assert cluster.kubectl("get", "deploy", "legacy", "-n", namespace, check=False).returncode != 0
     # The Deployment was never stored, so only a review from the authenticated API server may
     # leave an Event about it.
-    cluster.wait_for(
-        lambda: [
-            e
-            for e in cluster.get_json("events", "-n", namespace)["items"]
-            if e.get("reason") == "ArchitectureMismatch"
-            and e["involvedObject"]["kind"] == "Deployment"
-            and e["involvedObject"]["name"] == "legacy"
-        ],
-        timeout=30,
-        message="an ArchitectureMismatch Event on Deployment/legacy",
-    )
+    wait_event(cluster, namespace, "ArchitectureMismatch", "Deployment", "legacy")
 
 
 def test_a_multi_arch_deployment_is_placed_and_reported(
@@ -148,17 +151,7 @@ def test_a_multi_arch_deployment_is_placed_and_reported(
         assert pod["metadata"]["annotations"]["archwarden.io/platforms"]
         # Placed by the scheduler on a kwok node that can run it (never the tainted real node).
         assert pod["spec"]["nodeName"] in KWOK_ARCH
-    cluster.wait_for(
-        lambda: [
-            e
-            for e in cluster.get_json("events", "-n", namespace)["items"]
-            if e.get("reason") == "NodeAffinityInjected"
-            and e["involvedObject"]["kind"] == "Deployment"
-            and e["involvedObject"]["name"] == "web"
-        ],
-        timeout=30,
-        message="a NodeAffinityInjected Event on the Deployment",
-    )
+    wait_event(cluster, namespace, "NodeAffinityInjected", "Deployment", "web")
 
 
 def test_metrics_through_the_service_show_the_decisions(release: Release) -> None:
