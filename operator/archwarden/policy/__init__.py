@@ -32,6 +32,7 @@ from archwarden.policy._decisions import (
     stranded,
 )
 from archwarden.policy._errors import InvalidNode, InvalidObject, InvalidWorkload
+from archwarden.policy._inventory import Inventory, metric_key
 from archwarden.policy._mutation import (
     ANNOTATION_PLATFORMS,
     PatchOperation,
@@ -76,6 +77,7 @@ __all__ = [
     "InvalidNode",
     "InvalidObject",
     "InvalidWorkload",
+    "Inventory",
     "Mode",
     "Node",
     "PatchOperation",
@@ -90,6 +92,7 @@ __all__ = [
     "candidate_nodes",
     "decide",
     "extract",
+    "metric_key",
     "node_from_object",
     "nodes_from_platforms",
     "pod_patch",

@@ -89,9 +89,13 @@ class Node:
             i386_on_amd64=_flag(labels.get(LABEL_RUNS_386), defaults.i386_on_amd64),
         )
 
-    @property
+    @functools.cached_property
     def platform(self) -> platforms.Platform:
-        """The node's platform; Windows nodes carry their build as ``os_version``."""
+        """The node's platform; Windows nodes carry their build as ``os_version``.
+
+        Cached: with thousands of nodes, normalising each on every review dominated warm
+        admissions. A node value is frozen, so a change makes a new node (normalised once).
+        """
         return platforms.normalize_node(
             self.os,
             self.arch,
