@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from archwarden import metrics, platforms, policy, reference, registry, settings
@@ -69,7 +69,7 @@ class Admission:
         self,
         config: settings.Settings,
         resolver: registry.Resolver,
-        nodes: Callable[[], Sequence[policy.Node]],
+        nodes: Callable[[], policy.Nodes],
         *,
         credentials: CredentialsFn | None = None,
         namespace_mode: Callable[[str], str | None] = lambda _ns: None,

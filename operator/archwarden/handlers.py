@@ -80,8 +80,8 @@ class Runtime:
     reevaluation_dirty: bool = False
     background: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
 
-    def inventory(self) -> tuple[policy.Node, ...]:
-        return self.nodes.nodes()
+    def inventory(self) -> policy.Inventory:
+        return self.nodes
 
     def catch_up(self) -> None:
         """Take every node kopf's index holds (once, at readiness): kopf fills its indexes

@@ -25,6 +25,7 @@ from archwarden.policy._decisions import (
     ImageAnswer,
     ImageFailure,
     Mode,
+    Nodes,
     Placement,
     Reason,
     decide,
@@ -32,7 +33,7 @@ from archwarden.policy._decisions import (
     stranded,
 )
 from archwarden.policy._errors import InvalidNode, InvalidObject, InvalidWorkload
-from archwarden.policy._inventory import Inventory, metric_key
+from archwarden.policy._inventory import Inventory, NodeClass, metric_key
 from archwarden.policy._mutation import (
     ANNOTATION_PLATFORMS,
     PatchOperation,
@@ -80,6 +81,8 @@ __all__ = [
     "Inventory",
     "Mode",
     "Node",
+    "NodeClass",
+    "Nodes",
     "PatchOperation",
     "Placement",
     "PodTemplate",
