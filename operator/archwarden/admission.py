@@ -69,7 +69,7 @@ class Admission:
         self,
         config: settings.Settings,
         resolver: registry.Resolver,
-        nodes: Callable[[], list[policy.Node]],
+        nodes: Callable[[], policy.Nodes],
         *,
         credentials: CredentialsFn | None = None,
         namespace_mode: Callable[[str], str | None] = lambda _ns: None,

@@ -6,7 +6,6 @@ Handler ids are the webhook URL paths (and the chart's webhook names), so they a
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import logging
 from collections.abc import Coroutine, Mapping
@@ -66,8 +65,8 @@ class Runtime:
     node_index: Mapping[Any, Any] | None = None
     """kopf's live index over Nodes (key: node name, values: policy.Node), captured from the
     first handler call; kopf fills every index before it runs any handler."""
-    seen_nodes: dict[str, policy.Node] = dataclasses.field(default_factory=dict)
-    """The last node values the change detection saw (not what decisions read)."""
+    nodes: policy.Inventory = dataclasses.field(default_factory=policy.Inventory)
+    """What decisions read, kept one node event at a time (see ``node_changed``)."""
     namespace_modes: dict[str, str] = dataclasses.field(default_factory=dict)
     skip_namespaces: set[str] = dataclasses.field(default_factory=set)
     """Namespaces labelled archwarden.io/allow-skip=true (skip.allowed: labelledNamespaces)."""
@@ -81,11 +80,35 @@ class Runtime:
     reevaluation_dirty: bool = False
     background: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
 
-    def inventory(self) -> list[policy.Node]:
+    def inventory(self) -> policy.Inventory:
+        return self.nodes
+
+    def catch_up(self) -> None:
+        """Take every node kopf's index holds (once, at readiness): kopf fills its indexes
+        before any handler runs, but the node events themselves may still be queued."""
         index = self.node_index
         if index is None:
-            return []
-        return [node for name in list(index) for node in index.get(name, ())]
+            return
+        for name in list(index):
+            node = next(iter(index.get(name, ())), None)
+            if node is not None:
+                self.note_node(name, node)
+
+    def note_node(self, name: str, node: policy.Node | None) -> bool:
+        """Record a node's current value; whether anything a decision reads changed. O(1)."""
+        change = self.nodes.apply(name, node)
+        if change is None:
+            return False
+        # Only the (os, arch) series the old and new values fall in can have moved.
+        for value in change:
+            if value is not None:
+                key = policy.metric_key(value)
+                count = self.nodes.count(key)
+                if count:
+                    self.metrics.nodes.labels(*key).set(count)
+                else:
+                    self.metrics.nodes.remove(*key)
+        return True
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Work that must not delay an admission answer (Events and their owner lookups)."""
@@ -201,13 +224,6 @@ def node_index(name: str, body: Mapping[str, Any], **_: Any) -> dict[str, policy
         return None
 
 
-def _update_node_metrics(rt: Runtime, nodes: list[policy.Node]) -> None:
-    counts = collections.Counter((n.os or "unknown", n.arch or "unknown") for n in nodes)
-    rt.metrics.nodes.clear()
-    for (os_name, arch), count in counts.items():
-        rt.metrics.nodes.labels(os_name, arch).set(count)
-
-
 @kopf.on.event("nodes")
 async def node_changed(name: str, memo: Any, **kw: Any) -> None:
     """Notice changes that matter: metrics, platform set, and workloads left stranded."""
@@ -215,15 +231,9 @@ async def node_changed(name: str, memo: Any, **kw: Any) -> None:
     node_index: Mapping[Any, Any] = kw["node_index"]  # indexes arrive as kwargs by name
     rt.node_index = node_index
     current = next(iter(node_index.get(name, ())), None)
-    if current == rt.seen_nodes.get(name):
+    if not rt.note_node(name, current):
         return  # heartbeats and status noise: nothing a decision depends on changed
-    if current is None:
-        rt.seen_nodes.pop(name, None)
-    else:
-        rt.seen_nodes[name] = current
-    nodes = rt.inventory()
-    _update_node_metrics(rt, nodes)
-    platforms = frozenset(n.platform.canonical for n in nodes if n.known and n.ready)
+    platforms = rt.nodes.ready_platforms()
     if platforms != rt.platform_set and rt.platform_set is not None:
         logger.info("node platforms now: %s", ", ".join(sorted(platforms)))
     rt.platform_set = platforms
@@ -251,6 +261,8 @@ async def namespace_changed(
     # kopf runs no handler before every index is filled from its initial listing, so the
     # first namespace event (there is always a namespace, even with no nodes) means the node
     # inventory is as complete as the cluster's.
+    if not rt.ready.is_set():
+        rt.catch_up()
     rt.ready.set()
 
 

@@ -25,6 +25,7 @@ from archwarden.policy._decisions import (
     ImageAnswer,
     ImageFailure,
     Mode,
+    Nodes,
     Placement,
     Reason,
     decide,
@@ -32,6 +33,7 @@ from archwarden.policy._decisions import (
     stranded,
 )
 from archwarden.policy._errors import InvalidNode, InvalidObject, InvalidWorkload
+from archwarden.policy._inventory import Inventory, NodeClass, metric_key
 from archwarden.policy._mutation import (
     ANNOTATION_PLATFORMS,
     PatchOperation,
@@ -76,8 +78,11 @@ __all__ = [
     "InvalidNode",
     "InvalidObject",
     "InvalidWorkload",
+    "Inventory",
     "Mode",
     "Node",
+    "NodeClass",
+    "Nodes",
     "PatchOperation",
     "Placement",
     "PodTemplate",
@@ -90,6 +95,7 @@ __all__ = [
     "candidate_nodes",
     "decide",
     "extract",
+    "metric_key",
     "node_from_object",
     "nodes_from_platforms",
     "pod_patch",

@@ -13,7 +13,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TypeAlias, TypeVar
 
 from archwarden import platforms
-from archwarden.policy import _messages, _nodes, _scheduling, _workloads
+from archwarden.policy import _inventory, _messages, _nodes, _scheduling, _workloads
 
 __all__ = [
     "Decision",
@@ -21,6 +21,7 @@ __all__ = [
     "ImageAnswer",
     "ImageFailure",
     "Mode",
+    "Nodes",
     "Placement",
     "Reason",
     "decide",
@@ -121,12 +122,40 @@ class Decision:
     """``(image, error)`` for images that could not be inspected."""
 
 
+Nodes: TypeAlias = Iterable[_nodes.Node] | _inventory.Inventory
+"""What decisions run over: nodes, or an inventory (judged by class where that is exact)."""
+
+_Class: TypeAlias = _inventory.NodeClass
+
+
+def _classes(workload: _workloads.Workload, nodes: Nodes) -> list[_Class]:
+    """Classes to judge: the inventory's, unless the pod's constraints name single nodes;
+    then one class per node, which is the node-by-node decision."""
+    if isinstance(nodes, _inventory.Inventory):
+        if not _scheduling.names_nodes(workload.template):
+            return list(nodes.classes())
+        nodes = nodes.nodes()
+    return [_inventory.NodeClass(node, (node.name,)) for node in nodes]
+
+
+def _size(classes: Iterable[_Class]) -> int:
+    return sum(len(c.names) for c in classes)
+
+
+def _names(classes: Iterable[_Class]) -> list[str]:
+    return sorted(name for c in classes for name in c.names)
+
+
+def _summary(classes: Iterable[_Class]) -> str:
+    return _messages.platform_summary((c.node.platform, len(c.names)) for c in classes)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Findings:
     reason: Reason
     message: str = ""
-    compatible: tuple[_nodes.Node, ...] = ()
-    incompatible: tuple[_nodes.Node, ...] = ()
+    compatible: tuple[_Class, ...] = ()
+    incompatible: tuple[_Class, ...] = ()
     pod_platforms: tuple[platforms.Platform, ...] = ()
     placement: Placement | None = None
     failures: tuple[tuple[str, str], ...] = ()
@@ -251,7 +280,7 @@ def _pin_message(
 
 def _mismatch(
     template: _workloads.PodTemplate,
-    candidates: Sequence[_nodes.Node],
+    candidates: Sequence[_Class],
     resolved: Mapping[str, tuple[platforms.Platform, ...]],
     defaults: platforms.Fallbacks,
 ) -> tuple[Reason, str]:
@@ -263,7 +292,7 @@ def _mismatch(
         }
         if against:
             return Reason.ARCHITECTURE_PIN_MISMATCH, _pin_message(described, arches, against)
-    kinds = sorted({_kind(node, defaults) for node in candidates})
+    kinds = sorted({_kind(c.node, defaults) for c in candidates})
     unrunnable = [
         image
         for image, found in resolved.items()
@@ -273,7 +302,9 @@ def _mismatch(
     named = unrunnable or list(resolved)
     clauses = [f"image {image} {_messages.supports(resolved[image])}" for image in named]
     where = (
-        "the node this pod can use is" if len(candidates) == 1 else "the nodes this pod can use are"
+        "the node this pod can use is"
+        if _size(candidates) == 1
+        else "the nodes this pod can use are"
     )
     fix = "publish a multi-arch image" if len(named) == 1 else "publish multi-arch images"
     refused = [
@@ -289,38 +320,38 @@ def _mismatch(
     )
     if targets:
         fix += f" or select {' or '.join(targets)} nodes"
-    summary = _messages.node_summary(candidates)
+    summary = _summary(candidates)
     parts = [*clauses, f"{where} {summary}", *dict.fromkeys(refused), fix]
     return Reason.ARCHITECTURE_MISMATCH, lead + "; ".join(parts)
 
 
 def _partial_message(
-    candidates: Sequence[_nodes.Node],
-    incompatible: Sequence[_nodes.Node],
+    candidates: Sequence[_Class],
+    incompatible: Sequence[_Class],
     resolved: Mapping[str, tuple[platforms.Platform, ...]],
     defaults: platforms.Fallbacks,
 ) -> str:
-    names = _messages.some_names(sorted(node.name for node in incompatible))
-    kinds = {_kind(node, defaults) for node in incompatible}
+    names = _messages.some_names(_names(incompatible))
+    kinds = {_kind(c.node, defaults) for c in incompatible}
     images = [
         f"image {image} {_messages.supports(found)}"
         for image, found in resolved.items()
         if not all(_runs(node, found, fallbacks) for node, fallbacks in kinds)
     ]
-    those = "that node is" if len(incompatible) == 1 else "those nodes are"
+    those = "that node is" if _size(incompatible) == 1 else "those nodes are"
     return "; ".join(
         [
-            f"{len(incompatible)} of the {len(candidates)} nodes this DaemonSet can use "
+            f"{_size(incompatible)} of the {_size(candidates)} nodes this DaemonSet can use "
             f"cannot run its images: {names}",
             *images,
-            f"{those} {_messages.node_summary(incompatible)}",
+            f"{those} {_summary(incompatible)}",
         ]
     )
 
 
 def _assess(
     workload: _workloads.Workload,
-    nodes: Iterable[_nodes.Node],
+    nodes: Nodes,
     answers: Mapping[str, ImageAnswer],
     defaults: platforms.Fallbacks,
 ) -> _Findings:
@@ -341,7 +372,8 @@ def _assess(
             resolved[image] = tuple(answer)
     failed = tuple(failures.items())
     # A node whose platform is unknown (no labels, no nodeInfo) can be judged neither way.
-    candidates = [n for n in _scheduling.candidate_nodes(workload, nodes) if n.known]
+    admits = _scheduling.admits(workload)
+    candidates = [c for c in _classes(workload, nodes) if admits(c.node) and c.node.known]
     if not candidates:
         return _Findings(
             Reason.NO_CANDIDATE_NODES,
@@ -351,12 +383,12 @@ def _assess(
         )
     # Judge each distinct kind of node once: clusters have many nodes but few platforms.
     verdicts: dict[NodeKind, bool] = {}
-    for node in candidates:
-        kind = _kind(node, defaults)
+    for c in candidates:
+        kind = _kind(c.node, defaults)
         if kind not in verdicts:
             verdicts[kind] = all(_runs(kind[0], p, kind[1]) for p in resolved.values())
-    compatible = tuple(n for n in candidates if verdicts[_kind(n, defaults)])
-    incompatible = tuple(n for n in candidates if not verdicts[_kind(n, defaults)])
+    compatible = tuple(c for c in candidates if verdicts[_kind(c.node, defaults)])
+    incompatible = tuple(c for c in candidates if not verdicts[_kind(c.node, defaults)])
     common = (
         _common_platforms(list(resolved.values()), defaults) if resolved and not failures else ()
     )
@@ -367,7 +399,12 @@ def _assess(
         pod_platforms=common,
         # Placement from the inspected images alone is still safe: a node that cannot run one
         # of them cannot run the pod.
-        placement=_placement(compatible, incompatible) if compatible else None,
+        # Classes keep every label but per-node ones, which placement never uses.
+        placement=(
+            _placement([c.node for c in compatible], [c.node for c in incompatible])
+            if compatible
+            else None
+        ),
         failures=failed,
     )
     if resolved and not compatible:
@@ -386,7 +423,7 @@ def _assess(
 
 def decide(
     workload: _workloads.Workload,
-    nodes: Iterable[_nodes.Node],
+    nodes: Nodes,
     answers: Mapping[str, ImageAnswer],
     *,
     mode: Mode = Mode.ENFORCE,
@@ -419,10 +456,10 @@ def decide(
         message=message,
         warnings=warnings,
         mismatch=mismatch,
-        compatible_nodes=tuple(sorted(n.name for n in found.compatible)),
-        incompatible_nodes=tuple(sorted(n.name for n in found.incompatible)),
+        compatible_nodes=tuple(_names(found.compatible)),
+        incompatible_nodes=tuple(_names(found.incompatible)),
         pod_platforms=tuple(platforms.format_all(found.pod_platforms)),
-        node_platforms=tuple(platforms.format_all(n.platform for n in found.compatible)),
+        node_platforms=tuple(platforms.format_all(c.node.platform for c in found.compatible)),
         placement=found.placement,
         inspection_errors=found.failures,
     )
@@ -430,7 +467,7 @@ def decide(
 
 def settled(
     workload: _workloads.Workload,
-    nodes: Iterable[_nodes.Node],
+    nodes: Nodes,
     partial: Mapping[str, ImageAnswer],
     *,
     mode: Mode = Mode.ENFORCE,
@@ -458,7 +495,7 @@ def settled(
 
 def stranded(
     workloads: Mapping[K, _workloads.Workload],
-    nodes: Iterable[_nodes.Node],
+    nodes: Nodes,
     answers: Mapping[str, ImageAnswer],
     fallbacks: platforms.Fallbacks = platforms.DEFAULT_FALLBACKS,
 ) -> dict[K, Decision]:
@@ -467,7 +504,8 @@ def stranded(
     For node inventory changes: pass the cached image answers; an image missing from them is
     unknown and only counts against a workload when its known images already rule it out.
     """
-    nodes = tuple(nodes)
+    if not isinstance(nodes, _inventory.Inventory):
+        nodes = tuple(nodes)  # read once per workload
     left: dict[K, Decision] = {}
     for key, workload in workloads.items():
         decision = decide(workload, nodes, answers, fallbacks=fallbacks)

@@ -14,6 +14,7 @@ __all__ = [
     "article",
     "join_and",
     "node_summary",
+    "platform_summary",
     "refused_fallback",
     "show",
     "some_names",
@@ -48,7 +49,14 @@ def supports(image_platforms: Iterable[platforms.Platform]) -> str:
 
 def node_summary(nodes: Iterable[_nodes.Node]) -> str:
     """``linux/arm64 (3), linux/ppc64le (1)``: by count, most common first, then by name."""
-    counts = collections.Counter(show(node.platform) for node in nodes)
+    return platform_summary((node.platform, 1) for node in nodes)
+
+
+def platform_summary(counted: Iterable[tuple[platforms.Platform, int]]) -> str:
+    """As :func:`node_summary`, from ``(platform, node count)`` pairs (classes of nodes)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for platform, count in counted:
+        counts[show(platform)] += count
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return ", ".join(f"{name} ({count})" for name, count in ordered)
 

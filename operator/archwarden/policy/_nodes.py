@@ -17,6 +17,7 @@ __all__ = [
     "LABEL_RUNS_386",
     "LABEL_RUNS_ARM32",
     "LABEL_WINDOWS_BUILD",
+    "PER_NODE_LABELS",
     "Node",
     "Taint",
     "node_from_object",
@@ -32,6 +33,10 @@ LABEL_WINDOWS_BUILD = "node.kubernetes.io/windows-build"
 # the cluster-wide platforms.arm64RunsArm32 / platforms.amd64Runs386 settings.
 LABEL_RUNS_ARM32 = "archwarden.io/runs-arm32"
 LABEL_RUNS_386 = "archwarden.io/runs-386"
+
+# Labels whose value is (nearly) unique per node. Nodes differing only in these are one class
+# for decisions (see Inventory.classes); a pod naming one is judged node by node.
+PER_NODE_LABELS = frozenset({"kubernetes.io/hostname"})
 
 _read = _fields.Reader(_errors.InvalidNode)
 
@@ -89,9 +94,13 @@ class Node:
             i386_on_amd64=_flag(labels.get(LABEL_RUNS_386), defaults.i386_on_amd64),
         )
 
-    @property
+    @functools.cached_property
     def platform(self) -> platforms.Platform:
-        """The node's platform; Windows nodes carry their build as ``os_version``."""
+        """The node's platform; Windows nodes carry their build as ``os_version``.
+
+        Cached: with thousands of nodes, normalising each on every review dominated warm
+        admissions. A node value is frozen, so a change makes a new node (normalised once).
+        """
         return platforms.normalize_node(
             self.os,
             self.arch,

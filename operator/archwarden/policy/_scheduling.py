@@ -7,17 +7,19 @@ would blame images for nodes the pod could never use, a stricter one would miss 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from archwarden.policy import _nodes, _workloads
 
 __all__ = [
     "DAEMONSET_TOLERATIONS",
+    "admits",
     "candidate_nodes",
     "matches_affinity",
     "matches_node_selector",
     "matches_requirement",
     "matches_term",
+    "names_nodes",
     "tolerates",
     "tolerates_taints",
 ]
@@ -110,6 +112,49 @@ def tolerates_taints(
     )
 
 
+def _tolerations(workload: _workloads.Workload) -> tuple[_workloads.Toleration, ...]:
+    tolerations = workload.template.tolerations
+    if workload.kind == "DaemonSet":
+        tolerations += DAEMONSET_TOLERATIONS
+    return tolerations
+
+
+def _admits(
+    template: _workloads.PodTemplate,
+    tolerations: tuple[_workloads.Toleration, ...],
+    node: _nodes.Node,
+) -> bool:
+    if not (
+        matches_node_selector(template.node_selector, node)
+        and matches_affinity(template.required_terms, node)
+    ):
+        return False
+    if template.node_name:
+        return node.name == template.node_name
+    if not node.ready or not tolerates_taints(tolerations, node.taints):
+        return False
+    return not node.unschedulable or tolerates_taints(tolerations, (_TAINT_UNSCHEDULABLE,))
+
+
+def admits(workload: _workloads.Workload) -> Callable[[_nodes.Node], bool]:
+    """Whether the workload's pods may be scheduled to a node (see :func:`candidate_nodes`)."""
+    template, tolerations = workload.template, _tolerations(workload)
+    return lambda node: _admits(template, tolerations, node)
+
+
+def names_nodes(template: _workloads.PodTemplate) -> bool:
+    """Whether the pod's constraints can tell apart nodes that differ only in per-node labels
+    or names (``spec.nodeName``, ``matchFields``, a per-node label in a selector or term)."""
+    if template.node_name:
+        return True
+    if any(key in _nodes.PER_NODE_LABELS for key, _ in template.node_selector):
+        return True
+    return any(
+        term.match_fields or any(r.key in _nodes.PER_NODE_LABELS for r in term.match_expressions)
+        for term in template.required_terms or ()
+    )
+
+
 def candidate_nodes(
     workload: _workloads.Workload, nodes: Iterable[_nodes.Node]
 ) -> list[_nodes.Node]:
@@ -120,24 +165,4 @@ def candidate_nodes(
     bypasses the scheduler: only that node, and only the selector and affinity (which the
     kubelet re-checks on admission), apply.
     """
-    template = workload.template
-    tolerations = template.tolerations
-    if workload.kind == "DaemonSet":
-        tolerations += DAEMONSET_TOLERATIONS
-    found = []
-    for node in nodes:
-        if not (
-            matches_node_selector(template.node_selector, node)
-            and matches_affinity(template.required_terms, node)
-        ):
-            continue
-        if template.node_name:
-            if node.name == template.node_name:
-                found.append(node)
-            continue
-        if not node.ready or not tolerates_taints(tolerations, node.taints):
-            continue
-        if node.unschedulable and not tolerates_taints(tolerations, (_TAINT_UNSCHEDULABLE,)):
-            continue
-        found.append(node)
-    return found
+    return list(filter(admits(workload), nodes))
