@@ -268,8 +268,9 @@ node_down() {
 	fi
 	node_cgroups_remove
 	if [ -f "$n/created" ]; then
+		# Only paths of our own list: the file is ours, but a path is deleted recursively.
 		while read -r c; do
-			case "$c" in /run/containerd | /var/lib/kubelet | /var/lib/cni | /var/log/containers | /var/log/pods) rm -rf "$c" ;; esac
+			case " $NODE_FIXED_PATHS " in *" $c "*) rm -rf "$c" ;; esac
 		done <"$n/created"
 	fi
 	rm -rf "$n" "$STATE/registry"

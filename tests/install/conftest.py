@@ -6,6 +6,7 @@ chart's Service."""
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import re
@@ -97,7 +98,7 @@ class Release:
         return result
 
     def install_or_upgrade(self, verb: str, **overrides: Any) -> None:
-        values = json.loads(json.dumps(self.values))
+        values = copy.deepcopy(self.values)
         _merge(values, overrides)
         self.helm(
             verb,
