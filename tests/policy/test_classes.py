@@ -173,7 +173,10 @@ def test_class_decisions_are_the_node_by_node_decisions(
     fallbacks = platforms.Fallbacks(arm32_on_arm64=arm32, i386_on_amd64=not arm32)
     one_by_one = decide(workload, list(by_name.values()), found, mode=mode, fallbacks=fallbacks)
     by_class = decide(workload, inventory, found, mode=mode, fallbacks=fallbacks)
-    assert by_class == one_by_one  # allowed, reason, message, warnings, nodes, placement
+    assert by_class == one_by_one  # allowed, reason, message, warnings, platforms, placement
+    # The node names are not compared by ==: they are listed from the classes on demand.
+    assert by_class.compatible_nodes == one_by_one.compatible_nodes
+    assert by_class.incompatible_nodes == one_by_one.incompatible_nodes
     assert pod_patch(pod, by_class) == pod_patch(pod, one_by_one)
     if obj is not pod:
         assert template_patch(obj, by_class) == template_patch(obj, one_by_one)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TypeAlias, TypeVar
 
@@ -109,9 +110,14 @@ class Decision:
     """kubectl warnings, each at most ~120 characters where possible."""
     mismatch: bool = False
     """An incompatibility was found, even if allowed (warn, audit, DaemonSet partial)."""
-    compatible_nodes: tuple[str, ...] = ()
-    incompatible_nodes: tuple[str, ...] = ()
-    """Candidate nodes that cannot run every (inspected) image."""
+    compatible_classes: tuple[_inventory.NodeClass, ...] = dataclasses.field(
+        default=(), compare=False, repr=False
+    )
+    """Candidate nodes, by class, that can run every (inspected) image."""
+    incompatible_classes: tuple[_inventory.NodeClass, ...] = dataclasses.field(
+        default=(), compare=False, repr=False
+    )
+    """Candidate nodes, by class, that cannot."""
     pod_platforms: tuple[str, ...] = ()
     """Canonical platforms that can run every image (``archwarden.io/platforms``); () unknown."""
     node_platforms: tuple[str, ...] = ()
@@ -120,6 +126,18 @@ class Decision:
     """``None`` when no candidate node is known to run the pod."""
     inspection_errors: tuple[tuple[str, str], ...] = ()
     """``(image, error)`` for images that could not be inspected."""
+
+    # Names are listed only when asked for: with thousands of candidate nodes, sorting their
+    # names would cost more than the decision itself, and admission never reads them.
+    @functools.cached_property
+    def compatible_nodes(self) -> tuple[str, ...]:
+        """Names of the candidate nodes that can run every (inspected) image, sorted."""
+        return tuple(_names(self.compatible_classes))
+
+    @functools.cached_property
+    def incompatible_nodes(self) -> tuple[str, ...]:
+        """Names of the candidate nodes that cannot, sorted."""
+        return tuple(_names(self.incompatible_classes))
 
 
 Nodes: TypeAlias = Iterable[_nodes.Node] | _inventory.Inventory
@@ -456,8 +474,8 @@ def decide(
         message=message,
         warnings=warnings,
         mismatch=mismatch,
-        compatible_nodes=tuple(_names(found.compatible)),
-        incompatible_nodes=tuple(_names(found.incompatible)),
+        compatible_classes=found.compatible,
+        incompatible_classes=found.incompatible,
         pod_platforms=tuple(platforms.format_all(found.pod_platforms)),
         node_platforms=tuple(platforms.format_all(c.node.platform for c in found.compatible)),
         placement=found.placement,
