@@ -1,4 +1,5 @@
-"""kopf glue: indexes, admission handlers, watchers. Decisions live in ``admission``/``policy``.
+"""kopf glue: admission handlers, start-up and clean-up; the node and namespace streams
+(``kube.Watch``) feeding the inventory; re-evaluation. Decisions live in ``admission``/``policy``.
 
 Handler ids are the webhook URL paths (and the chart's webhook names), so they are stable API.
 """
@@ -62,9 +63,6 @@ class Runtime:
     metrics: metrics.Metrics = dataclasses.field(default_factory=metrics.Metrics)
     ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     events: kube.EventDeduper = dataclasses.field(default_factory=kube.EventDeduper)
-    node_index: Mapping[Any, Any] | None = None
-    """kopf's live index over Nodes (key: node name, values: policy.Node), captured from the
-    first handler call; kopf fills every index before it runs any handler."""
     nodes: policy.Inventory = dataclasses.field(default_factory=policy.Inventory)
     """What decisions read, kept one node event at a time (see ``node_changed``)."""
     namespace_modes: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -76,23 +74,13 @@ class Runtime:
     poster: kube.EventPoster | None = None
     client: registry.RegistryClient | None = None
     health: serving.HealthServer | None = None
+    watches: list[kube.Watch] = dataclasses.field(default_factory=list)
     reevaluation: asyncio.Task[None] | None = None
     reevaluation_dirty: bool = False
     background: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
 
     def inventory(self) -> policy.Inventory:
         return self.nodes
-
-    def catch_up(self) -> None:
-        """Take every node kopf's index holds (once, at readiness): kopf fills its indexes
-        before any handler runs, but the node events themselves may still be queued."""
-        index = self.node_index
-        if index is None:
-            return
-        for name in list(index):
-            node = next(iter(index.get(name, ())), None)
-            if node is not None:
-                self.note_node(name, node)
 
     def note_node(self, name: str, node: policy.Node | None) -> bool:
         """Record a node's current value; whether anything a decision reads changed. O(1)."""
@@ -109,6 +97,99 @@ class Runtime:
                 else:
                     self.metrics.nodes.remove(*key)
         return True
+
+    # -- the node and namespace streams (kube.Watch) ------------------------------------------
+    def on_node(self, body: Mapping[str, Any]) -> None:
+        """A node listed, added or modified: only its projection is kept."""
+        name = str((body.get("metadata") or {}).get("name") or "")
+        try:
+            node: policy.Node | None = policy.node_from_object(body)
+        except policy.InvalidNode as exc:
+            logger.warning("node %s ignored: %s", name, exc)
+            node = None
+        self._node_changed(name, node)
+
+    def on_node_deleted(self, body: Mapping[str, Any]) -> None:
+        self._node_changed(str((body.get("metadata") or {}).get("name") or ""), None)
+
+    def on_nodes_listed(self, names: set[str]) -> None:
+        """After a complete list: nodes deleted while the stream was down are gone too."""
+        for name in [n for n in self.nodes.names() if n not in names]:
+            self._node_changed(name, None)
+
+    def _node_changed(self, name: str, node: policy.Node | None) -> None:
+        if not self.note_node(name, node):
+            return  # heartbeats and status noise: nothing a decision depends on changed
+        platforms = self.nodes.ready_platforms()
+        if platforms != self.platform_set and self.platform_set is not None and self.ready.is_set():
+            logger.info("node platforms now: %s", ", ".join(sorted(platforms)))
+        self.platform_set = platforms
+        # Any change to what decisions read (a node gone, relabelled, tainted, NotReady) can
+        # strand workloads even when the cluster-wide platform set stays the same: a pool can
+        # lose its only arm64 node while other pools keep theirs.
+        if self.ready.is_set():
+            _schedule_reevaluation(self)
+
+    def on_namespace(self, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        labels = meta.get("labels") or {}
+        mode = labels.get(admission.LABEL_MODE)
+        if mode:
+            self.namespace_modes[name] = str(mode)
+        else:
+            self.namespace_modes.pop(name, None)
+        if labels.get(admission.LABEL_ALLOW_SKIP) == "true":
+            self.skip_namespaces.add(name)
+        else:
+            self.skip_namespaces.discard(name)
+
+    def on_namespace_deleted(self, body: Mapping[str, Any]) -> None:
+        name = str((body.get("metadata") or {}).get("name") or "")
+        self.namespace_modes.pop(name, None)
+        self.skip_namespaces.discard(name)
+
+    def on_namespaces_listed(self, names: set[str]) -> None:
+        for name in [n for n in self.namespace_modes if n not in names]:
+            del self.namespace_modes[name]
+        self.skip_namespaces &= names
+
+    def start_watches(self, connection: kube.Connection) -> None:
+        """Nodes and namespaces, each on one stream; ready once both are listed."""
+        self.watches = [
+            kube.Watch(
+                connection,
+                "/api/v1/nodes",
+                on_object=self.on_node,
+                on_deleted=self.on_node_deleted,
+                on_listed=self.on_nodes_listed,
+            ),
+            kube.Watch(
+                connection,
+                "/api/v1/namespaces",
+                on_object=self.on_namespace,
+                on_deleted=self.on_namespace_deleted,
+                on_listed=self.on_namespaces_listed,
+            ),
+        ]
+        for watch in self.watches:
+            self.spawn(watch.run())
+        self.spawn(self._ready_when_listed())
+
+    async def _ready_when_listed(self) -> None:
+        # Ready only once every node and namespace is known: before that every decision would
+        # be made against an incomplete cluster.
+        for watch in self.watches:
+            await watch.synced.wait()
+        self.platform_set = self.nodes.ready_platforms()
+        logger.info(
+            "listed %d nodes (%d classes); node platforms: %s",
+            len(self.nodes),
+            len(self.nodes.classes()),
+            ", ".join(sorted(self.platform_set)) or "none",
+        )
+        self.ready.set()
+        _schedule_reevaluation(self)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Work that must not delay an admission answer (Events and their owner lookups)."""
@@ -192,6 +273,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         meters=rt.metrics,
         object_exists=objects.exists,
     )
+    rt.start_watches(kube.Connection.from_api_client(api_client))
     rt.health = serving.HealthServer(rt.metrics, rt.ready)
     await rt.health.start(config.metrics.address, config.metrics.port)
     logger.info(
@@ -205,65 +287,16 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
     rt = _runtime(memo)
+    for task in list(rt.background):
+        task.cancel()
+    await asyncio.gather(*rt.background, return_exceptions=True)
     if rt.health is not None:
         await rt.health.stop()
     if rt.client is not None:
         await rt.client.aclose()
 
 
-# -- inventory ------------------------------------------------------------------------------------
-
-
-@kopf.index("nodes")
-def node_index(name: str, body: Mapping[str, Any], **_: Any) -> dict[str, policy.Node] | None:
-    """Per node only what decisions read (os, arch, build, labels, taints, Ready, cordoned)."""
-    try:
-        return {name: policy.node_from_object(body)}
-    except policy.InvalidNode as exc:
-        logger.warning("node %s ignored: %s", name, exc)
-        return None
-
-
-@kopf.on.event("nodes")
-async def node_changed(name: str, memo: Any, **kw: Any) -> None:
-    """Notice changes that matter: metrics, platform set, and workloads left stranded."""
-    rt = _runtime(memo)
-    node_index: Mapping[Any, Any] = kw["node_index"]  # indexes arrive as kwargs by name
-    rt.node_index = node_index
-    current = next(iter(node_index.get(name, ())), None)
-    if not rt.note_node(name, current):
-        return  # heartbeats and status noise: nothing a decision depends on changed
-    platforms = rt.nodes.ready_platforms()
-    if platforms != rt.platform_set and rt.platform_set is not None:
-        logger.info("node platforms now: %s", ", ".join(sorted(platforms)))
-    rt.platform_set = platforms
-    # Any change to what decisions read (a node gone, relabelled, tainted, NotReady) can
-    # strand workloads even when the cluster-wide platform set stays the same: a pool can
-    # lose its only arm64 node while other pools keep theirs.
-    _schedule_reevaluation(rt)
-
-
-@kopf.on.event("namespaces")
-async def namespace_changed(
-    event: Mapping[str, Any], name: str, labels: Mapping[str, str], memo: Any, **kw: Any
-) -> None:
-    rt = _runtime(memo)
-    rt.node_index = kw["node_index"]
-    mode = labels.get(admission.LABEL_MODE)
-    if event.get("type") == "DELETED" or not mode:
-        rt.namespace_modes.pop(name, None)
-    else:
-        rt.namespace_modes[name] = mode
-    if event.get("type") != "DELETED" and labels.get(admission.LABEL_ALLOW_SKIP) == "true":
-        rt.skip_namespaces.add(name)
-    else:
-        rt.skip_namespaces.discard(name)
-    # kopf runs no handler before every index is filled from its initial listing, so the
-    # first namespace event (there is always a namespace, even with no nodes) means the node
-    # inventory is as complete as the cluster's.
-    if not rt.ready.is_set():
-        rt.catch_up()
-    rt.ready.set()
+# -- re-evaluation --------------------------------------------------------------------------------
 
 
 def _schedule_reevaluation(rt: Runtime) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from archwarden import handlers, metrics, policy, settings
+from archwarden import handlers, metrics, settings
 from tests.policy import objects
 
 
@@ -13,16 +11,11 @@ def _gauge(rt: handlers.Runtime) -> dict[tuple[str, str], float]:
     return {(s.labels["os"], s.labels["arch"]): s.value for s in samples}
 
 
-async def _event(rt: handlers.Runtime, index: dict[str, Any], name: str) -> None:
-    await handlers.node_changed(name=name, memo={"runtime": rt}, node_index=index)
-
-
 async def test_heartbeats_change_nothing_and_real_changes_adjust_counts() -> None:
     rt = handlers.Runtime(settings.Settings(), metrics=metrics.Metrics())
-    index: dict[str, Any] = {}
+    rt.ready.set()  # re-evaluation follows changes once the first lists are complete
     for name, arch in (("a", "amd64"), ("b", "arm64"), ("c", "arm64")):
-        index[name] = [policy.node_from_object(objects.node(name, arch))]
-        await _event(rt, index, name)
+        rt.on_node(objects.node(name, arch))
     assert _gauge(rt) == {("linux", "amd64"): 1, ("linux", "arm64"): 2}
     assert rt.platform_set == {"linux/amd64", "linux/arm64"}
     assert rt.reevaluation is not None
@@ -31,13 +24,11 @@ async def test_heartbeats_change_nothing_and_real_changes_adjust_counts() -> Non
     snapshot = rt.nodes.nodes()
 
     # A heartbeat: the same projection parsed again. No re-evaluation, same snapshot.
-    index["b"] = [policy.node_from_object(objects.node("b", "arm64"))]
-    await _event(rt, index, "b")
+    rt.on_node(objects.node("b", "arm64"))
     assert rt.reevaluation is None and rt.nodes.nodes() is snapshot
 
     # The only amd64 node goes: its series disappears, the platform set shrinks.
-    del index["a"]
-    await _event(rt, index, "a")
+    rt.on_node_deleted(objects.node("a", "amd64"))
     assert _gauge(rt) == {("linux", "arm64"): 2}
     assert rt.platform_set == {"linux/arm64"}
     assert sorted(n.name for n in rt.nodes.nodes()) == ["b", "c"]
@@ -45,9 +36,20 @@ async def test_heartbeats_change_nothing_and_real_changes_adjust_counts() -> Non
     rt.reevaluation.cancel()
 
 
-def test_catch_up_takes_what_the_index_holds() -> None:
+def test_a_complete_list_drops_nodes_deleted_while_the_stream_was_down() -> None:
     rt = handlers.Runtime(settings.Settings(), metrics=metrics.Metrics())
-    rt.node_index = {"a": [policy.node_from_object(objects.node("a", "arm64"))], "b": []}
-    rt.catch_up()
+    for name in ("a", "b"):
+        rt.on_node(objects.node(name, "arm64"))
+    rt.on_nodes_listed({"a"})
     assert [n.name for n in rt.nodes.nodes()] == ["a"]
     assert _gauge(rt) == {("linux", "arm64"): 1}
+    assert rt.reevaluation is None  # not ready yet: the first lists are still arriving
+
+
+def test_an_invalid_node_is_not_kept() -> None:
+    rt = handlers.Runtime(settings.Settings(), metrics=metrics.Metrics())
+    rt.on_node(objects.node("a", "arm64"))
+    broken = objects.node("a", "arm64")
+    broken["metadata"]["labels"] = ["not", "a", "map"]
+    rt.on_node(broken)
+    assert rt.nodes.nodes() == ()

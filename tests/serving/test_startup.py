@@ -1,4 +1,5 @@
-"""handlers.startup wires archwarden's own webhook server (no cluster: nothing is contacted)."""
+"""handlers.startup wires archwarden's own webhook server (no cluster: the node and namespace
+watches only meet a closed port, 127.0.0.1:1, until clean-up cancels them)."""
 
 from __future__ import annotations
 
@@ -75,15 +76,22 @@ async def test_the_client_ca_and_names_reach_the_webhook_server(tmp_path: Path) 
         await handlers.cleanup(memo={"runtime": runtime})
 
 
-async def test_namespace_labels_feed_the_mode_and_the_skip_permission() -> None:
+def _namespace(name: str, labels: dict[str, str]) -> dict[str, object]:
+    return {"metadata": {"name": name, "labels": labels}}
+
+
+def test_namespace_labels_feed_the_mode_and_the_skip_permission() -> None:
     runtime = handlers.Runtime(settings.Settings())
-    memo = {"runtime": runtime}
     labels = {"archwarden.io/mode": "warn", "archwarden.io/allow-skip": "true"}
-    await handlers.namespace_changed(
-        event={"type": "ADDED"}, name="team", labels=labels, memo=memo, node_index={}
-    )
-    assert runtime.namespace_modes == {"team": "warn"} and runtime.skip_namespaces == {"team"}
-    await handlers.namespace_changed(
-        event={"type": "MODIFIED"}, name="team", labels={}, memo=memo, node_index={}
-    )
+    runtime.on_namespace(_namespace("team", labels))
+    runtime.on_namespace(_namespace("other", labels))
+    assert runtime.namespace_modes == {"team": "warn", "other": "warn"}
+    assert runtime.skip_namespaces == {"team", "other"}
+    runtime.on_namespace(_namespace("team", {}))
+    assert runtime.namespace_modes == {"other": "warn"} and runtime.skip_namespaces == {"other"}
+    # A namespace deleted while the stream was down is missing from the next complete list.
+    runtime.on_namespaces_listed({"team"})
+    assert runtime.namespace_modes == {} and runtime.skip_namespaces == set()
+    runtime.on_namespace(_namespace("other", labels))
+    runtime.on_namespace_deleted(_namespace("other", {}))
     assert runtime.namespace_modes == {} and runtime.skip_namespaces == set()

@@ -121,6 +121,9 @@ class Inventory:
             if not self._ready[canonical]:
                 del self._ready[canonical]
 
+    def names(self) -> list[str]:
+        return list(self._nodes)
+
     def get(self, name: str) -> _nodes.Node | None:
         return self._nodes.get(name)
 

@@ -1,0 +1,233 @@
+"""List and watch one kind cluster-wide on a single stream, without per-object machinery.
+
+kopf gives every watched object its own worker, queue and toggle; with 5,000 nodes its start-up
+alone took minutes and most of a core went to waking those workers (py-spy: 27% of samples in
+``ToggleSet.make_toggle`` notifying every waiter per new object). Decisions need only a
+projection of each object, kept in memory, so nodes and namespaces are read here instead: a
+paged LIST, then a WATCH from its resourceVersion with bookmarks, again from a fresh LIST when
+the server says the version is too old (410). kopf stays the framework for the webhooks and the
+operator's lifecycle.
+
+The consumer gets each object as it arrives (``on_object``), each deletion (``on_deleted``) and,
+after every complete LIST, the set of names it held (``on_listed``), so objects deleted while the
+stream was down are dropped too. Objects are never kept here: memory is the consumer's
+projection plus one page or one event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import aiohttp
+
+__all__ = ["Connection", "Watch", "WatchError", "object_key"]
+
+logger = logging.getLogger("archwarden")
+
+PAGE_SIZE = 500
+"""Objects per LIST page: one page is all that is held at once while listing."""
+WATCH_SECONDS = 300
+"""The server ends each watch after this long (``timeoutSeconds``); the next resumes from the
+last resourceVersion seen, so nothing is lost."""
+MAX_EVENT_BYTES = 4 * 1024 * 1024
+"""One watch event: an object (etcd stores at most 1.5 MiB) and its envelope. A longer line is
+not a Kubernetes object; the stream is dropped and listed again."""
+RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
+"""Back-off between failed attempts (the last repeats), so a down API server is not hammered."""
+
+
+class WatchError(RuntimeError):
+    """The stream failed (HTTP error, bad JSON, an oversized event); the watch starts over."""
+
+
+class _Gone(Exception):
+    """410: the resourceVersion is too old to resume from; list again."""
+
+
+class Connection:
+    """Where and how to reach the API server, taken from a kubernetes client configuration
+    (kubeconfig or in-cluster): base URL, TLS settings and the bearer token, read per request
+    so that the in-cluster token's refresh hook keeps working."""
+
+    def __init__(self, configuration: Any) -> None:
+        self._configuration = configuration
+        self.base_url = str(configuration.host).rstrip("/")
+        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        if not configuration.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        self.ssl = context
+
+    @classmethod
+    def from_api_client(cls, api_client: Any) -> Connection:
+        return cls(api_client.configuration)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        token = self._configuration.get_api_key_with_prefix("authorization")
+        if token:
+            headers["Authorization"] = token
+        return headers
+
+
+class Watch:
+    """One kind, e.g. ``/api/v1/nodes``; :meth:`run` until cancelled."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        path: str,
+        *,
+        on_object: Callable[[Mapping[str, Any]], None],
+        on_deleted: Callable[[Mapping[str, Any]], None],
+        on_listed: Callable[[set[str]], None],
+        page_size: int = PAGE_SIZE,
+        watch_seconds: int = WATCH_SECONDS,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+    ) -> None:
+        self.connection = connection
+        self.path = path
+        self.on_object = on_object
+        self.on_deleted = on_deleted
+        self.on_listed = on_listed
+        self.page_size = page_size
+        self.watch_seconds = watch_seconds
+        self.max_event_bytes = max_event_bytes
+        self.synced = asyncio.Event()
+        """Set once the first LIST is complete (and stays set across relists)."""
+        self.lists = 0
+        """Complete LISTs so far: one at start, one more after each 410 or failure."""
+
+    async def run(self) -> None:
+        failures = 0
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=self.watch_seconds + 30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    version = await self._list(session)
+                    failures = 0
+                    while True:
+                        version = await self._watch(session, version)
+                except _Gone:
+                    logger.debug("watch %s: resourceVersion expired, listing again", self.path)
+                except asyncio.CancelledError:
+                    raise
+                except (WatchError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                    failures += 1
+                    logger.warning(
+                        "watch %s failed (%s); retrying in %.1fs", self.path, _describe(exc), delay
+                    )
+                    await asyncio.sleep(delay)
+
+    async def _list(self, session: aiohttp.ClientSession) -> str:
+        names: set[str] = set()
+        token = ""
+        while True:
+            params = {"limit": str(self.page_size)}
+            if token:
+                params["continue"] = token
+            async with session.get(
+                self.connection.base_url + self.path,
+                params=params,
+                headers=self.connection.headers(),
+                ssl=self.connection.ssl,
+            ) as response:
+                if response.status == 410:
+                    # The continue token expired mid-list: start the list over.
+                    names.clear()
+                    token = ""
+                    continue
+                if response.status != 200:
+                    raise WatchError(f"list: HTTP {response.status}")
+                page = await response.json(loads=json.loads, content_type=None)
+            if not isinstance(page, Mapping):
+                raise WatchError("list: not an object list")
+            for item in page.get("items") or ():
+                if isinstance(item, Mapping):
+                    names.add(object_key(item))
+                    self.on_object(item)
+            meta = page.get("metadata") or {}
+            token = str(meta.get("continue") or "")
+            if not token:
+                self.on_listed(names)
+                self.lists += 1
+                self.synced.set()
+                return str(meta.get("resourceVersion") or "")
+
+    async def _watch(self, session: aiohttp.ClientSession, version: str) -> str:
+        params = {
+            "watch": "1",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(self.watch_seconds),
+            "resourceVersion": version,
+        }
+        async with session.get(
+            self.connection.base_url + self.path,
+            params=params,
+            headers=self.connection.headers(),
+            ssl=self.connection.ssl,
+        ) as response:
+            if response.status == 410:
+                raise _Gone
+            if response.status != 200:
+                raise WatchError(f"watch: HTTP {response.status}")
+            async for line in _lines(response.content, self.max_event_bytes):
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    raise WatchError("watch: an event is not JSON") from None
+                if not isinstance(event, Mapping):
+                    raise WatchError("watch: an event is not an object")
+                kind, obj = event.get("type"), event.get("object")
+                if not isinstance(obj, Mapping):
+                    raise WatchError("watch: an event without an object")
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise _Gone
+                    raise WatchError(f"watch: server error {obj.get('code')}")
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                if kind in ("ADDED", "MODIFIED"):
+                    self.on_object(obj)
+                elif kind == "DELETED":
+                    self.on_deleted(obj)
+                # BOOKMARK: only the resourceVersion, taken above.
+        return version
+
+
+async def _lines(content: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
+    """Newline-separated events; aiohttp's own readline stops at 128 KiB, below a real node."""
+    buffer = b""
+    async for chunk in content.iter_any():
+        buffer += chunk
+        while True:
+            end = buffer.find(b"\n")
+            if end < 0:
+                break
+            line, buffer = buffer[:end], buffer[end + 1 :]
+            if line.strip():
+                yield line
+        if len(buffer) > limit:
+            raise WatchError(f"watch: an event longer than {limit} bytes")
+    if buffer.strip():
+        yield buffer
+
+
+def object_key(obj: Mapping[str, Any]) -> str:
+    """``name``, or ``namespace/name`` for a namespaced object: the keys of ``on_listed``."""
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace")
+    name = str(meta.get("name") or "")
+    return f"{namespace}/{name}" if namespace else name
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
