@@ -91,8 +91,11 @@ class Watch:
         page_size: int = PAGE_SIZE,
         watch_seconds: int = WATCH_SECONDS,
         max_event_bytes: int = MAX_EVENT_BYTES,
+        selector: Mapping[str, str] | None = None,
     ) -> None:
         self.connection = connection
+        self.selector = dict(selector or {})
+        """Extra query parameters for both LIST and WATCH (``labelSelector``, ...)."""
         self.path = path
         self.on_object = on_object
         self.on_deleted = on_deleted
@@ -131,7 +134,7 @@ class Watch:
         names: set[str] = set()
         token = ""
         while True:
-            params = {"limit": str(self.page_size)}
+            params = {**self.selector, "limit": str(self.page_size)}
             if token:
                 params["continue"] = token
             async with session.get(
@@ -164,6 +167,7 @@ class Watch:
 
     async def _watch(self, session: aiohttp.ClientSession, version: str) -> str:
         params = {
+            **self.selector,
             "watch": "1",
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(self.watch_seconds),

@@ -1,0 +1,168 @@
+"""kube.Watch's answers to faults the real API server produces only at its own moment: an
+expired resourceVersion (410, as a status or as an ERROR event), bookmarks, server errors,
+garbage and oversized events. A small aiohttp server plays the API server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import kubernetes
+import pytest
+from aiohttp import web
+
+from archwarden import kube
+from archwarden.kube import _watch
+
+
+def node(name: str, version: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "resourceVersion": version}}
+
+
+class FakeApi:
+    """Answers from a script: each LIST and WATCH request takes the next answer of its kind."""
+
+    def __init__(self, lists: list[Any], watches: list[Any]) -> None:
+        self.lists = lists
+        self.watches = watches
+        self.requests: list[dict[str, str]] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(dict(request.query))
+        if request.query.get("watch"):
+            answer = self.watches.pop(0) if self.watches else None
+            if answer is None:
+                await asyncio.sleep(3600)  # a quiet watch
+            if isinstance(answer, int):
+                return web.Response(status=answer)
+            response = web.StreamResponse()
+            await response.prepare(request)
+            for line in answer:
+                await response.write(line if isinstance(line, bytes) else json.dumps(line).encode())
+                await response.write(b"\n")
+            return response
+        answer = self.lists.pop(0)
+        if isinstance(answer, int):
+            return web.Response(status=answer)
+        return web.json_response(answer)
+
+
+@contextlib.asynccontextmanager
+async def serving(api: FakeApi) -> AsyncIterator[kube.Connection]:
+    app = web.Application()
+    app.router.add_get("/api/v1/nodes", api.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)  # the quiet watch never ends itself
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield kube.Connection(kubernetes.client.Configuration(host=f"http://127.0.0.1:{port}"))
+    finally:
+        await runner.cleanup()
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.log: list[tuple[str, Any]] = []
+
+    def on_object(self, body: Any) -> None:
+        self.log.append(("object", body["metadata"]["name"]))
+
+    def on_deleted(self, body: Any) -> None:
+        self.log.append(("deleted", body["metadata"]["name"]))
+
+    def on_listed(self, names: set[str]) -> None:
+        self.log.append(("listed", names))
+
+
+async def run_until(api: FakeApi, done: Callable[[Seen], bool], **options: Any) -> Seen:
+    seen = Seen()
+    async with serving(api) as connection:
+        watch = kube.Watch(
+            connection,
+            "/api/v1/nodes",
+            on_object=seen.on_object,
+            on_deleted=seen.on_deleted,
+            on_listed=seen.on_listed,
+            **options,
+        )
+        task = asyncio.create_task(watch.run())
+        try:
+            for _ in range(200):
+                if done(seen):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError(f"not done: {seen.log}")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return seen
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_watch, "RETRY_SECONDS", (0.01,))
+
+
+def page(items: list[dict[str, Any]], version: str, token: str = "") -> dict[str, Any]:
+    return {"items": items, "metadata": {"resourceVersion": version, "continue": token}}
+
+
+async def test_an_expired_version_lists_again_and_drops_what_vanished() -> None:
+    api = FakeApi(
+        lists=[page([node("a", "1"), node("b", "2")], "5"), page([node("a", "7")], "8")],
+        watches=[[{"type": "ERROR", "object": {"kind": "Status", "code": 410}}]],
+    )
+    seen = await run_until(api, lambda s: len([e for e in s.log if e[0] == "listed"]) == 2)
+    assert seen.log == [
+        ("object", "a"),
+        ("object", "b"),
+        ("listed", {"a", "b"}),
+        ("object", "a"),
+        ("listed", {"a"}),
+    ]
+
+
+async def test_a_410_status_on_the_watch_request_lists_again() -> None:
+    api = FakeApi(lists=[page([], "5"), page([node("c", "9")], "9")], watches=[410])
+    seen = await run_until(api, lambda s: ("listed", {"c"}) in s.log)
+    assert seen.log == [("listed", set()), ("object", "c"), ("listed", {"c"})]
+
+
+async def test_pages_follow_the_continue_token_and_bookmarks_move_the_version() -> None:
+    api = FakeApi(
+        lists=[page([node("a", "1")], "", token="next"), page([node("b", "2")], "5")],
+        watches=[
+            [
+                {"type": "BOOKMARK", "object": node("", "40")},
+                {"type": "DELETED", "object": node("a", "41")},
+            ]
+        ],
+    )
+    seen = await run_until(api, lambda s: ("deleted", "a") in s.log and len(api.requests) >= 4)
+    assert seen.log == [("object", "a"), ("object", "b"), ("listed", {"a", "b"}), ("deleted", "a")]
+    assert api.requests[1]["continue"] == "next"
+    assert [r.get("resourceVersion") for r in api.requests[2:4]] == ["5", "41"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        500,
+        [b"{not json"],
+        # A well-formed event, but longer than the bound below: never handed on.
+        [{"type": "ADDED", "object": {**node("big", "6"), "pad": "x" * 5000}}],
+        [{"type": "ADDED"}],  # no object
+    ],
+    ids=["http-500", "garbage", "oversized", "no-object"],
+)
+async def test_a_broken_stream_starts_over_from_a_fresh_list(answer: Any) -> None:
+    api = FakeApi(lists=[page([], "5"), page([node("z", "6")], "6")], watches=[answer])
+    seen = await run_until(api, lambda s: ("listed", {"z"}) in s.log, max_event_bytes=1000)
+    assert seen.log == [("listed", set()), ("object", "z"), ("listed", {"z"})]
