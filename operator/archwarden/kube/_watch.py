@@ -215,6 +215,8 @@ async def _lines(content: aiohttp.StreamReader, limit: int) -> AsyncIterator[byt
             end = buffer.find(b"\n")
             if end < 0:
                 break
+            if end > limit:
+                raise WatchError(f"watch: an event longer than {limit} bytes")
             line, buffer = buffer[:end], buffer[end + 1 :]
             if line.strip():
                 yield line
