@@ -165,7 +165,7 @@ class RegistryClient:
         if self._transport is not None:
             transport: httpx.AsyncBaseTransport = self._transport
         else:
-            transport = _GuardedTransport(
+            transport = _transport.GuardedTransport(
                 self._ssl_context(ca_file),
                 _guard.GuardedBackend(self._host_allowed, self._resolver),
                 self.settings.max_connections_per_registry,
@@ -290,8 +290,8 @@ class RegistryClient:
                 raise exc.RegistryTimeout(
                     endpoint.registry, "token server timed out", subject
                 ) from None
-            raise _transport_error(
-                endpoint, error, subject, "token realm ", "token server"
+            raise _transport.failure(
+                endpoint.registry, error, subject, "token realm ", "token server"
             ) from None
         return response.status, response.body
 
@@ -349,7 +349,7 @@ class RegistryClient:
                 response = await self._send(client, endpoint, first, auth, max_bytes, subject)
             except httpx.TransportError as error:
                 if not isinstance(error, httpx.TimeoutException):
-                    raise _transport_error(endpoint, error, subject) from None
+                    raise _transport.failure(endpoint.registry, error, subject) from None
                 if retries < min(1, self.settings.max_retries):
                     retries += 1
                     continue
@@ -598,84 +598,3 @@ def _bare_host(address: str) -> str:
 def _build(client: httpx.AsyncClient, hop: _redirects.Hop) -> httpx.Request:
     """The request for one hop, with the client's headers and timeouts."""
     return client.build_request(hop.method, hop.url, headers=hop.headers, data=hop.data)
-
-
-def _causes(error: BaseException) -> list[BaseException]:
-    """The error and everything it was raised from (httpx wraps httpcore wraps OSError)."""
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in chain and len(chain) < 10:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _refusal(error: BaseException) -> _guard.AddressRefused | None:
-    for cause in _causes(error):
-        if isinstance(cause, _guard.AddressRefused):
-            return cause
-    return None
-
-
-def _transport_error(
-    endpoint: _Endpoint,
-    error: httpx.TransportError,
-    subject: str,
-    role: str = "",
-    server: str = "",
-) -> exc.RegistryError:
-    """The one translation of httpx's connection errors (timeouts are the caller's to retry)."""
-    refused = _refusal(error)
-    if refused is not None:
-        return exc.ForbiddenAddress(
-            endpoint.registry,
-            f"{role}{refused.host} resolves to {refused.address}, a link-local or metadata"
-            " address; refused unless the registry is configured explicitly",
-            subject,
-        )
-    reason = _transport_reason(error)
-    problem = f"{server} unreachable ({reason})" if server else f"cannot connect ({reason})"
-    return exc.RegistryUnavailable(endpoint.registry, problem, subject)
-
-
-def _transport_reason(error: httpx.TransportError) -> str:
-    chain = _causes(error)
-    text = " ".join(str(c) for c in chain)
-    if any(isinstance(c, ssl.SSLCertVerificationError) for c in chain) or (
-        "CERTIFICATE_VERIFY_FAILED" in text
-    ):
-        return "TLS certificate not trusted"
-    if any(isinstance(c, ConnectionRefusedError) for c in chain):
-        return "connection refused"
-    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
-        return "TLS handshake failed; is this registry plain HTTP?"
-    if any(isinstance(c, ssl.SSLError) for c in chain):
-        return "TLS handshake failed"
-    if any(isinstance(c, ConnectionResetError) for c in chain):
-        return "connection reset"
-    if "Name or service not known" in text or "nodename nor servname" in text:
-        return "unknown host"
-    if isinstance(error, httpx.RemoteProtocolError):
-        return "the registry broke the HTTP protocol"
-    return type(error).__name__
-
-
-class _GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport with the SSRF-guarded network backend underneath."""
-
-    def __init__(
-        self, ssl_context: ssl.SSLContext, backend: _guard.GuardedBackend, max_connections: int
-    ) -> None:
-        super().__init__(verify=ssl_context, trust_env=False)
-        import httpcore
-
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=5.0,
-            network_backend=backend,
-        )
-
-    def describe(self) -> dict[str, Any]:
-        return {"guarded": True}
