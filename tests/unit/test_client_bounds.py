@@ -16,7 +16,6 @@ from archwarden.registry import (
     RegistryError,
     RegistrySettings,
     _auth,
-    _client,
 )
 
 from .fakes import HOST, FakeRegistry, fixture, make_client
@@ -47,7 +46,7 @@ async def test_oversize_tokens_are_refused_and_not_kept(size: int, problem: str)
     async with make_client(registry) as client:
         with pytest.raises(AuthenticationFailed, match=problem):
             await client.resolve(f"{HOST}/team/a:1")
-        assert len(client._tokens) == 0
+        assert len(client._auth.tokens) == 0
 
 
 async def test_token_locks_do_not_outlive_their_fetch() -> None:
@@ -58,12 +57,12 @@ async def test_token_locks_do_not_outlive_their_fetch() -> None:
     async with make_client(registry) as client:
         for i in range(30):
             await client.resolve(f"{HOST}/team/r{i}:1")
-        assert client._token_locks == {}
-        assert len(client._tokens) == 30
+        assert client._auth.locks == {}
+        assert len(client._auth.tokens) == 30
 
 
 async def test_challenges_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_client, "MAX_CHALLENGES", 3)
+    monkeypatch.setattr(_auth, "MAX_CHALLENGES", 3)
 
     def unauthorized(request: httpx.Request) -> httpx.Response:
         return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
@@ -72,7 +71,7 @@ async def test_challenges_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         for i in range(10):
             with pytest.raises(AuthenticationFailed):
                 await client.resolve(f"host{i}.test/team/a:1")
-        assert len(client._challenges) == 3
+        assert len(client._auth.challenges) == 3
 
 
 def test_metric_label_is_a_configured_registry_or_other() -> None:

@@ -1,4 +1,10 @@
-"""The registry client: fetch manifests and configs, authenticate, verify, resolve platforms."""
+"""The registry client: fetch manifests and configs, verify them, resolve platforms.
+
+Orchestration only: which endpoints to try (mirrors, then the registry), retries with backoff,
+bodies read under their caps, statuses turned into RegistryErrors. Authentication and redirects
+are the auth flow's (``_auth``, ``_redirects``), handed to httpx with every request; what sits
+under httpx (SSRF guard, pools, error-body cut, observer) is the transport's.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,12 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
-import hashlib
+import functools
 import random
 import ssl
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import cachetools
 import httpx
 
 from archwarden import reference
@@ -28,6 +32,7 @@ from archwarden.registry import (
     _pools,
     _redirects,
     _resolution,
+    _transport,
     _wire,
 )
 from archwarden.registry import _exceptions as exc
@@ -36,9 +41,6 @@ __all__ = ["RegistryClient", "RequestObserver"]
 
 USER_AGENT = "archwarden/0.1 (+https://github.com/archwarden/archwarden)"
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# Registries whose 401 challenge is remembered (the least recently used is forgotten first).
-MAX_CHALLENGES = 1024
 
 # Per-call credentials (a pod's pull secrets) for one shared client: set by
 # :meth:`RegistryClient.using`, inherited by tasks started inside, so concurrent admissions with
@@ -47,7 +49,7 @@ _call_credentials: contextvars.ContextVar[_credentials.CredentialStore | None] =
     contextvars.ContextVar("archwarden_registry_credentials", default=None)
 )
 
-RequestObserver = Callable[[str, str, float], None]
+RequestObserver = _transport.Observer
 """Called after every HTTP exchange with (registry host, status code or error kind, seconds)."""
 
 
@@ -67,12 +69,6 @@ class _Response:
     status: int
     headers: httpx.Headers
     body: bytes
-    url: str
-
-
-def _origin_key(url: str) -> str:
-    scheme, host, port = _redirects.origin(httpx.URL(url))
-    return f"{scheme}://{host}:{port}"
 
 
 def _error_summary(body: bytes) -> tuple[str, str]:
@@ -85,17 +81,6 @@ def _error_summary(body: bytes) -> tuple[str, str]:
         return code, message
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return "", ""
-
-
-def _usable_token(token: object) -> bool:
-    """A token goes into an HTTP header: visible ASCII only (RFC 6750's b64token and JWTs)."""
-    return (
-        isinstance(token, str)
-        and bool(token)
-        and token.isascii()
-        and token.isprintable()
-        and (" " not in token)
-    )
 
 
 class RegistryClient:
@@ -126,15 +111,8 @@ class RegistryClient:
         self._ssl_contexts: dict[str | None, ssl.SSLContext] = {}
         if transport is None:
             self._ssl_context(None)
-        self._tokens = _auth.TokenCache()
-        # The challenge each host answered with, so later requests authenticate up front
-        # instead of paying a 401 round trip for every new repository.
-        # Keyed by the origin that sent each challenge (scheme://host:port); bounded, since
-        # hosts are named by whoever writes a pod spec.
-        self._challenges: cachetools.LRUCache[str, _auth.Challenge] = cachetools.LRUCache(
-            MAX_CHALLENGES
-        )
-        self._token_locks: dict[tuple[str, str, tuple[str, ...]], tuple[asyncio.Lock, int]] = {}
+        # Challenges per origin, tokens per identity and scope: shared by every request.
+        self._auth = _auth.AuthState()
         # Bare host names (no port, no brackets) the SSRF guard trusts, as httpcore names the
         # host it connects to; a configured naming domain also trusts its API host.
         self._trusted_hosts = frozenset(
@@ -187,13 +165,13 @@ class RegistryClient:
         if self._transport is not None:
             transport: httpx.AsyncBaseTransport = self._transport
         else:
-            transport = _GuardedTransport(
+            transport = _transport.GuardedTransport(
                 self._ssl_context(ca_file),
                 _guard.GuardedBackend(self._host_allowed, self._resolver),
                 self.settings.max_connections_per_registry,
             )
         return httpx.AsyncClient(
-            transport=transport,
+            transport=_transport.Metered(transport, host, self._observer),
             timeout=timeout,
             follow_redirects=False,
             trust_env=False,
@@ -205,65 +183,25 @@ class RegistryClient:
 
     # -- one exchange ---------------------------------------------------------------------------
 
-    async def _exchange(
-        self,
-        endpoint: _Endpoint,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        max_bytes: int,
-        subject: str,
-        *,
-        data: dict[str, str] | None = None,
-    ) -> _Response:
-        """Send one request, following redirects by hand so credentials never change origin."""
-        ca_file = endpoint.settings.ca_file or self.settings.ca_file
-        async with self._pools.use(endpoint.host, ca_file) as client:
-            return await self._exchange_on(
-                client, endpoint, method, url, headers, max_bytes, subject, data
-            )
-
-    async def _exchange_on(
+    async def _send(
         self,
         client: httpx.AsyncClient,
         endpoint: _Endpoint,
-        method: str,
-        url: str,
-        headers: dict[str, str],
+        first: _redirects.Hop,
+        auth: httpx.Auth,
         max_bytes: int,
         subject: str,
-        data: dict[str, str] | None,
     ) -> _Response:
-        first = httpx.URL(url)
-        hop = _redirects.Hop(method, first, dict(headers), data)
-        for _hop in range(self.settings.max_redirects + 1):
-            started = time.perf_counter()
-            request = client.build_request(hop.method, hop.url, headers=hop.headers, data=hop.data)
-            try:
-                response = await client.send(request, stream=True)
-            except BaseException as error:
-                self._observe(endpoint.host, self._error_kind(error), started)
-                raise
-            try:
-                if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
-                    self._observe(endpoint.host, str(response.status_code), started)
-                    try:
-                        hop = _redirects.next_hop(
-                            hop, first, response.status_code, response.headers["location"]
-                        )
-                    except _redirects.RedirectRefused as refused:
-                        raise exc.RegistryServerError(
-                            endpoint.registry, str(refused), subject
-                        ) from None
-                    continue
-                body = await self._read(response, endpoint, max_bytes, subject)
-                self._observe(endpoint.host, str(response.status_code), started)
-                return _Response(response.status_code, response.headers, body, str(hop.url))
-            finally:
-                await response.aclose()
-        raise exc.RegistryServerError(
-            endpoint.registry, f"more than {self.settings.max_redirects} redirects", subject
-        )
+        """Send ``first`` through ``auth``'s flow (redirects, credentials) and read the answer."""
+        try:
+            response = await client.send(_build(client, first), auth=auth, stream=True)
+        except _redirects.RedirectRefused as refused:
+            raise exc.RegistryServerError(endpoint.registry, str(refused), subject) from None
+        try:
+            body = await self._read(response, endpoint, max_bytes, subject)
+            return _Response(response.status_code, response.headers, body)
+        finally:
+            await response.aclose()
 
     async def _read(
         self, response: httpx.Response, endpoint: _Endpoint, max_bytes: int, subject: str
@@ -302,57 +240,12 @@ class RegistryClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _observe(self, host: str, code: str, started: float) -> None:
-        if self._observer is not None:
-            self._observer(host, code, time.perf_counter() - started)
-
-    @staticmethod
-    def _error_kind(error: BaseException) -> str:
-        if isinstance(error, httpx.TimeoutException):
-            return "timeout"
-        if isinstance(error, httpx.TransportError):
-            return "error"
-        return "cancelled"
-
     # -- authentication -------------------------------------------------------------------------
-
-    def _may_send_credentials(self, endpoint: _Endpoint, url: str) -> bool:
-        """Credentials go to the registry's own origin, or to its realm over HTTPS.
-
-        A token realm is where the registry itself sends clients to trade credentials, so it
-        may be another host (auth.docker.io); plain HTTP there would expose them in transit.
-        The origin counts scheme, host and port: another port on the registry's host is
-        another server (anyone may listen there), so it gets nothing over plain HTTP, unless
-        the operator configured that very origin as an insecure registry.
-        """
-        target = httpx.URL(url)
-        same = _redirects.origin(target) == _redirects.origin(httpx.URL(endpoint.base_url))
-        consented = self.settings.for_host(target.netloc.decode("ascii")).insecure
-        return same or target.scheme == "https" or consented
 
     def _credential(self, endpoint: _Endpoint) -> _credentials.Credential | None:
         # Keyed by the host actually contacted: a mirror never receives the upstream's secret.
         store = _call_credentials.get() or self.credentials
         return store.lookup(endpoint.registry if not endpoint.mirror else endpoint.host)
-
-    @staticmethod
-    def _fingerprint(credential: _credentials.Credential | None) -> str:
-        if credential is None:
-            return ""
-        secret = "\0".join(
-            (
-                credential.username,
-                credential.password,
-                credential.identity_token,
-                credential.registry_token,
-            )
-        )
-        return hashlib.sha256(secret.encode()).hexdigest()[:16]
-
-    def _token_realm_key(self, endpoint: _Endpoint, realm: str) -> str:
-        """Tokens are cached per identity: one pod's secret must never serve another pod."""
-        fingerprint = self._fingerprint(self._credential(endpoint))
-        return f"{realm}#{fingerprint}" if fingerprint else realm
 
     def identity(self, ref: reference.Reference) -> str:
         """Who the current context would authenticate as for ``ref`` ('' for anonymous).
@@ -361,7 +254,7 @@ class RegistryClient:
         fails another pod that has the right one.
         """
         store = _call_credentials.get() or self.credentials
-        return self._fingerprint(store.lookup(ref.domain))
+        return _credentials.fingerprint(store.lookup(ref.domain))
 
     @staticmethod
     def using(credentials: _credentials.CredentialStore | None) -> contextvars.Token[Any]:
@@ -375,140 +268,16 @@ class RegistryClient:
     def restore(token: contextvars.Token[Any]) -> None:
         _call_credentials.reset(token)
 
-    async def _authorization(self, endpoint: _Endpoint, scope: str, subject: str) -> str | None:
-        credential = self._credential(endpoint)
-        if credential is not None and credential.registry_token:
-            return f"Bearer {credential.registry_token}"
-        challenge = self._challenges.get(_origin_key(endpoint.base_url))
-        if challenge is None:
-            return None
-        if challenge.scheme == "basic":
-            return credential.basic_header() if credential and credential.has_basic else None
-        token = await self._token(endpoint, challenge, (scope,), subject)
-        return f"Bearer {token}"
-
-    async def _token(
-        self,
-        endpoint: _Endpoint,
-        challenge: _auth.Challenge,
-        scopes: tuple[str, ...],
-        subject: str,
-    ) -> str:
-        realm_key = self._token_realm_key(endpoint, challenge.realm)
-        key = _auth.TokenCache.key(realm_key, challenge.service, scopes)
-        # Concurrent requests for one scope share one token fetch. A lock lives only while
-        # someone holds or waits for it, so locks never pile up for scopes seen once.
-        lock, users = self._token_locks.get(key, (asyncio.Lock(), 0))
-        self._token_locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                cached = self._tokens.get(realm_key, challenge.service, scopes)
-                if cached is not None:
-                    return cached
-                token, expires_in = await self._fetch_token(endpoint, challenge, scopes, subject)
-                self._tokens.put(realm_key, challenge.service, scopes, token, expires_in)
-                return token
-        finally:
-            lock, users = self._token_locks[key]
-            if users <= 1:
-                del self._token_locks[key]
-            else:
-                self._token_locks[key] = (lock, users - 1)
-
-    async def _fetch_token(
-        self,
-        endpoint: _Endpoint,
-        challenge: _auth.Challenge,
-        scopes: tuple[str, ...],
-        subject: str,
-    ) -> tuple[str, float]:
-        realm = challenge.realm
-        try:
-            realm_url = httpx.URL(realm)
-        except httpx.InvalidURL:
-            realm_url = httpx.URL("")
-        if realm_url.scheme not in ("http", "https") or not realm_url.host:
-            raise exc.AuthenticationFailed(
-                endpoint.registry, f"token realm {realm[:100]!r} is not an HTTP URL", subject
-            )
-        credential = self._credential(endpoint)
-        if credential is not None and not self._may_send_credentials(endpoint, realm):
-            credential = None
-        params: list[tuple[str, str | int | float | bool | None]] = []
-        if challenge.service:
-            params.append(("service", challenge.service))
-        params.extend(("scope", s) for s in scopes)
-        response: _Response | None = None
-        if credential is not None and credential.identity_token:
-            form = {
-                "grant_type": "refresh_token",
-                "refresh_token": credential.identity_token,
-                "service": challenge.service,
-                "scope": " ".join(scopes),
-                "client_id": "archwarden",
-            }
-            response = await self._token_exchange(endpoint, "POST", realm, {}, subject, form)
-            if response.status in (400, 401, 404, 405):
-                response = None  # this realm has no OAuth2 endpoint: fall back to GET
-        if response is None:
-            headers: dict[str, str] = {}
-            if credential is not None and credential.has_basic:
-                headers["Authorization"] = credential.basic_header()
-            url = str(realm_url.copy_merge_params(httpx.QueryParams(params)))
-            response = await self._token_exchange(endpoint, "GET", url, headers, subject, None)
-        if response.status in (401, 403):
-            raise exc.AuthenticationFailed(
-                endpoint.registry,
-                f"token server refused the credentials (HTTP {response.status})",
-                subject,
-            )
-        if response.status != 200:
-            raise exc.AuthenticationFailed(
-                endpoint.registry, f"token server answered HTTP {response.status}", subject
-            )
-        try:
-            data = _wire.loads(response.body, "token response")
-            token = data.get("access_token") or data.get("token")
-            expires_in = _wire.finite(
-                data.get("expires_in") or _auth.DEFAULT_TOKEN_LIFETIME, "expires_in"
-            )
-        except (ValueError, AttributeError, TypeError):
-            token, expires_in = None, 0.0
-        if not token:
-            raise exc.AuthenticationFailed(
-                endpoint.registry, "token server answered without a token", subject
-            )
-        if isinstance(token, str) and len(token) > _auth.MAX_TOKEN_BYTES:
-            raise exc.AuthenticationFailed(
-                endpoint.registry,
-                f"token server answered a token over {_auth.MAX_TOKEN_BYTES} bytes",
-                subject,
-            )
-        if not _usable_token(token):
-            raise exc.AuthenticationFailed(
-                endpoint.registry, "token server answered an unusable token", subject
-            )
-        assert isinstance(token, str)
-        return token, expires_in
-
     async def _token_exchange(
-        self,
-        endpoint: _Endpoint,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        subject: str,
-        form: dict[str, str] | None,
-    ) -> _Response:
+        self, endpoint: _Endpoint, client: httpx.AsyncClient, subject: str, hop: _redirects.Hop
+    ) -> tuple[int, bytes]:
+        """One token request for the auth flow, on the endpoint's own connections."""
+        follow = _redirects.Follow(
+            hop, functools.partial(_build, client), self.settings.max_redirects
+        )
         try:
-            return await self._exchange(
-                endpoint,
-                method,
-                url,
-                headers,
-                _auth.TOKEN_RESPONSE_MAX_BYTES,
-                subject,
-                data=form,
+            response = await self._send(
+                client, endpoint, hop, follow, _auth.TOKEN_RESPONSE_MAX_BYTES, subject
             )
         except exc.ManifestTooLarge:
             raise exc.AuthenticationFailed(
@@ -521,9 +290,10 @@ class RegistryClient:
                 raise exc.RegistryTimeout(
                     endpoint.registry, "token server timed out", subject
                 ) from None
-            raise _transport_error(
-                endpoint, error, subject, "token realm ", "token server"
+            raise _transport.failure(
+                endpoint.registry, error, subject, "token realm ", "token server"
             ) from None
+        return response.status, response.body
 
     # -- requests with auth and retries ---------------------------------------------------------
 
@@ -538,21 +308,48 @@ class RegistryClient:
         max_bytes: int,
         subject: str,
     ) -> _Response:
-        scope = f"repository:{ref.path}:pull"
-        url = endpoint.base_url + path
-        auth_attempts = 0
-        token_refetched = False
+        first = _redirects.Hop(
+            method, httpx.URL(endpoint.base_url + path), {"Accept": accept} if accept else {}
+        )
+        access = _auth.Access(
+            endpoint.registry, subject, f"repository:{ref.path}:pull", self._credential(endpoint)
+        )
+        ca_file = endpoint.settings.ca_file or self.settings.ca_file
+        async with self._pools.use(endpoint.host, ca_file) as client:
+
+            async def exchange(
+                method: str, url: str, headers: dict[str, str], form: dict[str, str] | None
+            ) -> tuple[int, bytes]:
+                hop = _redirects.Hop(method, httpx.URL(url), headers, form)
+                return await self._token_exchange(endpoint, client, subject, hop)
+
+            # One flow for the request and all its retries: its 401 count holds across them.
+            auth = _auth.RegistryAuth(
+                self._auth,
+                access,
+                first,
+                functools.partial(_build, client),
+                self.settings,
+                exchange,
+            )
+            return await self._with_retries(client, endpoint, first, auth, max_bytes, subject)
+
+    async def _with_retries(
+        self,
+        client: httpx.AsyncClient,
+        endpoint: _Endpoint,
+        first: _redirects.Hop,
+        auth: _auth.RegistryAuth,
+        max_bytes: int,
+        subject: str,
+    ) -> _Response:
         retries = 0
         while True:
-            headers = {"Accept": accept} if accept else {}
-            authorization = await self._authorization(endpoint, scope, subject)
-            if authorization:
-                headers["Authorization"] = authorization
             try:
-                response = await self._exchange(endpoint, method, url, headers, max_bytes, subject)
+                response = await self._send(client, endpoint, first, auth, max_bytes, subject)
             except httpx.TransportError as error:
                 if not isinstance(error, httpx.TimeoutException):
-                    raise _transport_error(endpoint, error, subject) from None
+                    raise _transport.failure(endpoint.registry, error, subject) from None
                 if retries < min(1, self.settings.max_retries):
                     retries += 1
                     continue
@@ -561,56 +358,6 @@ class RegistryClient:
                     f"no answer within {endpoint.settings.timeout or self.settings.timeout:g}s",
                     subject,
                 ) from None
-
-            if response.status == 401:
-                if _redirects.origin(httpx.URL(response.url)) != _redirects.origin(httpx.URL(url)):
-                    # A redirect target asked for credentials. Its challenge is its own: kept
-                    # under the registry, the registry's credentials would go to its realm.
-                    raise exc.AuthenticationFailed(
-                        endpoint.registry,
-                        "unauthorized at a redirect target; credentials never follow a "
-                        "redirect to another origin",
-                        subject,
-                    )
-                challenge = _auth.pick_challenge(
-                    _auth.parse_challenges(response.headers.get_list("www-authenticate"))
-                )
-                if challenge is None:
-                    raise exc.AuthenticationFailed(
-                        endpoint.registry, "unauthorized, and no usable challenge", subject
-                    )
-                if challenge.error == "insufficient_scope":
-                    raise exc.AccessDenied(endpoint.registry, "insufficient scope", subject)
-                known = self._challenges.get(_origin_key(endpoint.base_url))
-                retry_token = (
-                    authorization is not None
-                    and challenge.scheme == "bearer"
-                    and challenge.error == "invalid_token"
-                    and not token_refetched
-                )
-                if retry_token:
-                    token_refetched = True  # once: a second invalid_token is final
-                elif auth_attempts >= 1:
-                    raise exc.AuthenticationFailed(
-                        endpoint.registry, self._unauthorized_reason(endpoint), subject
-                    )
-                if known is not None and known.scheme == "bearer":
-                    self._tokens.drop(
-                        self._token_realm_key(endpoint, known.realm), known.service, (scope,)
-                    )
-                self._challenges[_origin_key(endpoint.base_url)] = _auth.Challenge(
-                    challenge.scheme,
-                    {k: v for k, v in challenge.params.items() if k in ("realm", "service")},
-                )
-                if challenge.scheme == "basic" and authorization is None:
-                    credential = self._credential(endpoint)
-                    if credential is None or not credential.has_basic:
-                        raise exc.AuthenticationFailed(
-                            endpoint.registry, "unauthorized and no credentials for it", subject
-                        )
-                auth_attempts += 1
-                continue
-
             if response.status in RETRYABLE_STATUSES:
                 wait = _wire.retry_after(response.headers.get("retry-after"))
                 if wait is not None and wait > self.settings.max_retry_after:
@@ -623,11 +370,6 @@ class RegistryClient:
                     continue
                 raise self._status_error(endpoint, response, subject, wait)
             return response
-
-    def _unauthorized_reason(self, endpoint: _Endpoint) -> str:
-        if self._credential(endpoint) is None:
-            return "unauthorized (no credentials for this registry)"
-        return "unauthorized: the registry rejected the credentials"
 
     def _status_error(
         self, endpoint: _Endpoint, response: _Response, subject: str, wait: float | None = None
@@ -659,7 +401,7 @@ class RegistryClient:
 
     def _secrets(self) -> set[str]:
         """Every credential this context could have sent, and every token held."""
-        secrets = self.credentials.secrets() | set(self._tokens.tokens())
+        secrets = self.credentials.secrets() | set(self._auth.tokens.tokens())
         store = _call_credentials.get()
         return secrets | store.secrets() if store is not None else secrets
 
@@ -853,82 +595,6 @@ def _bare_host(address: str) -> str:
     return httpx.URL(f"http://{authority}").host.lower()
 
 
-def _causes(error: BaseException) -> list[BaseException]:
-    """The error and everything it was raised from (httpx wraps httpcore wraps OSError)."""
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in chain and len(chain) < 10:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _refusal(error: BaseException) -> _guard.AddressRefused | None:
-    for cause in _causes(error):
-        if isinstance(cause, _guard.AddressRefused):
-            return cause
-    return None
-
-
-def _transport_error(
-    endpoint: _Endpoint,
-    error: httpx.TransportError,
-    subject: str,
-    role: str = "",
-    server: str = "",
-) -> exc.RegistryError:
-    """The one translation of httpx's connection errors (timeouts are the caller's to retry)."""
-    refused = _refusal(error)
-    if refused is not None:
-        return exc.ForbiddenAddress(
-            endpoint.registry,
-            f"{role}{refused.host} resolves to {refused.address}, a link-local or metadata"
-            " address; refused unless the registry is configured explicitly",
-            subject,
-        )
-    reason = _transport_reason(error)
-    problem = f"{server} unreachable ({reason})" if server else f"cannot connect ({reason})"
-    return exc.RegistryUnavailable(endpoint.registry, problem, subject)
-
-
-def _transport_reason(error: httpx.TransportError) -> str:
-    chain = _causes(error)
-    text = " ".join(str(c) for c in chain)
-    if any(isinstance(c, ssl.SSLCertVerificationError) for c in chain) or (
-        "CERTIFICATE_VERIFY_FAILED" in text
-    ):
-        return "TLS certificate not trusted"
-    if any(isinstance(c, ConnectionRefusedError) for c in chain):
-        return "connection refused"
-    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
-        return "TLS handshake failed; is this registry plain HTTP?"
-    if any(isinstance(c, ssl.SSLError) for c in chain):
-        return "TLS handshake failed"
-    if any(isinstance(c, ConnectionResetError) for c in chain):
-        return "connection reset"
-    if "Name or service not known" in text or "nodename nor servname" in text:
-        return "unknown host"
-    if isinstance(error, httpx.RemoteProtocolError):
-        return "the registry broke the HTTP protocol"
-    return type(error).__name__
-
-
-class _GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport with the SSRF-guarded network backend underneath."""
-
-    def __init__(
-        self, ssl_context: ssl.SSLContext, backend: _guard.GuardedBackend, max_connections: int
-    ) -> None:
-        super().__init__(verify=ssl_context, trust_env=False)
-        import httpcore
-
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=5.0,
-            network_backend=backend,
-        )
-
-    def describe(self) -> dict[str, Any]:
-        return {"guarded": True}
+def _build(client: httpx.AsyncClient, hop: _redirects.Hop) -> httpx.Request:
+    """The request for one hop, with the client's headers and timeouts."""
+    return client.build_request(hop.method, hop.url, headers=hop.headers, data=hop.data)

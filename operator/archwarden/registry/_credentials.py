@@ -9,13 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from archwarden.registry import _config
 
-__all__ = ["Credential", "CredentialStore", "InvalidDockerConfig"]
+__all__ = ["Credential", "CredentialStore", "InvalidDockerConfig", "fingerprint"]
 
 
 _INVALID = object()
@@ -58,6 +59,22 @@ class Credential:
         if self.has_basic:
             forms += (self.basic_header().removeprefix("Basic "),)
         return tuple(f for f in forms if f)
+
+
+def fingerprint(credential: Credential | None) -> str:
+    """Who ``credential`` is, without being it ('' for anonymous): what tokens and cached
+    failures are keyed by, so one pod's secret never serves another pod."""
+    if credential is None:
+        return ""
+    secret = "\0".join(
+        (
+            credential.username,
+            credential.password,
+            credential.identity_token,
+            credential.registry_token,
+        )
+    )
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
 def _decode_auth(value: str, key: str) -> tuple[str, str]:
