@@ -6,6 +6,7 @@ values table from helm-docs.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -382,3 +383,20 @@ def test_readme_values_table_is_helm_docs_output() -> None:
     assert len(values_rows) > 100
     for row in values_rows:
         assert not row.rstrip().endswith("|  |"), f"no description: {row}"
+
+
+def test_top_level_readme_names_the_webhooks_the_chart_renders() -> None:
+    # The README shows release "archwarden" in namespace "archwarden".
+    rendered = render(release="archwarden", namespace="archwarden")
+    names = {
+        hook["name"]
+        for obj in rendered
+        if obj["kind"].endswith("WebhookConfiguration")
+        for hook in obj["webhooks"]
+    }
+    readme = (CHART.parents[1] / "README.md").read_text()
+    mentioned = set(re.findall(r"\b((?:validate|mutate)-[a-z]+\.[a-z0-9.-]*[a-z0-9])", readme))
+    assert mentioned, "the README names no webhook"
+    assert mentioned <= names, mentioned - names
+    assert "validate-deployments.archwarden.archwarden.svc" in mentioned
+    assert "make image IMAGE=" in readme and "--set image.repository=" in readme
