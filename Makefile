@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv deps lint typecheck test test-fast demo bench clean image lock
+.PHONY: help venv deps lint typecheck test test-fast demo bench clean image lock tools-build chart-docs
 
 help:
 	@echo "make demo   - local registry + cluster, archwarden running, sample workloads"
@@ -14,6 +14,7 @@ help:
 	@echo "make image IMAGE=host:port/repo:tag [PLATFORMS=linux/amd64,...] [INSECURE=1]"
 	@echo "            - build the container image for four platforms and push one OCI index"
 	@echo "make lock   - recompile requirements/image*.txt (hash-locked) from pyproject.toml"
+	@echo "make chart-docs - regenerate the chart's schema, README table, dashboard and deploy/"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,8 +39,9 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 # cluster-build first, outside pytest's output capture: a cold build (about 14 minutes on two
-# cores) shows its progress; a warm cache makes it a no-op.
-test: deps lint typecheck cluster-build
+# cores) shows its progress; a warm cache makes it a no-op. tools-build likewise (promtool, about
+# 15 minutes cold; helm-docs, 2) for the chart's tests.
+test: deps lint typecheck cluster-build tools-build
 	$(VENV)/bin/pytest
 
 test-fast: venv
@@ -64,6 +66,18 @@ image:
 # lock for every target platform). tests/image checks that they are fresh.
 lock: venv
 	$(PY) hack/image/lock.py
+
+# The chart's test tools, built from Go modules into the same cache as the cluster binaries.
+tools-build:
+	ARCHWARDEN_BUILD_ONLY="promtool helmdocs" hack/cluster/build.sh >/dev/null
+
+# Every file generated from the chart's sources; tests/chart fails when one is stale.
+chart-docs: venv tools-build cluster-build
+	$(PY) charts/archwarden/hack/schema.py
+	$(PY) charts/archwarden/hack/dashboard.py
+	eval "$$(ARCHWARDEN_BUILD_ONLY=helmdocs hack/cluster/build.sh --print)"; \
+	  cd charts/archwarden && "$$HELM_DOCS_BIN/helm-docs" --chart-search-root . --sort-values-order file
+	deploy/generate.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo

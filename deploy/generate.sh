@@ -22,8 +22,10 @@ find_helm() {
 	local candidate
 	if [ -n "${ARCHWARDEN_HELM:-}" ]; then echo "$ARCHWARDEN_HELM"; return; fi
 	if [ -x "$ROOT/.cluster/bin/helm" ]; then echo "$ROOT/.cluster/bin/helm"; return; fi
-	candidate=$(ls -d "${ARCHWARDEN_CACHE:-$HOME/.cache/archwarden}"/bin/helm-*/helm 2>/dev/null | sort -V | tail -n 1)
-	if [ -n "$candidate" ] && [ -x "$candidate" ]; then echo "$candidate"; return; fi
+	# Newest by directory name (helm-v3.22.0-k8s1.37 after helm-v3.22.0: sort -V on the names,
+	# not on the paths, where "/" would sort after "-").
+	candidate=$(ls -d "${ARCHWARDEN_CACHE:-$HOME/.cache/archwarden}"/bin/helm-v* 2>/dev/null | sort -V | tail -n 1)
+	if [ -n "$candidate" ] && [ -x "$candidate/helm" ]; then echo "$candidate/helm"; return; fi
 	command -v helm && return
 	echo "generate.sh: helm not found; build it with hack/cluster/build.sh or set ARCHWARDEN_HELM" >&2
 	exit 1

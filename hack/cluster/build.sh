@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Build (or find in the cache) every binary the local cluster needs, from the Go module proxy.
+# Build (or find in the cache) every binary the local cluster needs, and the chart's test tools,
+# from the Go module proxy.
 #
 #   hack/cluster/build.sh            build what is missing, print the bin directories
 #   hack/cluster/build.sh --print    only print KEY=DIR lines (for scripts; builds if missing)
+#   ARCHWARDEN_BUILD_ONLY="promtool helmdocs" hack/cluster/build.sh   only those (make tools-build)
 #
 # Binaries are cached outside the repository, keyed by tool and version:
 #   ${ARCHWARDEN_CACHE:-$HOME/.cache/archwarden}/bin/<tool>-<version>/
@@ -13,7 +15,7 @@
 # ARCHWARDEN_PRUNE_GO=1 deletes the Go module and build caches afterwards (only bin/ is needed).
 #
 # Versions come from the pinned wrapper modules next to this script (kube/, etcd/, kwok/, helm/,
-# containerd/):
+# containerd/, promtool/, helm-docs/):
 # their go.mod/go.sum are committed; builds run with -mod=readonly, so the pins are verified.
 set -euo pipefail
 
@@ -35,11 +37,20 @@ ETCD_VERSION=$(pinned etcd go.etcd.io/etcd/server/v3)
 KWOK_VERSION=$(pinned kwok sigs.k8s.io/kwok)
 HELM_VERSION=$(pinned helm helm.sh/helm/v3)
 CONTAINERD_VERSION=$(pinned containerd github.com/containerd/containerd/v2)
+PROMTOOL_VERSION=$(pinned promtool github.com/prometheus/prometheus)
+HELM_DOCS_VERSION=$(pinned helm-docs github.com/norwoodj/helm-docs)
+# helm's own Makefile stamps the Kubernetes version of its client-go (v0.X.Y -> 1.X) into the
+# binary: without it `helm template` and `helm lint` assume v1.20 for .Capabilities.KubeVersion
+# (and for chart kubeVersion checks and deprecation lints). The stamped version is part of the
+# cache key, so a binary built without it is never reused.
+HELM_K8S_MINOR=$(pinned helm k8s.io/client-go | cut -d. -f2)
 
 KUBE_DIR=$BIN_ROOT/kubernetes-$KUBE_VERSION
 ETCD_DIR=$BIN_ROOT/etcd-$ETCD_VERSION
 KWOK_DIR=$BIN_ROOT/kwok-$KWOK_VERSION
-HELM_DIR=$BIN_ROOT/helm-$HELM_VERSION
+HELM_DIR=$BIN_ROOT/helm-$HELM_VERSION-k8s1.$HELM_K8S_MINOR
+PROMTOOL_DIR=$BIN_ROOT/promtool-$PROMTOOL_VERSION
+HELM_DOCS_DIR=$BIN_ROOT/helm-docs-$HELM_DOCS_VERSION
 # The kubelet has a directory of its own so that a cache holding the control plane alone is
 # completed by one short build instead of rebuilding everything.
 KUBELET_DIR=$BIN_ROOT/kubelet-$KUBE_VERSION
@@ -155,8 +166,35 @@ kwok_stages() { # <tmp bin dir>
 build_helm() {
 	have_all "$HELM_DIR" helm && return 0
 	go_env
-	build_into "$HELM_DIR" helm -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-		helm.sh/helm/v3/cmd/helm
+	local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+	ld="$ld -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+	local pkg
+	for pkg in pkg/lint/rules pkg/chartutil; do
+		ld="$ld -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$HELM_K8S_MINOR"
+	done
+	build_into "$HELM_DIR" helm -ldflags "$ld" helm.sh/helm/v3/cmd/helm
+}
+
+# promtool checks and unit-tests the chart's PrometheusRule. remove_all_sd (upstream's build tag)
+# leaves out the service-discovery plugins promtool never needs for rules: a much smaller build.
+build_promtool() {
+	have_all "$PROMTOOL_DIR" promtool && return 0
+	go_env
+	local ld="-s -w" kv
+	for kv in "Version=${PROMTOOL_VERSION#v}" "Revision=$PROMTOOL_VERSION" Branch=module \
+		BuildUser=archwarden BuildDate=19700101-00:00:00; do
+		ld="$ld -X github.com/prometheus/common/version.$kv"
+	done
+	build_into "$PROMTOOL_DIR" promtool -tags remove_all_sd -ldflags "$ld" \
+		github.com/prometheus/prometheus/cmd/promtool
+}
+
+# helm-docs writes the chart README's values table.
+build_helmdocs() {
+	have_all "$HELM_DOCS_DIR" helm-docs && return 0
+	go_env
+	build_into "$HELM_DOCS_DIR" helm-docs -ldflags "-s -w -X main.version=$HELM_DOCS_VERSION" \
+		github.com/norwoodj/helm-docs/cmd/helm-docs
 }
 
 main() {
@@ -171,6 +209,7 @@ main() {
 	fi
 	printf 'KUBE_BIN=%s\nETCD_BIN=%s\nKWOK_BIN=%s\nHELM_BIN=%s\nKUBELET_BIN=%s\nCONTAINERD_BIN=%s\n' \
 		"$KUBE_DIR" "$ETCD_DIR" "$KWOK_DIR" "$HELM_DIR" "$KUBELET_DIR" "$CONTAINERD_DIR"
+	printf 'PROMTOOL_BIN=%s\nHELM_DOCS_BIN=%s\n' "$PROMTOOL_DIR" "$HELM_DOCS_DIR"
 }
 
 # Everything is parsed before anything runs, so editing this file during a long build is safe.

@@ -55,6 +55,8 @@ class Outcome:
     decision: policy.Decision | None = None
     label: str = "allowed"
     """For metrics: allowed, denied, warned, skipped."""
+    reason: str = ""
+    """For metrics, when denied: the decision's policy.Reason value, or TooManyImages."""
     authenticated: bool = False
     """The review came from a client the webhook server authenticated (webhook.clientCAFile)."""
 
@@ -200,6 +202,8 @@ class Admission:
         finally:
             self.metrics.admission_duration.labels(webhook).observe(time.perf_counter() - started)
         self.metrics.admission_requests.labels(webhook, kind, operation, outcome.label).inc()
+        if not outcome.allowed:
+            self.metrics.admission_denials.labels(webhook, outcome.reason or "Unknown").inc()
         return dataclasses.replace(outcome, authenticated=authenticated)
 
     async def may_report(
@@ -400,6 +404,7 @@ class Admission:
             events=tuple(events),
             decision=decision,
             label=label,
+            reason=decision.reason.value,
         )
 
 
@@ -429,4 +434,5 @@ def _too_many_images(
         warnings=warnings,
         events=(EventNote("Warning", "ImageInspectionFailed", message),),
         label="denied" if denied else ("warned" if warnings else "allowed"),
+        reason="TooManyImages",
     )

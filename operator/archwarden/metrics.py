@@ -53,6 +53,12 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.admission_denials = prom.Counter(
+            "archwarden_admission_denials",
+            "Admission reviews denied, by reason (a policy.Reason value, or TooManyImages).",
+            ["webhook", "reason"],
+            registry=r,
+        )
         self.registry_failures = prom.Counter(
             "archwarden_registry_failures",
             "Admissions that met a registry failure, by failure policy outcome.",

@@ -24,8 +24,10 @@ __all__ = [
     "REPO_ROOT",
     "HelmError",
     "find_helm",
+    "find_tool",
     "helm",
     "render",
+    "set_args",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +49,19 @@ class HelmError(AssertionError):
 
 def _version_key(path: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", path.parent.name))
+
+
+def find_tool(name: str, variable: str) -> Path | None:
+    """A Go-built tool: ``$<variable>``, else the newest ``<cache>/bin/<name>-v*/<name>``."""
+    explicit = os.environ.get(variable)
+    if explicit:
+        return Path(explicit)
+    cache = Path(os.environ.get("ARCHWARDEN_CACHE", Path.home() / ".cache" / "archwarden"))
+    built = sorted(
+        (p for p in (cache / "bin").glob(f"{name}-v*/{name}") if os.access(p, os.X_OK)),
+        key=_version_key,
+    )
+    return built[-1] if built else None
 
 
 def find_helm() -> Path | None:
@@ -84,9 +99,13 @@ def helm(*args: str, cwd: Path = REPO_ROOT) -> str:
     return result.stdout
 
 
-def _set_args(values: Mapping[str, Any]) -> list[str]:
+def set_args(values: Mapping[str, Any]) -> list[str]:
     args = []
     for key, value in values.items():
+        if isinstance(value, list | tuple) and not value:
+            # `--set key={}` would be a list holding one empty string.
+            args += ["--set-json", f"{key}=[]"]
+            continue
         if isinstance(value, bool):
             text = str(value).lower()
         elif isinstance(value, list | tuple):
@@ -114,7 +133,7 @@ def render(
 ) -> list[dict[str, Any]]:
     """``helm template`` with ``--set key=value`` per item; the parsed objects, in order."""
     args = ["template", release, str(chart), "--namespace", namespace]
-    args += _set_args(values or {})
+    args += set_args(values or {})
     for template in show_only:
         args += ["--show-only", template]
     key = tuple(args)

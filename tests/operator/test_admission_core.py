@@ -99,6 +99,33 @@ async def test_enforce_denies_with_the_exact_message() -> None:
     assert [e.reason for e in outcome.events] == ["ArchitectureMismatch"]
 
 
+def _denials(eng: admission.Admission, reason: str) -> float:
+    value = eng.metrics.registry.get_sample_value(
+        "archwarden_admission_denials_total", {"webhook": "validate", "reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_denials_are_counted_by_reason() -> None:
+    # The dashboard's "denials by reason" panel reads this counter.
+    fake = Registry()
+    eng = engine(fake, failure_policy="closed")
+    await eng.review(deployment(f"{HOST}/team/legacy:1"), operation="CREATE")
+    await eng.review(deployment(f"{HOST}/team/web:1"), operation="CREATE")  # allowed
+    fake.down = True
+    await eng.review(deployment(f"{HOST}/team/other:1"), operation="CREATE")
+    assert _denials(eng, "ArchitectureMismatch") == 1
+    assert _denials(eng, "ImageInspectionFailed") == 1
+    total = sum(
+        sample.value
+        for family in eng.metrics.registry.collect()
+        if family.name == "archwarden_admission_denials"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+    assert total == 2
+
+
 async def test_namespace_mode_override_and_audit() -> None:
     eng = engine(Registry())
     eng.namespace_mode = {"team": "audit"}.get

@@ -109,58 +109,99 @@ ConfigMap holding the CA bundle that verifies the API server's client certificat
 {{- end }}
 
 {{/*
+Stop the render with a message. helm lint renders with `fail` turned into a log line and goes
+on, so a lint would pass values that every install rejects; the line written after the call
+(reached only under lint) is invalid YAML, which makes `helm lint` report the template as an
+error. Usage: include "archwarden.fail" "message"
+*/}}
+{{- define "archwarden.fail" -}}
+{{- fail . }}
+{{ printf "archwarden-invalid-values: %q" . }}
+: [lint stops here]
+{{- end }}
+
+{{/*
 Values that cannot be combined. The schema checks each value alone; these checks span values.
 Included once, from the ConfigMap template (always rendered).
 */}}
 {{- define "archwarden.validate" -}}
 {{- if and .Values.certManager.enabled .Values.tls.existingSecret }}
-{{- fail "certManager.enabled and tls.existingSecret cannot be combined: the serving certificate has one owner (cert-manager, or your Secret with tls.caBundle)" }}
+{{- include "archwarden.fail" "certManager.enabled and tls.existingSecret cannot be combined: the serving certificate has one owner (cert-manager, or your Secret with tls.caBundle)" }}
 {{- end }}
 {{- if and .Values.tls.existingSecret (not .Values.tls.caBundle) }}
-{{- fail "tls.existingSecret needs tls.caBundle (base64 PEM of the CA that signed it): the chart owns the webhook configurations and must write their caBundle" }}
+{{- include "archwarden.fail" "tls.existingSecret needs tls.caBundle (base64 PEM of the CA that signed it): the chart owns the webhook configurations and must write their caBundle" }}
 {{- end }}
 {{- if and .Values.tls.caBundle (not .Values.tls.existingSecret) }}
-{{- fail "tls.caBundle is only used with tls.existingSecret; the chart-generated and cert-manager certificates bring their own CA" }}
+{{- include "archwarden.fail" "tls.caBundle is only used with tls.existingSecret; the chart-generated and cert-manager certificates bring their own CA" }}
 {{- end }}
 {{- if and .Values.certManager.enabled .Values.tls.caBundle }}
-{{- fail "certManager.enabled and tls.caBundle cannot be combined: cert-manager injects the caBundle" }}
+{{- include "archwarden.fail" "certManager.enabled and tls.caBundle cannot be combined: cert-manager injects the caBundle" }}
 {{- end }}
 {{- if ge (float64 .Values.webhook.budgetSeconds) (float64 .Values.webhook.timeoutSeconds) }}
-{{- fail (printf "webhook.budgetSeconds (%v) must be below webhook.timeoutSeconds (%v): archwarden must answer before the API server gives up" .Values.webhook.budgetSeconds .Values.webhook.timeoutSeconds) }}
+{{- include "archwarden.fail" (printf "webhook.budgetSeconds (%v) must be below webhook.timeoutSeconds (%v): archwarden must answer before the API server gives up" .Values.webhook.budgetSeconds .Values.webhook.timeoutSeconds) }}
 {{- end }}
 {{- if and (gt (int .Values.shutdownDelaySeconds) 0) (ge (int .Values.shutdownDelaySeconds) (int .Values.terminationGracePeriodSeconds)) }}
-{{- fail (printf "shutdownDelaySeconds (%v) must be below terminationGracePeriodSeconds (%v): the pod is killed when the grace period ends" .Values.shutdownDelaySeconds .Values.terminationGracePeriodSeconds) }}
+{{- include "archwarden.fail" (printf "shutdownDelaySeconds (%v) must be below terminationGracePeriodSeconds (%v): the pod is killed when the grace period ends" .Values.shutdownDelaySeconds .Values.terminationGracePeriodSeconds) }}
 {{- end }}
 {{- if eq (int .Values.webhook.port) (int .Values.metrics.port) }}
-{{- fail "webhook.port and metrics.port must differ" }}
+{{- include "archwarden.fail" "webhook.port and metrics.port must differ" }}
 {{- end }}
 {{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
-{{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both (set the other to null)" }}
+{{- include "archwarden.fail" "podDisruptionBudget: set minAvailable or maxUnavailable, not both (set the other to null)" }}
 {{- end }}
 {{- if and .Values.podDisruptionBudget.enabled (kindIs "invalid" .Values.podDisruptionBudget.minAvailable) (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable) }}
-{{- fail "podDisruptionBudget.enabled needs minAvailable or maxUnavailable" }}
+{{- include "archwarden.fail" "podDisruptionBudget.enabled needs minAvailable or maxUnavailable" }}
 {{- end }}
 {{- if and .Values.config.globalPullSecret (eq .Values.rbac.pullSecrets.scope "none") }}
-{{- fail "config.globalPullSecret needs rbac.pullSecrets.scope cluster or namespaces: archwarden must be allowed to read it" }}
+{{- include "archwarden.fail" "config.globalPullSecret needs rbac.pullSecrets.scope cluster or namespaces: archwarden must be allowed to read it" }}
 {{- end }}
 {{- if and .Values.rbac.pullSecrets.namespaces (ne .Values.rbac.pullSecrets.scope "namespaces") }}
-{{- fail "rbac.pullSecrets.namespaces is only used with rbac.pullSecrets.scope=namespaces" }}
+{{- include "archwarden.fail" "rbac.pullSecrets.namespaces is only used with rbac.pullSecrets.scope=namespaces" }}
 {{- end }}
 {{- with .Values.webhook.clientAuth }}
 {{- if and .enabled (not .caBundle) (not .existingConfigMap) }}
-{{- fail "webhook.clientAuth.enabled needs caBundle or existingConfigMap: the CA that signs the API server's client certificate" }}
+{{- include "archwarden.fail" "webhook.clientAuth.enabled needs caBundle or existingConfigMap: the CA that signs the API server's client certificate" }}
 {{- end }}
 {{- if and .caBundle .existingConfigMap }}
-{{- fail "webhook.clientAuth: set caBundle or existingConfigMap, not both" }}
+{{- include "archwarden.fail" "webhook.clientAuth: set caBundle or existingConfigMap, not both" }}
 {{- end }}
 {{- if and (not .enabled) (or .caBundle .existingConfigMap .names) }}
-{{- fail "webhook.clientAuth.caBundle, existingConfigMap and names are only used with webhook.clientAuth.enabled" }}
+{{- include "archwarden.fail" "webhook.clientAuth.caBundle, existingConfigMap and names are only used with webhook.clientAuth.enabled" }}
 {{- end }}
 {{- end }}
 {{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.webhookFrom) }}
-{{- fail "networkPolicy.enabled needs networkPolicy.webhookFrom (the API server's addresses as ipBlock peers): an empty from would admit everyone" }}
+{{- include "archwarden.fail" "networkPolicy.enabled needs networkPolicy.webhookFrom (the API server's addresses as ipBlock peers): an empty from would admit everyone" }}
+{{- end }}
+{{- if and .Values.hostNetwork (has 10250 (list (int .Values.webhook.port) (int .Values.metrics.port))) }}
+{{- include "archwarden.fail" "hostNetwork with webhook.port or metrics.port 10250: that node port is the kubelet's (10250 is for pod networking, e.g. GKE private clusters)" }}
 {{- end }}
 {{- if and (eq .Values.podAntiAffinity "hard") .Values.affinity }}
-{{- fail "podAntiAffinity=hard is ignored when affinity is set: put the anti-affinity into affinity, or set podAntiAffinity=none" }}
+{{- include "archwarden.fail" "podAntiAffinity=hard is ignored when affinity is set: put the anti-affinity into affinity, or set podAntiAffinity=none" }}
 {{- end }}
+{{- end }}
+
+{{/*
+A webhook's matchConditions: call archwarden for an UPDATE only when the pod template changed.
+Usage: include "archwarden.matchConditions" (list $ operations templateField)
+*/}}
+{{- define "archwarden.matchConditions" -}}
+{{- $root := index . 0 }}
+{{- $field := index . 2 }}
+{{- if and $root.Values.webhook.matchConditions $field (has "UPDATE" (index . 1)) }}
+    matchConditions:
+      - name: pod-template-changed
+        expression: {{ printf "request.operation != 'UPDATE' || object.%s != oldObject.%s" $field $field | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Node selector expressions of the platforms the image runs on: Linux, and image.architectures
+(none: any architecture). Rendered as a YAML list; every pod of the chart requires them.
+*/}}
+{{- define "archwarden.platformExpressions" -}}
+{{- $platform := list (dict "key" "kubernetes.io/os" "operator" "In" "values" (list "linux")) }}
+{{- with .Values.image.architectures }}
+{{- $platform = append $platform (dict "key" "kubernetes.io/arch" "operator" "In" "values" .) }}
+{{- end }}
+{{- toYaml $platform }}
 {{- end }}
