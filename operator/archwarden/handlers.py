@@ -7,7 +7,9 @@ Handler ids are the webhook URL paths (and the chart's webhook names), so they a
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import json
 import logging
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
@@ -222,7 +224,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         from archwarden import certs
 
         files = certs.write_dev_certificates(rt.dev_dir)
-        settings.admission.server = webhook_server.WebhookServer(
+        server = webhook_server.WebhookServer(
             meters=rt.metrics,
             addr="127.0.0.1",
             port=config.webhook.port,
@@ -240,7 +242,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             raise kopf.PermanentError(
                 "webhook.certFile and webhook.keyFile are required (or --dev)"
             )
-        settings.admission.server = webhook_server.WebhookServer(
+        server = webhook_server.WebhookServer(
             meters=rt.metrics,
             addr=config.webhook.address,
             port=config.webhook.port,
@@ -250,6 +252,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             client_names=config.webhook.client_names,
             file_check_interval=config.webhook.reload_seconds,
         )
+    server.direct = direct_route(rt)
+    settings.admission.server = server
     api_client = kube.load_api_client(rt.kubeconfig)
     rt.reader = kube.ApiReader(api_client)
     rt.poster = kube.EventPoster(api_client, rt.events)
@@ -417,20 +421,44 @@ async def _post_events(
         rt.poster.post(target, note.type, note.reason, note.message)
 
 
-async def _validate(webhook: str, kw: Mapping[str, Any]) -> None:
-    rt = _runtime(kw["memo"])
+async def _review(
+    rt: Runtime,
+    webhook: str,
+    body: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    *,
+    operation: str,
+    dryrun: bool,
+    authenticated: bool,
+    mutate: bool,
+) -> admission.Outcome:
+    """One review, whichever way it arrived; its Events are posted after the answer."""
     assert rt.admission is not None
-    body, old = kw["body"], kw.get("old")
-    operation = str(kw.get("operation") or "")
     outcome = await rt.admission.review(
         dict(body),
         operation=operation,
         old=dict(old) if old else None,
+        mutate=mutate,
         webhook=webhook,
+        authenticated=authenticated,
+    )
+    rt.spawn(_post_events(rt, body, outcome, dryrun, operation))
+    return outcome
+
+
+async def _validate(webhook: str, kw: Mapping[str, Any]) -> None:
+    rt = _runtime(kw["memo"])
+    outcome = await _review(
+        rt,
+        webhook,
+        kw["body"],
+        kw.get("old"),
+        operation=str(kw.get("operation") or ""),
+        dryrun=bool(kw.get("dryrun")),
         authenticated=webhook_server.authenticated(kw.get("sslpeer")),
+        mutate=False,
     )
     kw["warnings"].extend(outcome.warnings)
-    rt.spawn(_post_events(rt, body, outcome, bool(kw.get("dryrun")), operation))
     if not outcome.allowed:
         raise kopf.AdmissionError(outcome.message, code=403)
 
@@ -484,17 +512,16 @@ for _id, (_group, _version, _plural) in WORKLOAD_RESOURCES.items():
 
 
 async def _mutate(webhook: str, kw: Mapping[str, Any]) -> None:
-    body, patch, old = kw["body"], kw["patch"], kw.get("old")
     rt = _runtime(kw["memo"])
-    assert rt.admission is not None
-    operation = str(kw.get("operation") or "CREATE")
-    outcome = await rt.admission.review(
-        dict(body),
-        operation=operation,
-        old=dict(old) if old else None,
-        mutate=True,
-        webhook=webhook,
+    outcome = await _review(
+        rt,
+        webhook,
+        kw["body"],
+        kw.get("old"),
+        operation=str(kw.get("operation") or "CREATE"),
+        dryrun=bool(kw.get("dryrun")),
         authenticated=webhook_server.authenticated(kw.get("sslpeer")),
+        mutate=True,
     )
     if outcome.patch:
         operations = [dict(op) for op in outcome.patch]
@@ -502,8 +529,7 @@ async def _mutate(webhook: str, kw: Mapping[str, Any]) -> None:
         def apply(target: Any) -> None:
             jsonpatch.apply_patch(target, operations, in_place=True)
 
-        patch.fns.append(apply)
-    rt.spawn(_post_events(rt, body, outcome, bool(kw.get("dryrun")), operation))
+        kw["patch"].fns.append(apply)
 
 
 @kopf.on.mutate(
@@ -516,3 +542,77 @@ async def _mutate(webhook: str, kw: Mapping[str, Any]) -> None:
 )
 async def mutate_pods(**kw: Any) -> None:
     await _mutate("mutate-pods", kw)
+
+
+# -- the direct route -----------------------------------------------------------------------------
+# kopf's admission machinery builds a cause, a memo, a diff, handler state and outcomes for every
+# review, and costs as much again as archwarden's own review. The webhook server hands reviews
+# here instead (``WebhookServer.direct``); the kopf handlers above stay registered, for kopf to
+# serve the port and, with --dev, to write the webhook configurations from them, and answer
+# only when no direct route is set.
+
+VALIDATING = frozenset({*WORKLOAD_RESOURCES, "validate-pods", "validate-ephemeralcontainers"})
+MUTATING = frozenset(
+    {"mutate-pods", *(i.replace("validate-", "mutate-") for i in WORKLOAD_RESOURCES)}
+)
+
+
+class ReviewError(ValueError):
+    """The AdmissionReview lacks what every review has (the webhook server answers 400)."""
+
+
+def direct_route(rt: Runtime) -> webhook_server.ReviewFn:
+    async def answer(
+        webhook: str, review: Mapping[str, Any], sslpeer: Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        return await answer_review(rt, webhook, review, sslpeer)
+
+    return answer
+
+
+async def answer_review(
+    rt: Runtime, webhook: str, review: Mapping[str, Any], sslpeer: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The AdmissionReview response for one request to ``/<webhook>``; None: no such webhook."""
+    mutate = webhook in MUTATING
+    if not mutate and webhook not in VALIDATING:
+        return None
+    request = review.get("request")
+    if not isinstance(request, Mapping):
+        raise ReviewError("the review has no request")
+    body, old = request.get("object"), request.get("oldObject")
+    if not isinstance(body, Mapping) or not (old is None or isinstance(old, Mapping)):
+        raise ReviewError("the review has no object")
+    response: dict[str, Any] = {"uid": str(request.get("uid") or ""), "allowed": True}
+    # Off unless configured: a GitOps tool would see the patched template as drift.
+    if webhook == "mutate-pods" or not mutate or rt.config.mutate_workload_templates:
+        operation = str(request.get("operation") or ("CREATE" if mutate else ""))
+        try:
+            outcome = await _review(
+                rt,
+                webhook,
+                body,
+                old,
+                operation=operation,
+                dryrun=bool(request.get("dryRun")),
+                authenticated=webhook_server.authenticated(sslpeer),
+                mutate=mutate,
+            )
+        except Exception as exc:
+            # As kopf answered a failed handler: not allowed, code 500.
+            logger.exception("review on /%s failed", webhook)
+            response.update(allowed=False, status={"message": str(exc) or repr(exc), "code": 500})
+        else:
+            if mutate and outcome.patch:
+                patch = json.dumps([dict(op) for op in outcome.patch]).encode()
+                response.update(patch=base64.b64encode(patch).decode(), patchType="JSONPatch")
+            if not mutate:
+                if outcome.warnings:
+                    response["warnings"] = list(outcome.warnings)
+                if not outcome.allowed:
+                    response.update(allowed=False, status={"message": outcome.message, "code": 403})
+    return {
+        "apiVersion": review.get("apiVersion") or "admission.k8s.io/v1",
+        "kind": review.get("kind") or "AdmissionReview",
+        "response": response,
+    }

@@ -21,9 +21,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,7 +40,13 @@ from aiohttp import web
 
 from archwarden import metrics
 
-__all__ = ["MAX_REVIEW_BYTES", "WebhookServer", "authenticated", "certificate_names"]
+__all__ = ["MAX_REVIEW_BYTES", "ReviewFn", "WebhookServer", "authenticated", "certificate_names"]
+
+ReviewFn = Callable[
+    [str, Mapping[str, Any], Mapping[str, Any] | None], Awaitable[Mapping[str, Any] | None]
+]
+"""``(webhook id, AdmissionReview, TLS peer) -> AdmissionReview response``, None for an unknown
+webhook id; a ValueError for a review without what every review has."""
 
 logger = logging.getLogger("archwarden")
 
@@ -108,6 +122,8 @@ class WebhookServer(kopf.WebhookServer):
         self.max_review_bytes = max_review_bytes
         self.client_ca_file = client_ca_file
         self.client_names = client_names
+        self.direct: ReviewFn | None = None
+        """Where reviews go instead of kopf's admission machinery (see ``handlers``)."""
 
     async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
         ca_file = self.client_ca_file
@@ -186,6 +202,8 @@ class WebhookServer(kopf.WebhookServer):
             raise web.HTTPForbidden(reason="client certificate name not allowed")
         roomy = request.clone(client_max_size=self.max_review_bytes)
         try:
+            if self.direct is not None:
+                return await self._serve_directly(self.direct, roomy)
             response: web.Response = await super()._serve(fn, roomy)
         except web.HTTPException as exc:
             reason = REFUSAL_REASONS.get(exc.status, "http_error")
@@ -196,3 +214,19 @@ class WebhookServer(kopf.WebhookServer):
             self._refused("error", request, type(exc).__name__)
             raise
         return response
+
+    @staticmethod
+    async def _serve_directly(direct: ReviewFn, request: web.Request) -> web.Response:
+        transport = request.transport
+        sslpeer = transport.get_extra_info("peercert") if transport is not None else None
+        webhook = request.match_info.get("id", "")
+        try:
+            review = json.loads(await request.read())
+            if not isinstance(review, Mapping):
+                raise ValueError("the review is not a JSON object")
+            answer = await direct(webhook, review, sslpeer)
+        except ValueError as exc:  # JSON errors included
+            raise web.HTTPBadRequest(reason=str(exc).splitlines()[0][:200] or None) from None
+        if answer is None:
+            raise web.HTTPNotFound(reason=f"no webhook {webhook[:100]!r}")
+        return web.Response(body=json.dumps(answer).encode(), content_type="application/json")

@@ -1,7 +1,8 @@
 """The HTTPS webhook server itself: real TLS requests on 127.0.0.1, no cluster.
 
 The webhook function behind the server is archwarden's admission core (fake registry), so a
-big review is not only accepted but decided.
+big review is not only accepted but decided; reached both ways the server can hand a review on:
+through kopf's webhook function and through archwarden's direct route (``handlers``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from archwarden import metrics, webhook_server
+from archwarden import handlers, metrics, settings, webhook_server
 from tests.operator.test_admission_core import HOST, Registry, deployment, engine
 from tests.support.pki import write_tls_files
 from tests.support.registry import free_port
@@ -56,8 +57,8 @@ class Served:
         return value or 0.0
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[Served]:
+@pytest.fixture(params=["kopf", "direct"])
+async def served(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
     tls = write_tls_files(tmp_path)
     eng = engine(Registry(), failure_policy="closed")
 
@@ -84,6 +85,10 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         pkeyfile=str(tls.key_file),
         cafile=str(tls.ca_file),
     )
+    if request.param == "direct":
+        runtime = handlers.Runtime(settings.Settings())
+        runtime.admission = eng
+        server.direct = handlers.direct_route(runtime)
     async with server:
         configs = server(decide)
         config = await configs.__anext__()
@@ -117,3 +122,44 @@ async def test_refused_requests_are_counted(served: Served) -> None:
     assert served.refused("too_large") == 1
     assert (await served.post("/validate-deployments", b"{not json")).status_code == 400
     assert served.refused("malformed") == 1
+
+
+async def test_the_direct_route_refuses_unknown_webhooks_and_reviews_without_a_request(
+    tmp_path: Path,
+) -> None:
+    tls = write_tls_files(tmp_path)
+    runtime = handlers.Runtime(settings.Settings())
+    runtime.admission = engine(Registry())
+    meters = metrics.Metrics()
+    server = webhook_server.WebhookServer(
+        meters=meters,
+        addr="127.0.0.1",
+        port=free_port(),
+        host="127.0.0.1",
+        certfile=str(tls.cert_file),
+        pkeyfile=str(tls.key_file),
+        cafile=str(tls.ca_file),
+    )
+    server.direct = handlers.direct_route(runtime)
+
+    async def kopf_fn(*_: Any, **__: Any) -> Any:
+        raise AssertionError("kopf's machinery is not used when a direct route is set")
+
+    async with server:
+        configs = server(kopf_fn)
+        config = await configs.__anext__()
+        try:
+            served = Served(config["url"].rstrip("/"), tls.ca_file, meters)
+            review = padded_review(f"{HOST}/team/web:1", 1000)
+            assert (await served.post("/validate-secrets", review)).status_code == 404
+            assert served.refused("unknown_webhook") == 1
+            assert (await served.post("/validate-pods", b'{"kind": "x"}')).status_code == 400
+            assert (await served.post("/validate-pods", b"[1]")).status_code == 400
+            assert served.refused("malformed") == 2
+            answer = (await served.post("/validate-deployments", review)).json()
+            assert answer["response"] == {"uid": "u-1", "allowed": True}
+            # Workload templates are not mutated unless configured: allowed, no patch.
+            answer = (await served.post("/mutate-deployments", review)).json()
+            assert answer["response"] == {"uid": "u-1", "allowed": True}
+        finally:
+            await configs.aclose()
