@@ -52,19 +52,44 @@ def _table(rows: list[dict[str, Any]]) -> str:
     )
 
 
+# Exit statuses of ``inspect``: 1 wins over 3, since a failed image may hide a mismatch.
+EXIT_FAILED = 1
+EXIT_MISMATCH = 3
+
+
+def _mismatch_lines(row: dict[str, Any]) -> list[str]:
+    """One line per index entry whose config names another platform than the index."""
+    lines = []
+    for entry in row.get("verification", {}).get("mismatches", []):
+        lines.append(
+            f"MISMATCH  {row['image']}: the index lists {entry['digest']} as {entry['index']}, "
+            f"its config says {entry['config']}"
+        )
+    return lines
+
+
 async def _inspect(args: argparse.Namespace) -> int:
     settings = _registry_settings(args)
     try:
         credentials = registry.CredentialStore.from_files(args.docker_config)
     except registry.InvalidDockerConfig as error:
         print(f"archwarden: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     async with registry.RegistryClient(settings, credentials) as client:
         resolver = registry.Resolver(client)
 
         async def one(text: str) -> dict[str, Any]:
             try:
-                return (await resolver.resolve(reference.parse(text))).to_json()
+                ref = reference.parse(text)
+                row = (await resolver.resolve(ref)).to_json()
+                if args.verify:
+                    checked = await client.verify(ref)
+                    verification = checked.to_json()
+                    row["verification"] = {
+                        "entries": verification["entries"],
+                        "mismatches": verification["mismatches"],
+                    }
+                return row
             except (reference.InvalidReference, registry.RegistryError) as error:
                 return {"image": text, "error": str(error)}
 
@@ -72,11 +97,16 @@ async def _inspect(args: argparse.Namespace) -> int:
     for row in rows:
         if "error" in row:
             print(f"archwarden: error: {row['error']}", file=sys.stderr)
+    mismatches = [line for row in rows for line in _mismatch_lines(row)]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         print(_table(rows))
-    return 1 if any("error" in row for row in rows) else 0
+        for line in mismatches:
+            print(line)
+    if any("error" in row for row in rows):
+        return EXIT_FAILED
+    return EXIT_MISMATCH if mismatches else 0
 
 
 def _load_documents(paths: list[str]) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
@@ -283,10 +313,20 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser(
-        "inspect", help="print the platforms each image supports, as the registry reports them"
+        "inspect",
+        help="print the platforms each image supports, as the registry reports them",
+        epilog="exit status: 0 all images answered (and, with --verify, every index entry "
+        "agrees with its config); 1 an image could not be inspected; 3 --verify found an "
+        "index entry whose config names another platform",
     )
     inspect.add_argument("images", nargs="+", metavar="REF", help="image references")
     inspect.add_argument("--json", action="store_true", help="print a JSON list")
+    inspect.add_argument(
+        "--verify",
+        action="store_true",
+        help="also read each index entry's image config and report entries whose config names "
+        "another os/architecture/variant than the index (images that lie)",
+    )
     _registry_flags(inspect)
     inspect.set_defaults(handler=_inspect)
 
