@@ -115,7 +115,7 @@ def test_an_image_not_inspected_makes_unknown_unless_another_blocks() -> None:
     )
     a, b = report.workloads
     assert a.readiness is readiness.Readiness.UNKNOWN
-    assert a.runs_on == () and a.common_platforms == ()
+    assert a.runs_on == () and a.common_platforms == () and a.schedulable_on == ()
     assert a.images[1].error.startswith("registry registry.example")
     assert b.readiness is readiness.Readiness.BLOCKED
     assert report.to_json()["summary"] == {

@@ -100,6 +100,7 @@ def render(page: Path, *, offline: bool = True) -> Rendered:
 
 
 def screenshot(page: Path, out: Path, *, width: int = 1200, height: int = 900) -> Rendered:
+    """A PNG of the page at ``width`` x ``height``; Chromium prints no DOM in this mode."""
     dom, netlog = _run(page, f"--screenshot={out.resolve()}", f"--window-size={width},{height}")
     if not out.exists() or out.stat().st_size == 0:
         raise AssertionError(f"chromium wrote no screenshot to {out}")

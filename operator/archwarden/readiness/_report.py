@@ -264,7 +264,8 @@ def build(
             images=tuple(images),
             common_platforms=decision.pod_platforms if complete else (),
             runs_on=tuple(runs_on),
-            schedulable_on=decision.node_platforms,
+            # With an image unknown the engine (failing open) would name nodes it cannot vouch for.
+            schedulable_on=decision.node_platforms if complete else (),
             verdict=str(decision.reason),
             message=decision.message,
             readiness=readiness,
