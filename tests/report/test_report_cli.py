@@ -14,6 +14,7 @@ import pytest
 from tests.cluster.cluster import REPO_ROOT, LocalCluster
 from tests.support import browser, dom
 from tests.support.images import Seeder
+from tests.support.proxy import CountingProxy
 from tests.support.registry import RegistryServer
 
 pytestmark = pytest.mark.e2e
@@ -67,16 +68,20 @@ def run_report(
 
 @pytest.fixture
 def workloads(
-    cluster: LocalCluster, namespace: str, report_registry: RegistryServer
+    cluster: LocalCluster,
+    namespace: str,
+    report_registry: RegistryServer,
+    report_proxy: CountingProxy,
 ) -> dict[str, str]:
-    """Every reported kind, created straight in the cluster (no archwarden running)."""
+    """Every reported kind, created straight in the cluster (no archwarden running); the
+    images are named by the counting proxy's address."""
     with Seeder(report_registry) as seeder:
         seeder.push_multiarch("team-a/web", "1", ["linux/amd64", "linux/arm64"])
         seeder.push_image("team-a/legacy", "2", "linux/amd64")
         seeder.push_image("team-b/edge", "1", "linux/arm64")
         seeder.push_image("team-b/mainframe", "1", "linux/s390x")
         seeder.push_multiarch("tools/tool", "1", ["linux/amd64", "linux/arm64", "linux/ppc64le"])
-    host = report_registry.host
+    host = report_proxy.host
     images = {
         "web": f"{host}/team-a/web:1",
         "legacy": f"{host}/team-a/legacy:2",
@@ -134,12 +139,35 @@ def workloads(
 def test_report_lists_the_cluster(
     cluster: LocalCluster,
     namespace: str,
-    report_registry: RegistryServer,
+    report_proxy: CountingProxy,
     workloads: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    host = report_registry.host
+    host = report_proxy.host
+    report_proxy.reset()
     code, stdout, stderr = run_report(cluster, host, namespace, "--format", "json")
+    # Shared images (web:1 in three workloads, tool:1 in two) are asked for once: the engine's
+    # cache serves the rest. An index naming its platforms is one GET; a single image adds
+    # its config blob (legacy, edge, mainframe).
+    counts = report_proxy.counter()
+    assert set(counts.values()) == {1}
+    assert {method for method, _ in counts} == {"GET"}
+    assert sorted(path for _, path in counts if "/manifests/" in path) == [
+        f"/v2/{image}"
+        for image in (
+            "team-a/legacy/manifests/2",
+            "team-a/missing/manifests/1",
+            "team-a/web/manifests/1",
+            "team-b/edge/manifests/1",
+            "team-b/mainframe/manifests/1",
+            "tools/tool/manifests/1",
+        )
+    ]
+    assert sorted(path.split("/blobs/")[0] for _, path in counts if "/blobs/" in path) == [
+        "/v2/team-a/legacy",
+        "/v2/team-b/edge",
+        "/v2/team-b/mainframe",
+    ]
     # The missing image is one line on stderr; the report is complete otherwise.
     assert code == 1, stderr
     assert stderr.splitlines() == [
