@@ -213,6 +213,11 @@ def build(
         counts[node.platform] = counts.get(node.platform, 0) + 1
         kinds[(node.platform, node.fallbacks(fallbacks))] = None
     arm64_fallbacks = fallbacks  # a synthetic arm64 node: the cluster-wide setting
+    # Judged by node class, as the webhook does: node by node, 2,000 workloads on 5,000 nodes
+    # took minutes.
+    inventory = policy.Inventory()
+    for node in nodes:
+        inventory.apply(node.name, node)
     rows: list[WorkloadRow] = []
     blocking: dict[str, set[str]] = {}
     for workload in workloads:
@@ -245,7 +250,7 @@ def build(
         )
         decision = policy.decide(
             workload,
-            nodes,
+            inventory,
             answers,
             mode=policy.Mode.AUDIT,
             failure_policy=policy.FailurePolicy.OPEN,
