@@ -24,12 +24,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian's distribution 2.8 is the real registry every registry test runs against.
+# Debian's distribution 2.8 is the real registry every registry test runs against; Debian's
+# Chromium renders the HTML report in tests/readiness and tests/report (headless, offline).
+DEBIAN_TEST_PACKAGES := docker-registry:docker-registry chromium:chromium
+
 deps: venv
-	@command -v docker-registry >/dev/null || { \
-	  echo "installing docker-registry (Debian)"; \
+	@missing=""; for pair in $(DEBIAN_TEST_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq docker-registry >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests bench hack

@@ -52,19 +52,44 @@ def _table(rows: list[dict[str, Any]]) -> str:
     )
 
 
+# Exit statuses of ``inspect``: 1 wins over 3, since a failed image may hide a mismatch.
+EXIT_FAILED = 1
+EXIT_MISMATCH = 3
+
+
+def _mismatch_lines(row: dict[str, Any]) -> list[str]:
+    """One line per index entry whose config names another platform than the index."""
+    lines = []
+    for entry in row.get("verification", {}).get("mismatches", []):
+        lines.append(
+            f"MISMATCH  {row['image']}: the index lists {entry['digest']} as {entry['index']}, "
+            f"its config says {entry['config']}"
+        )
+    return lines
+
+
 async def _inspect(args: argparse.Namespace) -> int:
     settings = _registry_settings(args)
     try:
         credentials = registry.CredentialStore.from_files(args.docker_config)
     except registry.InvalidDockerConfig as error:
         print(f"archwarden: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     async with registry.RegistryClient(settings, credentials) as client:
         resolver = registry.Resolver(client)
 
         async def one(text: str) -> dict[str, Any]:
             try:
-                return (await resolver.resolve(reference.parse(text))).to_json()
+                ref = reference.parse(text)
+                row = (await resolver.resolve(ref)).to_json()
+                if args.verify:
+                    checked = await client.verify(ref)
+                    verification = checked.to_json()
+                    row["verification"] = {
+                        "entries": verification["entries"],
+                        "mismatches": verification["mismatches"],
+                    }
+                return row
             except (reference.InvalidReference, registry.RegistryError) as error:
                 return {"image": text, "error": str(error)}
 
@@ -72,11 +97,16 @@ async def _inspect(args: argparse.Namespace) -> int:
     for row in rows:
         if "error" in row:
             print(f"archwarden: error: {row['error']}", file=sys.stderr)
+    mismatches = [line for row in rows for line in _mismatch_lines(row)]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         print(_table(rows))
-    return 1 if any("error" in row for row in rows) else 0
+        for line in mismatches:
+            print(line)
+    if any("error" in row for row in rows):
+        return EXIT_FAILED
+    return EXIT_MISMATCH if mismatches else 0
 
 
 def _load_documents(paths: list[str]) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
@@ -120,6 +150,36 @@ def _cluster_nodes(kubeconfig: str | None) -> list[policy.Node]:
     return [policy.node_from_object(item) for item in items]
 
 
+def _offline_settings(args: argparse.Namespace) -> settings.Settings:
+    """The policy settings ``check`` and ``report`` take from their flags."""
+    return settings.Settings(
+        mode=getattr(args, "mode", "audit"),
+        failure_policy=getattr(args, "failure_policy", "open"),
+        platforms=settings.PlatformSettings(
+            arm64_runs_arm32=args.arm64_runs_arm32, amd64_runs_386=args.amd64_runs_386
+        ),
+    )
+
+
+def _engine(
+    config: settings.Settings,
+    client: registry.RegistryClient,
+    nodes: list[policy.Node],
+    timeout: float,
+    images: int = 1,
+) -> Any:
+    """The webhook's engine (resolver cache included) for a command line run. Its budget
+    covers ``images`` lookups in rounds of ``limits.maxConcurrentResolutions``, each up to
+    three request timeouts: a CLI waits for answers the webhook would not."""
+    from archwarden import admission
+
+    rounds = -(-max(images, 1) // config.limits.max_concurrent_resolutions)
+    webhook = dataclasses.replace(config.webhook, budget_seconds=timeout * 3 * rounds)
+    return admission.Admission(
+        dataclasses.replace(config, webhook=webhook), registry.Resolver(client), lambda: nodes
+    )
+
+
 async def _check(args: argparse.Namespace) -> int:
     try:
         credentials = registry.CredentialStore.from_files(args.docker_config)
@@ -148,24 +208,10 @@ async def _check(args: argparse.Namespace) -> int:
         except policy.InvalidWorkload as exc:
             name = (obj.get("metadata") or {}).get("name", "?")
             errors.append(f"{source}: {obj.get('kind')} {name}: {exc}")
-    config = settings.Settings(
-        mode=args.mode,
-        failure_policy=args.failure_policy,
-        platforms=settings.PlatformSettings(
-            arm64_runs_arm32=args.arm64_runs_arm32, amd64_runs_386=args.amd64_runs_386
-        ),
-    )
+    config = _offline_settings(args)
     rows: list[dict[str, Any]] = []
     async with registry.RegistryClient(_registry_settings(args), credentials) as client:
-        from archwarden import admission
-
-        engine = admission.Admission(
-            dataclasses.replace(
-                config, webhook=dataclasses.replace(config.webhook, budget_seconds=args.timeout * 3)
-            ),
-            registry.Resolver(client),
-            lambda: nodes,
-        )
+        engine = _engine(config, client, nodes, args.timeout)
         for source, workload in workloads:
             answers = await engine.answers(workload.template.images, None)
             decision = policy.decide(
@@ -203,6 +249,87 @@ async def _check(args: argparse.Namespace) -> int:
                 line += f": {row['message']}"
             print(line)
     return 1 if errors or any(r["verdict"] == "deny" for r in rows) else 0
+
+
+# Lists the report reads: (apiVersion, plural, kind). List items carry no kind of their own.
+_REPORT_LISTS = (
+    ("apps/v1", "deployments", "Deployment"),
+    ("apps/v1", "statefulsets", "StatefulSet"),
+    ("apps/v1", "daemonsets", "DaemonSet"),
+    ("apps/v1", "replicasets", "ReplicaSet"),
+    ("batch/v1", "jobs", "Job"),
+    ("batch/v1", "cronjobs", "CronJob"),
+    ("v1", "pods", "Pod"),
+)
+
+
+async def _cluster_state(
+    kubeconfig: str | None,
+) -> tuple[list[policy.Node], list[dict[str, Any]]]:
+    from archwarden import kube
+
+    api = await asyncio.to_thread(kube.load_api_client, kubeconfig)
+    reader = kube.ApiReader(api)
+    listed = await asyncio.gather(
+        reader.list("v1", "nodes"), *(reader.list(v, plural) for v, plural, _ in _REPORT_LISTS)
+    )
+    nodes = [policy.node_from_object(item) for item in listed[0]]
+    objects = [
+        {**item, "kind": kind}
+        for (_, _, kind), items in zip(_REPORT_LISTS, listed[1:], strict=True)
+        for item in items
+    ]
+    return nodes, objects
+
+
+async def _report(args: argparse.Namespace) -> int:
+    from archwarden import readiness
+
+    try:
+        credentials = registry.CredentialStore.from_files(args.docker_config)
+    except registry.InvalidDockerConfig as exc:
+        print(f"archwarden: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        nodes, objects = await _cluster_state(args.kubeconfig)
+    except Exception as exc:  # a missing kubeconfig or an unreachable cluster: one line
+        print(f"archwarden: error: cannot read the cluster: {exc}", file=sys.stderr)
+        return 2
+    errors: list[str] = []
+    workloads: list[policy.Workload] = []
+    for obj in readiness.top_level(objects):
+        meta = obj.get("metadata") or {}
+        if args.namespace and meta.get("namespace") not in args.namespace:
+            continue
+        try:
+            workloads.append(policy.extract(obj))
+        except policy.InvalidWorkload as exc:
+            errors.append(f"{meta.get('namespace')}/{obj.get('kind')}/{meta.get('name')}: {exc}")
+    config = _offline_settings(args)
+    images = list(dict.fromkeys(i for w in workloads for i in w.template.images))
+    async with registry.RegistryClient(_registry_settings(args), credentials) as client:
+        engine = _engine(config, client, nodes, args.timeout, len(images))
+        answers = await engine.answers(images, None)
+    # Each error names the registry and repository, or the image it could not parse.
+    errors.extend(a.error for a in answers.values() if isinstance(a, policy.ImageFailure))
+    report = readiness.build(workloads, nodes, answers, fallbacks=config.platforms.fallbacks())
+    if args.format == "json":
+        text = json.dumps(report.to_json(), indent=2) + "\n"
+    elif args.format == "html":
+        text = readiness.html(report)
+    else:
+        text = readiness.table(report) + "\n"
+    for error in errors:
+        print(f"archwarden: error: {error}", file=sys.stderr)
+    if args.output and args.output != "-":
+        try:
+            await asyncio.to_thread(Path(args.output).write_text, text, encoding="utf-8")
+        except OSError as exc:
+            print(f"archwarden: error: {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    else:
+        sys.stdout.write(text)
+    return 1 if errors else 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -283,10 +410,20 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser(
-        "inspect", help="print the platforms each image supports, as the registry reports them"
+        "inspect",
+        help="print the platforms each image supports, as the registry reports them",
+        epilog="exit status: 0 all images answered (and, with --verify, every index entry "
+        "agrees with its config); 1 an image could not be inspected; 3 --verify found an "
+        "index entry whose config names another platform",
     )
     inspect.add_argument("images", nargs="+", metavar="REF", help="image references")
     inspect.add_argument("--json", action="store_true", help="print a JSON list")
+    inspect.add_argument(
+        "--verify",
+        action="store_true",
+        help="also read each index entry's image config and report entries whose config names "
+        "another os/architecture/variant than the index (images that lie)",
+    )
     _registry_flags(inspect)
     inspect.set_defaults(handler=_inspect)
 
@@ -324,21 +461,39 @@ def _parser() -> argparse.ArgumentParser:
         default="closed",
         help="when an image cannot be inspected (default closed: counts as denied)",
     )
-    check.add_argument(
-        "--arm64-runs-arm32",
-        action="store_true",
-        help="arm64 nodes run 32-bit arm images (platforms.arm64RunsArm32; default: they do not, "
-        "or per node with the label archwarden.io/runs-arm32=true)",
-    )
-    check.add_argument(
-        "--no-amd64-runs-386",
-        dest="amd64_runs_386",
-        action="store_false",
-        help="amd64 nodes do not run 386 images (platforms.amd64Runs386: false)",
-    )
+    _platform_flags(check)
     check.add_argument("--json", action="store_true", help="print a JSON list of verdicts")
     _registry_flags(check)
     check.set_defaults(handler=_check)
+
+    report = commands.add_parser(
+        "report",
+        help="cluster readiness report: where each workload's images run, and which images "
+        "keep workloads off arm64",
+        epilog="exit status: 0 the report is complete; 1 it was written, but some objects or "
+        "images could not be read (one line each on stderr; such workloads count as unknown); "
+        "2 nothing was written (the cluster or a file could not be read)",
+    )
+    report.add_argument(
+        "--kubeconfig", metavar="FILE", help="kubeconfig (default: the usual lookup)"
+    )
+    report.add_argument(
+        "--format", choices=["table", "json", "html"], default="table", help="default table"
+    )
+    report.add_argument(
+        "-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout"
+    )
+    report.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only workloads in this namespace (repeatable; default every namespace)",
+    )
+    _platform_flags(report)
+    _registry_flags(report)
+    report.set_defaults(handler=_report)
 
     run = commands.add_parser("run", help="run the admission webhook and operator")
     run.add_argument("--config", metavar="FILE", help="configuration file (YAML)")
@@ -375,6 +530,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     remove.set_defaults(handler=None, sync_handler=_remove_webhooks)
     return parser
+
+
+def _platform_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--arm64-runs-arm32",
+        action="store_true",
+        help="arm64 nodes run 32-bit arm images (platforms.arm64RunsArm32; default: they do not, "
+        "or per node with the label archwarden.io/runs-arm32=true)",
+    )
+    parser.add_argument(
+        "--no-amd64-runs-386",
+        dest="amd64_runs_386",
+        action="store_false",
+        help="amd64 nodes do not run 386 images (platforms.amd64Runs386: false)",
+    )
 
 
 def _registry_flags(parser: argparse.ArgumentParser) -> None:

@@ -505,6 +505,23 @@ class Seeder:
                 children.append((att, att.platform))
         return self.push_index(repo, tag, children, fmt=fmt)
 
+    def push_mislabelled(
+        self,
+        repo: str,
+        tag: str,
+        claims: Sequence[tuple[PlatformSpec, PlatformSpec]],
+        *,
+        fmt: Format = "oci",
+    ) -> Descriptor:
+        """An index whose entries claim one platform each for images built for another: pairs
+        of (platform the index lists, platform the image's config names). Equal pairs make
+        honest entries; ``[("linux/amd64", "linux/amd64"), ("linux/arm64", "linux/amd64")]``
+        is the classic lie of an amd64 build published as arm64 too."""
+        children = [
+            (self.push_image(repo, None, actual, fmt=fmt), claimed) for claimed, actual in claims
+        ]
+        return self.push_index(repo, tag, children, fmt=fmt)
+
     def push_schema1(self, repo: str, tag: str, platform: PlatformSpec) -> tuple[bytes, str]:
         """Push Docker schema2 under ``tag``, then GET it with only schema1 types accepted.
 

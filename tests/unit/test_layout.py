@@ -65,6 +65,7 @@ def test_registry_exports_exactly() -> None:
         "Credential",
         "CredentialStore",
         "DigestMismatch",
+        "EntryCheck",
         "ForbiddenAddress",
         "ImageNotFound",
         "ImagePlatforms",
@@ -81,6 +82,7 @@ def test_registry_exports_exactly() -> None:
         "RegistryUnavailable",
         "RequestObserver",
         "Resolver",
+        "Verification",
     ]
     assert len(set(archwarden.registry.__all__)) == len(archwarden.registry.__all__)
     for name in archwarden.registry.__all__:

@@ -5,6 +5,8 @@ Usable on its own::
     async with registry.RegistryClient() as client:
         answer = await client.resolve("nginx:1.27")
         print(answer.canonical)   # ['linux/386', 'linux/amd64', 'linux/arm/v5', ...]
+        checked = await client.verify("nginx:1.27")
+        print(checked.mismatches)  # index entries whose config names another platform
 """
 
 from archwarden.registry._cache import CacheSettings, Resolver
@@ -25,7 +27,7 @@ from archwarden.registry._exceptions import (
     RegistryTimeout,
     RegistryUnavailable,
 )
-from archwarden.registry._models import ImagePlatforms, ManifestHead
+from archwarden.registry._models import EntryCheck, ImagePlatforms, ManifestHead, Verification
 
 __all__ = [
     "AccessDenied",
@@ -35,6 +37,7 @@ __all__ = [
     "Credential",
     "CredentialStore",
     "DigestMismatch",
+    "EntryCheck",
     "ForbiddenAddress",
     "ImageNotFound",
     "ImagePlatforms",
@@ -51,4 +54,5 @@ __all__ = [
     "RegistryUnavailable",
     "RequestObserver",
     "Resolver",
+    "Verification",
 ]

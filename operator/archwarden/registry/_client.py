@@ -33,6 +33,7 @@ from archwarden.registry import (
     _redirects,
     _resolution,
     _transport,
+    _verification,
     _wire,
 )
 from archwarden.registry import _exceptions as exc
@@ -577,6 +578,26 @@ class RegistryClient:
             media_type=document.media_type,
             platforms=tuple(sorted(set(found))),
         )
+
+    async def verify(self, ref: reference.Reference | str) -> _models.Verification:
+        """Check every platform an index claims against the config of the image it names.
+
+        Reads each claiming entry's manifest and config (which resolution skips), under the
+        same byte budget, caps and deadline as a resolution; see :mod:`_verification`.
+        """
+        if isinstance(ref, str):
+            ref = reference.parse(ref)
+        async with self._contained(ref.domain, ref.short):
+            budget = _budget.use(_budget.Budget(self.settings.resolution_max_bytes))
+            try:
+                document, digest = await self._fetch_manifest(ref)
+                check = _verification.Check(
+                    ref, self.settings, self._fetch_manifest, self._fetch_blob
+                )
+                entries = await check.entries(document, digest, depth=0, seen=frozenset({digest}))
+            finally:
+                _budget.reset(budget)
+        return _models.Verification(reference=ref, digest=digest, entries=tuple(entries))
 
 
 async def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:

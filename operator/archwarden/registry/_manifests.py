@@ -60,6 +60,9 @@ class Descriptor:
     digest: str
     size: int
     platform: platforms.Platform | None = None
+    variant_given: bool = dataclasses.field(default=False, compare=False)
+    """The index entry spelled out a variant: normalisation fills one in for ``arm`` (v7),
+    which must not count as a claim when verifying the entry against its config."""
 
 
 def _loads(data: bytes | str, what: str) -> Any:
@@ -193,7 +196,13 @@ class Document:
                 platform = None
             size = entry.get("size")
             result.append(
-                Descriptor(media_type, digest, size if isinstance(size, int) else -1, platform)
+                Descriptor(
+                    media_type,
+                    digest,
+                    size if isinstance(size, int) else -1,
+                    platform,
+                    variant_given=platform is not None and _has_variant(raw_platform),
+                )
             )
         return result
 
@@ -241,11 +250,22 @@ class Document:
         return platforms.normalize(os_name, arch)
 
 
-def config_platform(raw: bytes) -> platforms.Platform:
+def _has_variant(data: object) -> bool:
+    return (
+        isinstance(data, Mapping) and isinstance(data.get("variant"), str) and bool(data["variant"])
+    )
+
+
+def config_claim(raw: bytes) -> tuple[platforms.Platform, bool]:
+    """An image config's platform, and whether it spelled out a variant."""
     body = _loads(raw, "image config")
     if not isinstance(body, Mapping):
         raise DocumentError("image config is not a JSON object")
     platform = platforms.from_json(body)
     if not platform.os or not platform.architecture:
         raise DocumentError("image config has no os or architecture")
-    return platform
+    return platform, _has_variant(body)
+
+
+def config_platform(raw: bytes) -> platforms.Platform:
+    return config_claim(raw)[0]

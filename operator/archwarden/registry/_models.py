@@ -8,7 +8,7 @@ from typing import Any
 from archwarden import platforms
 from archwarden import reference as references
 
-__all__ = ["ImagePlatforms", "ManifestHead"]
+__all__ = ["EntryCheck", "ImagePlatforms", "ManifestHead", "Verification"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,3 +51,49 @@ class ImagePlatforms:
         if self.stale:
             data["stale"] = True
         return data
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryCheck:
+    """One index entry compared with the config of the image it points to."""
+
+    digest: str
+    """The entry's manifest digest."""
+    declared: platforms.Platform
+    """The platform the index claims for the entry."""
+    actual: platforms.Platform
+    """The platform the image's own config names (what the binaries were built for)."""
+    agrees: bool
+    """Same os and architecture, and the same variant where both spell one out."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "index": self.declared.canonical,
+            "config": self.actual.canonical,
+            "agrees": self.agrees,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    """Every platform-claiming index entry of an image, checked against its config.
+
+    A single-platform image has no entries: nothing but its config says where it runs, and
+    resolution already reads that."""
+
+    reference: references.Reference
+    digest: str
+    entries: tuple[EntryCheck, ...]
+
+    @property
+    def mismatches(self) -> tuple[EntryCheck, ...]:
+        return tuple(e for e in self.entries if not e.agrees)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": str(self.reference),
+            "digest": self.digest,
+            "entries": [e.to_json() for e in self.entries],
+            "mismatches": [e.to_json() for e in self.mismatches],
+        }
