@@ -27,6 +27,7 @@ from archwarden import (
     serving,
     settings,
     webhook_server,
+    workload_store,
 )
 
 __all__ = ["WORKLOAD_RESOURCES", "Runtime"]
@@ -41,16 +42,10 @@ WORKLOAD_RESOURCES = {
     "validate-jobs": ("batch", "v1", "jobs"),
     "validate-cronjobs": ("batch", "v1", "cronjobs"),
 }
-KIND_PLURALS = {
-    "Deployment": ("apps/v1", "deployments"),
-    "StatefulSet": ("apps/v1", "statefulsets"),
-    "DaemonSet": ("apps/v1", "daemonsets"),
-    "ReplicaSet": ("apps/v1", "replicasets"),
-    "Job": ("batch/v1", "jobs"),
-    "CronJob": ("batch/v1", "cronjobs"),
-}
 REEVALUATE_DELAY = 1.0
 """Seconds to let a burst of node changes settle before re-evaluating workloads."""
+REEVALUATE_SLICE = 200
+"""Workloads judged between two yields to the event loop, so admissions never wait long."""
 
 
 @dataclasses.dataclass
@@ -77,6 +72,15 @@ class Runtime:
     client: registry.RegistryClient | None = None
     health: serving.HealthServer | None = None
     watches: list[kube.Watch] = dataclasses.field(default_factory=list)
+    workloads: workload_store.WorkloadStore = dataclasses.field(
+        default_factory=workload_store.WorkloadStore
+    )
+    changed_classes: set[policy.Node] = dataclasses.field(default_factory=set)
+    """Node classes (before and after) changed since the last re-evaluation."""
+    reevaluate_all: bool = True
+    """The next re-evaluation judges every workload (the first one, after a relist)."""
+    stranded: dict[workload_store.Key, policy.Decision] = dataclasses.field(default_factory=dict)
+    """Workloads no node can run, as last judged."""
     reevaluation: asyncio.Task[None] | None = None
     reevaluation_dirty: bool = False
     background: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
@@ -89,6 +93,7 @@ class Runtime:
         change = self.nodes.apply(name, node)
         if change is None:
             return False
+        self.changed_classes.update(policy.class_of(v) for v in change if v is not None)
         # Only the (os, arch) series the old and new values fall in can have moved.
         for value in change:
             if value is not None:
@@ -174,11 +179,25 @@ class Runtime:
                 on_listed=self.on_namespaces_listed,
             ),
         ]
-        for watch in self.watches:
+        self.workloads.on_removed = self._workload_removed
+        workloads = self.workloads.watches(connection)
+        for watch in [*self.watches, *workloads]:
             self.spawn(watch.run())
-        self.spawn(self._ready_when_listed())
+        self.spawn(self._ready_when_listed(workloads))
 
-    async def _ready_when_listed(self) -> None:
+    def _workload_removed(self, key: workload_store.Key) -> None:
+        if self.stranded.pop(key, None) is not None:
+            self._count_stranded()
+
+    def _count_stranded(self) -> None:
+        per_kind: dict[str, int] = {}
+        for kind, _, _ in self.stranded:
+            per_kind[kind] = per_kind.get(kind, 0) + 1
+        self.metrics.workloads_unschedulable.clear()
+        for kind, count in per_kind.items():
+            self.metrics.workloads_unschedulable.labels(kind).set(count)
+
+    async def _ready_when_listed(self, workloads: list[kube.Watch]) -> None:
         # Ready only once every node and namespace is known: before that every decision would
         # be made against an incomplete cluster.
         for watch in self.watches:
@@ -191,6 +210,10 @@ class Runtime:
             ", ".join(sorted(self.platform_set)) or "none",
         )
         self.ready.set()
+        # Workloads are not needed to answer reviews; the first re-evaluation waits for them.
+        for watch in workloads:
+            await watch.synced.wait()
+        self.reevaluate_all = True
         _schedule_reevaluation(self)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -319,49 +342,41 @@ async def _reevaluate_until_clean(rt: Runtime) -> None:
 
 
 async def _reevaluate(rt: Runtime) -> None:
-    """After inventory changes: which workloads have no node left that can run them?"""
-    if rt.reader is None or rt.admission is None:
+    """After inventory changes: which workloads have no node left that can run them?
+
+    Only workloads for which a changed node class is (or was) a candidate are judged again: a
+    decision reads nothing else. Judged from the workloads kept by the store and the image
+    answers already cached (an image not in the cache is unknown, never fetched here).
+    """
+    if rt.admission is None:
         return
-    workloads: dict[tuple[str, str, str], policy.Workload] = {}
-    bodies: dict[tuple[str, str, str], Mapping[str, Any]] = {}
-    for kind, (api_version, plural) in KIND_PLURALS.items():
-        try:
-            items = await rt.reader.list(api_version, plural)
-        except Exception as exc:  # the API may be briefly unavailable; next change retries
-            logger.warning("re-evaluation skipped %s: %s", plural, exc)
+    changed, rt.changed_classes = rt.changed_classes, set()
+    everything, rt.reevaluate_all = rt.reevaluate_all, False
+    inventory = rt.inventory()
+    fallbacks = rt.config.platforms.fallbacks()
+    judged = 0
+    for position, (key, entry) in enumerate(rt.workloads.items()):
+        if position % REEVALUATE_SLICE == REEVALUATE_SLICE - 1:
+            await asyncio.sleep(0)  # admissions first
+        if not (everything or policy.concerned(entry.workload, changed)):
             continue
-        for item in items:
-            meta = item.get("metadata") or {}
-            namespace = str(meta.get("namespace") or "")
-            if namespace in rt.config.excluded_namespaces or any(
-                ref.get("controller") for ref in meta.get("ownerReferences") or []
-            ):
-                continue  # owned objects (a Deployment's ReplicaSets) are judged via the owner
-            try:
-                workload = policy.extract({**item, "kind": kind})
-            except policy.InvalidWorkload:
-                continue
-            key = (kind, namespace, str(meta.get("name") or ""))
-            workloads[key] = workload
-            bodies[key] = {**item, "kind": kind, "apiVersion": api_version}
-    answers: dict[str, policy.ImageAnswer] = {}
-    for workload in workloads.values():
-        for image in workload.template.images:
+        judged += 1
+        answers: dict[str, policy.ImageAnswer] = {}
+        for image in entry.workload.template.images:
             held = rt.admission.held_platforms(image)
             if held is not None:
                 answers[image] = held
-    left = policy.stranded(
-        workloads, rt.inventory(), answers, fallbacks=rt.config.platforms.fallbacks()
-    )
-    rt.metrics.workloads_unschedulable.clear()
-    per_kind: dict[str, int] = {}
-    for key, decision in left.items():
-        per_kind[key[0]] = per_kind.get(key[0], 0) + 1
-        message = "no node left can run this workload: " + decision.message
+        left = policy.stranded({key: entry.workload}, inventory, answers, fallbacks=fallbacks)
+        decision = left.get(key)
+        if decision is None:
+            rt.stranded.pop(key, None)
+            continue
+        rt.stranded[key] = decision
         if rt.poster is not None:
-            rt.poster.post(bodies[key], "Warning", "ArchitectureUnavailable", message)
-    for kind, count in per_kind.items():
-        rt.metrics.workloads_unschedulable.labels(kind).set(count)
+            message = "no node left can run this workload: " + decision.message
+            rt.poster.post(entry.ref, "Warning", "ArchitectureUnavailable", message)
+    rt.metrics.reevaluated.inc(judged)
+    rt._count_stranded()
 
 
 # -- admission ------------------------------------------------------------------------------------

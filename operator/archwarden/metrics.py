@@ -53,6 +53,11 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.reevaluated = prom.Counter(
+            "archwarden_workloads_reevaluated_total",
+            "Workloads judged again after node changes (only those a changed node class concerns).",
+            registry=r,
+        )
         self.admission_denials = prom.Counter(
             "archwarden_admission_denials",
             "Admission reviews denied, by reason (a policy.Reason value, or TooManyImages).",

@@ -8,6 +8,7 @@ hostnames, zones and arches, tolerate taints, or name a node outright.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from hypothesis import given, settings
@@ -21,6 +22,7 @@ from archwarden.policy import (
     Mode,
     Node,
     Taint,
+    concerned,
     decide,
     extract,
     pod_patch,
@@ -194,3 +196,35 @@ def test_nodes_that_differ_only_by_hostname_are_one_class() -> None:
     inventory.apply("b", None)
     inventory.apply("d", Node("d", "linux", "arm64", labels=((HOSTNAME, "d"), (ZONE, "a"))))
     assert [c.names for c in inventory.classes()] == [("a", "c", "d")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(nodes(), max_size=10),
+    nodes(),
+    st.one_of(st.none(), nodes()),
+    pods(),
+    answers,
+)
+def test_a_change_that_does_not_concern_a_workload_leaves_its_decision_alone(
+    cluster: list[Node],
+    changing: Node,
+    after: Node | None,
+    raw: tuple[dict[str, Any], dict[str, Any]],
+    found: dict[str, ImageAnswer],
+) -> None:
+    """Re-evaluation skips workloads that no changed class concerns: prove that is safe."""
+    inventory = Inventory()
+    for node in cluster:
+        inventory.apply(node.name, node)
+    inventory.apply(changing.name, changing)  # the node as it was
+    workload = extract(raw[1])
+    decided = decide(workload, inventory, found)
+    new = None if after is None else dataclasses.replace(after, name=changing.name)
+    inventory.apply(changing.name, new)
+    changed = [class_of(v) for v in (changing, new) if v is not None]
+    if not concerned(workload, changed):
+        again = decide(workload, inventory, found)
+        assert again == decided
+        assert again.compatible_nodes == decided.compatible_nodes
+        assert again.incompatible_nodes == decided.incompatible_nodes

@@ -33,7 +33,7 @@ from archwarden.policy._decisions import (
     stranded,
 )
 from archwarden.policy._errors import InvalidNode, InvalidObject, InvalidWorkload
-from archwarden.policy._inventory import Inventory, NodeClass, metric_key
+from archwarden.policy._inventory import Inventory, NodeClass, class_of, metric_key
 from archwarden.policy._mutation import (
     ANNOTATION_PLATFORMS,
     PatchOperation,
@@ -49,7 +49,7 @@ from archwarden.policy._nodes import (
     node_from_object,
     nodes_from_platforms,
 )
-from archwarden.policy._scheduling import candidate_nodes
+from archwarden.policy._scheduling import candidate_nodes, concerned
 from archwarden.policy._workloads import (
     SPEC_PATHS,
     Container,
@@ -93,6 +93,8 @@ __all__ = [
     "Toleration",
     "Workload",
     "candidate_nodes",
+    "class_of",
+    "concerned",
     "decide",
     "extract",
     "metric_key",

@@ -166,3 +166,17 @@ def candidate_nodes(
     kubelet re-checks on admission), apply.
     """
     return list(filter(admits(workload), nodes))
+
+
+def concerned(workload: _workloads.Workload, changed: Iterable[_nodes.Node]) -> bool:
+    """Whether changes to these nodes (or node classes: before and after each change) can
+    change a decision about ``workload``: only when one of them is, or was, a candidate.
+
+    A decision reads nothing but the candidate nodes, so a workload none of whose candidates
+    changed keeps its decision; re-evaluation skips it. Pods whose constraints name single
+    nodes are always concerned: a class hides the names they select on.
+    """
+    if names_nodes(workload.template):
+        return True
+    admitted = admits(workload)
+    return any(node.known and admitted(node) for node in changed)
