@@ -48,6 +48,8 @@ KIND_PLURALS = {
 }
 REEVALUATE_DELAY = 1.0
 """Seconds to let a burst of node changes settle before re-evaluating workloads."""
+NODE_SOURCE = "node"
+"""``archwarden_capacity_classes{source}`` of existing nodes' classes."""
 
 
 @dataclasses.dataclass
@@ -67,6 +69,12 @@ class Runtime:
     first handler call; kopf fills every index before it runs any handler."""
     nodes: policy.Inventory = dataclasses.field(default_factory=policy.Inventory)
     """What decisions read, kept one node event at a time (see ``node_changed``)."""
+    capacity: policy.Capacity = dataclasses.field(default_factory=policy.Capacity)
+    """What autoscalers can add, by source (see ``watch_capacity``)."""
+    capacity_sources: tuple[kube.CapacityResource, ...] = ()
+    """The capacity kinds watched (their CRDs exist and archwarden may list them)."""
+    capacity_indexes: dict[str, Mapping[Any, Any]] = dataclasses.field(default_factory=dict)
+    """kopf's indexes over those kinds, by index name, captured like ``node_index``."""
     namespace_modes: dict[str, str] = dataclasses.field(default_factory=dict)
     skip_namespaces: set[str] = dataclasses.field(default_factory=set)
     """Namespaces labelled archwarden.io/allow-skip=true (skip.allowed: labelledNamespaces)."""
@@ -83,6 +91,14 @@ class Runtime:
     def inventory(self) -> policy.Inventory:
         return self.nodes
 
+    def provisionable(self) -> tuple[policy.ProvisionableClass, ...]:
+        return self.capacity.classes()
+
+    @property
+    def counts_capacity(self) -> bool:
+        """Whether any provisionable capacity source is configured or watched."""
+        return bool(self.capacity_sources or self.config.capacity.node_groups)
+
     def catch_up(self) -> None:
         """Take every node kopf's index holds (once, at readiness): kopf fills its indexes
         before any handler runs, but the node events themselves may still be queued."""
@@ -93,6 +109,9 @@ class Runtime:
             node = next(iter(index.get(name, ())), None)
             if node is not None:
                 self.note_node(name, node)
+        for capacity_index in self.capacity_indexes.values():
+            for source in list(capacity_index):
+                self.note_capacity(source, next(iter(capacity_index.get(source, ())), None))
 
     def note_node(self, name: str, node: policy.Node | None) -> bool:
         """Record a node's current value; whether anything a decision reads changed. O(1)."""
@@ -108,7 +127,35 @@ class Runtime:
                     self.metrics.nodes.labels(*key).set(count)
                 else:
                     self.metrics.nodes.remove(*key)
+                classes = self.nodes.class_count(key)
+                if classes:
+                    self.metrics.capacity_classes.labels(NODE_SOURCE, *key).set(classes)
+                else:
+                    self.metrics.capacity_classes.remove(NODE_SOURCE, *key)
         return True
+
+    def note_capacity(self, source: policy.Source, value: policy.ProvisionableClass | None) -> bool:
+        """Record what a source can provision now (None: nothing); whether that changed."""
+        if not self.capacity.apply(source, value):
+            return False
+        self._count_capacity()
+        return True
+
+    def set_static_capacity(self, values: list[policy.ProvisionableClass]) -> None:
+        if self.capacity.replace("nodeGroup", values):
+            self._count_capacity()
+
+    def _count_capacity(self) -> None:
+        # A few dozen pools at most: recounting them all is cheaper than bookkeeping.
+        counts = self.capacity.counts()
+        gauge = self.metrics.capacity_classes
+        for sample in [s for metric in gauge.collect() for s in metric.samples]:
+            labels = sample.labels
+            key = (labels["source"], labels["os"], labels["arch"])
+            if labels["source"] != NODE_SOURCE and key not in counts:
+                gauge.remove(*key)
+        for key, count in counts.items():
+            gauge.labels(*key).set(count)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Work that must not delay an admission answer (Events and their owner lookups)."""
@@ -186,12 +233,14 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         config,
         resolver,
         rt.inventory,
+        capacity=rt.provisionable,
         credentials=secrets.for_pod,
         namespace_mode=rt.namespace_modes.get,
         namespace_allows_skip=rt.skip_namespaces.__contains__,
         meters=rt.metrics,
         object_exists=objects.exists,
     )
+    rt.set_static_capacity(kube.static_capacity(config.capacity))
     rt.health = serving.HealthServer(rt.metrics, rt.ready)
     await rt.health.start(config.metrics.address, config.metrics.port)
     logger.info(
@@ -249,6 +298,8 @@ async def namespace_changed(
 ) -> None:
     rt = _runtime(memo)
     rt.node_index = kw["node_index"]
+    for resource in rt.capacity_sources:
+        rt.capacity_indexes[resource.index] = kw[resource.index]
     mode = labels.get(admission.LABEL_MODE)
     if event.get("type") == "DELETED" or not mode:
         rt.namespace_modes.pop(name, None)
@@ -314,17 +365,85 @@ async def _reevaluate(rt: Runtime) -> None:
             if held is not None:
                 answers[image] = held
     left = policy.stranded(
-        workloads, rt.inventory(), answers, fallbacks=rt.config.platforms.fallbacks()
+        workloads,
+        rt.inventory(),
+        answers,
+        fallbacks=rt.config.platforms.fallbacks(),
+        capacity=rt.provisionable(),
+    )
+    lead = (
+        "no node left, nor capacity an autoscaler can add, can run this workload: "
+        if rt.counts_capacity
+        else "no node left can run this workload: "
     )
     rt.metrics.workloads_unschedulable.clear()
     per_kind: dict[str, int] = {}
     for key, decision in left.items():
         per_kind[key[0]] = per_kind.get(key[0], 0) + 1
-        message = "no node left can run this workload: " + decision.message
+        message = lead + decision.message
         if rt.poster is not None:
             rt.poster.post(bodies[key], "Warning", "ArchitectureUnavailable", message)
     for kind, count in per_kind.items():
         rt.metrics.workloads_unschedulable.labels(kind).set(count)
+
+
+# -- provisionable capacity ----------------------------------------------------------------------
+
+
+def watch_capacity(rt: Runtime, resources: list[kube.CapacityResource]) -> None:
+    """Index and watch the capacity kinds the cluster serves (``kube.available_sources``).
+
+    Called before kopf starts, so a kind without its CRD (or without RBAC) is never watched.
+    Indexes, like the nodes', are filled before any handler runs: readiness waits for the
+    capacity the cluster has.
+    """
+    rt.capacity_sources = tuple(resources)
+    for resource in resources:
+        _register_capacity(resource)
+        logger.info("provisionable capacity: watching %ss", resource.kind)
+
+
+def capacity_entry(
+    rt: Runtime, resource: kube.CapacityResource, body: Mapping[str, Any]
+) -> dict[policy.Source, policy.ProvisionableClass | None]:
+    """The index entry of one capacity object: what it lets autoscalers add (None: nothing,
+    or an object that cannot be read, logged once per change)."""
+    source = kube.source_of(resource, body)
+    try:
+        value = kube.capacity_from_object(resource, body, rt.config.capacity)
+    except policy.InvalidCapacity as exc:
+        logger.warning("%s ignored: %s", source, exc)
+        value = None
+    return {source: value}
+
+
+def capacity_changed(
+    rt: Runtime,
+    resource: kube.CapacityResource,
+    body: Mapping[str, Any],
+    held: Mapping[Any, Any],
+) -> None:
+    """What a source can provision changed: a pool deleted or narrowed can strand workloads,
+    exactly as a node going away can, so the same re-evaluation follows."""
+    rt.capacity_indexes[resource.index] = held
+    source = kube.source_of(resource, body)
+    if rt.note_capacity(source, next(iter(held.get(source, ())), None)):
+        logger.info("provisionable capacity changed: %s", source)
+        _schedule_reevaluation(rt)
+
+
+def _register_capacity(resource: kube.CapacityResource) -> None:
+    @kopf.index(resource.group, resource.version, resource.plural, id=resource.index)
+    def index(
+        body: Mapping[str, Any], memo: Any, **_: Any
+    ) -> dict[policy.Source, policy.ProvisionableClass | None]:
+        return capacity_entry(_runtime(memo), resource, body)
+
+    @kopf.on.event(
+        resource.group, resource.version, resource.plural, id=f"capacity-{resource.plural}"
+    )
+    async def changed(body: Mapping[str, Any], memo: Any, **kw: Any) -> None:
+        capacity_changed(_runtime(memo), resource, body, kw[resource.index])
 
 
 # -- admission ------------------------------------------------------------------------------------
