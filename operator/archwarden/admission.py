@@ -73,6 +73,7 @@ class Admission:
         resolver: registry.Resolver,
         nodes: Callable[[], policy.Nodes],
         *,
+        capacity: Callable[[], policy.Provisionable] = tuple,
         credentials: CredentialsFn | None = None,
         namespace_mode: Callable[[str], str | None] = lambda _ns: None,
         namespace_allows_skip: Callable[[str], bool] = lambda _ns: False,
@@ -84,6 +85,7 @@ class Admission:
         self.create_settle = CREATE_SETTLE_SECONDS
         self.resolver = resolver
         self.nodes = nodes
+        self.capacity = capacity
         self.credentials = credentials
         self.namespace_mode = namespace_mode
         self.namespace_allows_skip = namespace_allows_skip
@@ -304,6 +306,7 @@ class Admission:
                     "images resolved without them"
                 ]
         nodes = self.nodes()
+        capacity = self.capacity()
         fallbacks = self.config.platforms.fallbacks()
 
         def settled(partial: Mapping[str, policy.ImageAnswer]) -> bool:
@@ -317,6 +320,7 @@ class Admission:
                 mode=mode,
                 failure_policy=failure_policy,
                 fallbacks=fallbacks,
+                capacity=capacity,
             )
 
         answers = await self.answers(
@@ -329,6 +333,7 @@ class Admission:
             mode=mode,
             failure_policy=failure_policy,
             fallbacks=fallbacks,
+            capacity=capacity,
         )
         # A DaemonSet's own pods are pinned to one node each; denying one would make the
         # controller retry forever, so those are judged with warn semantics.
@@ -344,11 +349,15 @@ class Admission:
                 mode=policy.Mode.WARN,
                 failure_policy=failure_policy,
                 fallbacks=fallbacks,
+                capacity=capacity,
             )
 
         events: list[EventNote] = []
         if decision.mismatch:
             events.append(EventNote("Warning", "ArchitectureMismatch", decision.message))
+        if decision.reason is policy.Reason.PROVISIONABLE:
+            # Not a mismatch: the pods wait for a node an autoscaler adds.
+            events.append(EventNote("Normal", "ProvisionableCapacity", decision.message))
         if decision.reason is policy.Reason.IMAGE_INSPECTION_FAILED:
             events.append(EventNote("Warning", "ImageInspectionFailed", decision.message))
             self.metrics.registry_failures.labels("allowed" if decision.allowed else "denied").inc()
@@ -378,14 +387,7 @@ class Admission:
             if any(
                 op["path"].endswith("/affinity") or "nodeAffinity" in op["path"] for op in patch
             ):
-                events.append(
-                    EventNote(
-                        "Normal",
-                        "NodeAffinityInjected",
-                        "pods constrained to nodes of "
-                        + ", ".join(decision.node_platforms or decision.pod_platforms),
-                    )
-                )
+                events.append(EventNote("Normal", "NodeAffinityInjected", _constrained(decision)))
         if mutate:
             # The validating webhook reports mismatches; the mutating one only its own patches.
             events = [e for e in events if e.reason == "NodeAffinityInjected"]
@@ -406,6 +408,26 @@ class Admission:
             label=label,
             reason=decision.reason.value,
         )
+
+
+def _constrained(decision: policy.Decision) -> str:
+    """The NodeAffinityInjected message: existing nodes apart from what autoscalers can add."""
+    if not decision.provisionable_platforms:
+        return "pods constrained to nodes of " + ", ".join(
+            decision.node_platforms or decision.pod_platforms
+        )
+    parts = []
+    if decision.node_platforms:
+        parts.append(f"existing nodes of {', '.join(decision.node_platforms)}")
+    parts.append(
+        f"nodes of {', '.join(decision.provisionable_platforms)} that "
+        f"{_and(decision.provisionable_sources)} can provision"
+    )
+    return "pods constrained to " + " and ".join(parts)
+
+
+def _and(items: tuple[str, ...]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _too_many_images(

@@ -141,13 +141,44 @@ def _load_documents(paths: list[str]) -> tuple[list[tuple[str, dict[str, Any]]],
     return found, errors
 
 
-def _cluster_nodes(kubeconfig: str | None) -> list[policy.Node]:
+def _cluster_nodes(
+    kubeconfig: str | None, config: settings.CapacitySettings
+) -> tuple[list[policy.Node], list[policy.ProvisionableClass], list[str]]:
+    """The cluster's nodes, its provisionable capacity, and the capacity objects that could
+    not be read."""
     from archwarden import kube
 
     api = kube.load_api_client(kubeconfig)
     reader = kube.ApiReader(api)
-    items = asyncio.run(reader.list("v1", "nodes"))
-    return [policy.node_from_object(item) for item in items]
+
+    async def read() -> tuple[list[Any], list[policy.ProvisionableClass], list[str]]:
+        items = await reader.list("v1", "nodes")
+        capacity, problems = await kube.list_capacity(reader, config)
+        return list(items), capacity, problems
+
+    items, capacity, problems = asyncio.run(read())
+    return [policy.node_from_object(item) for item in items], capacity, problems
+
+
+PROVISIONABLE_MARK = "+"
+"""``--platforms linux/amd64,+linux/arm64``: the ``+`` entries are capacity an autoscaler can
+add, not nodes that exist."""
+
+
+def _platform_capacity(
+    specs: list[str],
+) -> tuple[list[policy.Node], list[policy.ProvisionableClass]]:
+    """``--platforms``: existing nodes, and provisionable node groups (one per ``+`` entry)."""
+    existing = [s for s in specs if not s.startswith(PROVISIONABLE_MARK)]
+    marked = [s[len(PROVISIONABLE_MARK) :].strip() for s in specs if s.startswith("+")]
+    nodes = policy.nodes_from_platforms(existing)
+    groups = []
+    for spec in dict.fromkeys(marked):
+        name = spec.replace("/", "-")
+        groups.append(
+            policy.node_group(policy.Source("nodeGroup", name), {}, platform_specs=[spec])
+        )
+    return nodes, groups
 
 
 def _offline_settings(args: argparse.Namespace) -> settings.Settings:
@@ -167,6 +198,7 @@ def _engine(
     nodes: list[policy.Node],
     timeout: float,
     images: int = 1,
+    capacity: list[policy.ProvisionableClass] | None = None,
 ) -> Any:
     """The webhook's engine (resolver cache included) for a command line run. Its budget
     covers ``images`` lookups in rounds of ``limits.maxConcurrentResolutions``, each up to
@@ -176,7 +208,10 @@ def _engine(
     rounds = -(-max(images, 1) // config.limits.max_concurrent_resolutions)
     webhook = dataclasses.replace(config.webhook, budget_seconds=timeout * 3 * rounds)
     return admission.Admission(
-        dataclasses.replace(config, webhook=webhook), registry.Resolver(client), lambda: nodes
+        dataclasses.replace(config, webhook=webhook),
+        registry.Resolver(client),
+        lambda: nodes,
+        capacity=lambda: capacity or [],
     )
 
 
@@ -187,18 +222,25 @@ async def _check(args: argparse.Namespace) -> int:
         print(f"archwarden: error: {exc}", file=sys.stderr)
         return 2
     documents, errors = _load_documents(args.filename)
+    capacity: list[policy.ProvisionableClass]
     if args.platforms:
         try:
-            nodes = policy.nodes_from_platforms(p for p in args.platforms.split(",") if p.strip())
+            nodes, capacity = _platform_capacity(
+                [p.strip() for p in args.platforms.split(",") if p.strip()]
+            )
         except ValueError as exc:
             print(f"archwarden: error: --platforms: {exc}", file=sys.stderr)
             return 2
     else:
         try:
-            nodes = await asyncio.to_thread(_cluster_nodes, args.kubeconfig)
+            nodes, capacity, problems = await asyncio.to_thread(
+                _cluster_nodes, args.kubeconfig, settings.CapacitySettings()
+            )
         except Exception as exc:  # a missing kubeconfig or an unreachable cluster: one line
             print(f"archwarden: error: cannot read the cluster's nodes: {exc}", file=sys.stderr)
             return 2
+        for problem in problems:
+            print(f"archwarden: warning: capacity ignored: {problem}", file=sys.stderr)
     workloads: list[tuple[str, policy.Workload]] = []
     for source, obj in documents:
         if obj.get("kind") not in policy.SPEC_PATHS:
@@ -211,7 +253,7 @@ async def _check(args: argparse.Namespace) -> int:
     config = _offline_settings(args)
     rows: list[dict[str, Any]] = []
     async with registry.RegistryClient(_registry_settings(args), credentials) as client:
-        engine = _engine(config, client, nodes, args.timeout)
+        engine = _engine(config, client, nodes, args.timeout, capacity=capacity)
         for source, workload in workloads:
             answers = await engine.answers(workload.template.images, None)
             decision = policy.decide(
@@ -221,8 +263,11 @@ async def _check(args: argparse.Namespace) -> int:
                 mode=policy.Mode(args.mode),
                 failure_policy=policy.FailurePolicy(args.failure_policy),
                 fallbacks=config.platforms.fallbacks(),
+                capacity=capacity,
             )
             verdict = "deny" if not decision.allowed else ("warn" if decision.message else "ok")
+            if decision.reason is policy.Reason.PROVISIONABLE:
+                verdict = "ok"  # admitted; the message says which autoscaler adds the node
             rows.append(
                 {
                     "file": source,
@@ -233,6 +278,7 @@ async def _check(args: argparse.Namespace) -> int:
                     "reason": str(decision.reason),
                     "message": decision.message,
                     "platforms": list(decision.pod_platforms),
+                    "provisionable": list(decision.provisionable_sources),
                 }
             )
     for error in errors:
@@ -359,6 +405,7 @@ def _run(args: argparse.Namespace) -> int:
         dev_name=args.dev_name,
         kubeconfig=args.kubeconfig,
     )
+    handlers.watch_capacity(runtime, _capacity_sources(args.kubeconfig, config))
     kopf.run(
         clusterwide=True,
         standalone=True,  # replicas do not peer: each serves from its own live inventory
@@ -367,6 +414,19 @@ def _run(args: argparse.Namespace) -> int:
         identity=_identity(),  # type: ignore[arg-type]
     )
     return 0
+
+
+def _capacity_sources(kubeconfig: str | None, config: settings.Settings) -> list[Any]:
+    """The capacity kinds to watch, found before kopf starts (kopf would wait forever on an
+    index over a kind the API server does not serve)."""
+    from archwarden import kube
+
+    try:
+        reader = kube.ApiReader(kube.load_api_client(kubeconfig))
+    except Exception as exc:  # kopf reports the same missing credentials in its own words
+        logging.getLogger("archwarden").warning("capacity sources not discovered: %s", exc)
+        return []
+    return asyncio.run(kube.available_sources(reader, config.capacity))
 
 
 def _identity() -> str:
@@ -443,10 +503,15 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--platforms",
         metavar="LIST",
-        help="node platforms to check against, e.g. linux/amd64,linux/arm64 (one node each)",
+        help="node platforms to check against, e.g. linux/amd64,linux/arm64 (one node each); "
+        "an entry starting with + is capacity an autoscaler can add, not a node: "
+        "linux/amd64,+linux/arm64",
     )
     where.add_argument(
-        "--from-cluster", action="store_true", help="use the nodes of the current cluster"
+        "--from-cluster",
+        action="store_true",
+        help="use the nodes of the current cluster and what its autoscalers can add "
+        "(Karpenter NodePools, Cluster API node groups that scale from zero)",
     )
     check.add_argument("--kubeconfig", metavar="FILE", help="with --from-cluster")
     check.add_argument(

@@ -46,6 +46,8 @@ REEVALUATE_DELAY = 1.0
 """Seconds to let a burst of node changes settle before re-evaluating workloads."""
 REEVALUATE_SLICE = 200
 """Workloads judged between two yields to the event loop, so admissions never wait long."""
+NODE_SOURCE = "node"
+"""``archwarden_capacity_classes{source}`` of existing nodes' classes."""
 
 
 @dataclasses.dataclass
@@ -61,7 +63,11 @@ class Runtime:
     ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     events: kube.EventDeduper = dataclasses.field(default_factory=kube.EventDeduper)
     nodes: policy.Inventory = dataclasses.field(default_factory=policy.Inventory)
-    """What decisions read, kept one node event at a time (see ``node_changed``)."""
+    """What decisions read, kept one node event at a time (see ``on_node``)."""
+    capacity: policy.Capacity = dataclasses.field(default_factory=policy.Capacity)
+    """What autoscalers can add, by source (see ``watch_capacity``)."""
+    capacity_sources: tuple[kube.CapacityResource, ...] = ()
+    """The capacity kinds watched (their CRDs exist and archwarden may list them)."""
     namespace_modes: dict[str, str] = dataclasses.field(default_factory=dict)
     skip_namespaces: set[str] = dataclasses.field(default_factory=set)
     """Namespaces labelled archwarden.io/allow-skip=true (skip.allowed: labelledNamespaces)."""
@@ -88,6 +94,14 @@ class Runtime:
     def inventory(self) -> policy.Inventory:
         return self.nodes
 
+    def provisionable(self) -> tuple[policy.ProvisionableClass, ...]:
+        return self.capacity.classes()
+
+    @property
+    def counts_capacity(self) -> bool:
+        """Whether any provisionable capacity source is configured or watched."""
+        return bool(self.capacity_sources or self.config.capacity.node_groups)
+
     def note_node(self, name: str, node: policy.Node | None) -> bool:
         """Record a node's current value; whether anything a decision reads changed. O(1)."""
         change = self.nodes.apply(name, node)
@@ -103,7 +117,35 @@ class Runtime:
                     self.metrics.nodes.labels(*key).set(count)
                 else:
                     self.metrics.nodes.remove(*key)
+                classes = self.nodes.class_count(key)
+                if classes:
+                    self.metrics.capacity_classes.labels(NODE_SOURCE, *key).set(classes)
+                else:
+                    self.metrics.capacity_classes.remove(NODE_SOURCE, *key)
         return True
+
+    def note_capacity(self, source: policy.Source, value: policy.ProvisionableClass | None) -> bool:
+        """Record what a source can provision now (None: nothing); whether that changed."""
+        if not self.capacity.apply(source, value):
+            return False
+        self._count_capacity()
+        return True
+
+    def set_static_capacity(self, values: list[policy.ProvisionableClass]) -> None:
+        if self.capacity.replace("nodeGroup", values):
+            self._count_capacity()
+
+    def _count_capacity(self) -> None:
+        # A few dozen pools at most: recounting them all is cheaper than bookkeeping.
+        counts = self.capacity.counts()
+        gauge = self.metrics.capacity_classes
+        for sample in [s for metric in gauge.collect() for s in metric.samples]:
+            labels = sample.labels
+            key = (labels["source"], labels["os"], labels["arch"])
+            if labels["source"] != NODE_SOURCE and key not in counts:
+                gauge.remove(*key)
+        for key, count in counts.items():
+            gauge.labels(*key).set(count)
 
     # -- the node and namespace streams (kube.Watch) ------------------------------------------
     def on_node(self, body: Mapping[str, Any]) -> None:
@@ -179,11 +221,34 @@ class Runtime:
                 on_listed=self.on_namespaces_listed,
             ),
         ]
+        self.watches += [self._capacity_watch(connection, r) for r in self.capacity_sources]
         self.workloads.on_removed = self._workload_removed
         workloads = self.workloads.watches(connection)
         for watch in [*self.watches, *workloads]:
             self.spawn(watch.run())
         self.spawn(self._ready_when_listed(workloads))
+
+    def _capacity_watch(
+        self, connection: kube.Connection, resource: kube.CapacityResource
+    ) -> kube.Watch:
+        def on_object(body: Mapping[str, Any]) -> None:
+            capacity_changed(self, resource, body)
+
+        def on_deleted(body: Mapping[str, Any]) -> None:
+            capacity_changed(self, resource, body, deleted=True)
+
+        def on_listed(names: set[str]) -> None:
+            for source in self.capacity.sources(resource.kind):
+                if source.name not in names and self.note_capacity(source, None):
+                    _capacity_reevaluation(self, source)
+
+        return kube.Watch(
+            connection,
+            f"/apis/{resource.group}/{resource.version}/{resource.plural}",
+            on_object=on_object,
+            on_deleted=on_deleted,
+            on_listed=on_listed,
+        )
 
     def _workload_removed(self, key: workload_store.Key) -> None:
         if self.stranded.pop(key, None) is not None:
@@ -299,7 +364,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         namespace_allows_skip=rt.skip_namespaces.__contains__,
         meters=rt.metrics,
         object_exists=objects.exists,
+        capacity=rt.provisionable,
     )
+    rt.set_static_capacity(kube.static_capacity(config.capacity))
     rt.start_watches(kube.Connection.from_api_client(api_client))
     rt.health = serving.HealthServer(rt.metrics, rt.ready)
     await rt.health.start(config.metrics.address, config.metrics.port)
@@ -354,6 +421,12 @@ async def _reevaluate(rt: Runtime) -> None:
     everything, rt.reevaluate_all = rt.reevaluate_all, False
     inventory = rt.inventory()
     fallbacks = rt.config.platforms.fallbacks()
+    capacity = rt.provisionable()
+    lead = (
+        "no node left, nor capacity an autoscaler can add, can run this workload: "
+        if rt.counts_capacity
+        else "no node left can run this workload: "
+    )
     judged = 0
     for position, (key, entry) in enumerate(rt.workloads.items()):
         if position % REEVALUATE_SLICE == REEVALUATE_SLICE - 1:
@@ -366,17 +439,56 @@ async def _reevaluate(rt: Runtime) -> None:
             held = rt.admission.held_platforms(image)
             if held is not None:
                 answers[image] = held
-        left = policy.stranded({key: entry.workload}, inventory, answers, fallbacks=fallbacks)
+        left = policy.stranded(
+            {key: entry.workload}, inventory, answers, fallbacks=fallbacks, capacity=capacity
+        )
         decision = left.get(key)
         if decision is None:
             rt.stranded.pop(key, None)
             continue
         rt.stranded[key] = decision
         if rt.poster is not None:
-            message = "no node left can run this workload: " + decision.message
+            message = lead + decision.message
             rt.poster.post(entry.ref, "Warning", "ArchitectureUnavailable", message)
     rt.metrics.reevaluated.inc(judged)
     rt._count_stranded()
+
+
+# -- provisionable capacity ----------------------------------------------------------------------
+
+
+def watch_capacity(rt: Runtime, resources: list[kube.CapacityResource]) -> None:
+    """Watch the capacity kinds the cluster serves (``kube.available_sources``), each on one
+    stream like the nodes; readiness waits for their first lists. Called before kopf starts,
+    so a kind without its CRD (or without RBAC) is never watched."""
+    rt.capacity_sources = tuple(resources)
+    for resource in resources:
+        logger.info("provisionable capacity: watching %ss", resource.kind)
+
+
+def capacity_changed(
+    rt: Runtime, resource: kube.CapacityResource, body: Mapping[str, Any], deleted: bool = False
+) -> None:
+    """What a source can provision changed: a pool deleted or narrowed can strand workloads,
+    exactly as a node going away can, so the same re-evaluation follows."""
+    source = kube.source_of(resource, body)
+    value: policy.ProvisionableClass | None = None
+    if not deleted:
+        try:
+            value = kube.capacity_from_object(resource, body, rt.config.capacity)
+        except policy.InvalidCapacity as exc:
+            logger.warning("%s ignored: %s", source, exc)
+    if rt.note_capacity(source, value):
+        _capacity_reevaluation(rt, source)
+
+
+def _capacity_reevaluation(rt: Runtime, source: policy.Source) -> None:
+    if not rt.ready.is_set():
+        return  # the first lists are still arriving; the first re-evaluation judges all
+    logger.info("provisionable capacity changed: %s", source)
+    # Capacity is no node class: every workload may be concerned.
+    rt.reevaluate_all = True
+    _schedule_reevaluation(rt)
 
 
 # -- admission ------------------------------------------------------------------------------------

@@ -47,6 +47,14 @@ class Metrics:
         self.nodes = prom.Gauge(
             "archwarden_nodes", "Nodes in the inventory by os and arch.", ["os", "arch"], registry=r
         )
+        self.capacity_classes = prom.Gauge(
+            "archwarden_capacity_classes",
+            "Classes of capacity by source and the os/arch they offer: source node counts "
+            "classes of existing nodes; NodePool, MachineDeployment, MachineSet, MachinePool "
+            "and nodeGroup count what autoscalers can add.",
+            ["source", "os", "arch"],
+            registry=r,
+        )
         self.workloads_unschedulable = prom.Gauge(
             "archwarden_workloads_unschedulable",
             "Workloads left with no node that can run their images.",

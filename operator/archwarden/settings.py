@@ -101,6 +101,57 @@ class SkipSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class KarpenterSettings:
+    """Karpenter NodePools (``karpenter.sh/v1``) as provisionable capacity."""
+
+    enabled: bool = True
+    """Watch NodePools (when the CRD exists)."""
+    default_architectures: tuple[str, ...] = ("amd64", "arm64")
+    """What a pool without a ``kubernetes.io/arch`` requirement offers: the architectures of
+    the provider's instance types (AWS and the kwok provider: amd64 and arm64)."""
+    default_operating_systems: tuple[str, ...] = ("linux",)
+    """What a pool without a ``kubernetes.io/os`` requirement offers."""
+    well_known_labels: tuple[str, ...] = ()
+    """Provider labels a pod may constrain although a pool does not name them (beyond
+    Karpenter's own, e.g. ``karpenter.k8s.aws/instance-family``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterAPISettings:
+    """Cluster API MachineDeployments, MachineSets and MachinePools that cluster-autoscaler
+    scales from zero (its min/max size and capacity annotations)."""
+
+    enabled: bool = True
+    """Watch them (each kind when its CRD exists)."""
+    default_architecture: str = "amd64"
+    """The template node's arch when the capacity labels annotation does not say
+    (cluster-autoscaler's own default)."""
+    default_operating_system: str = "linux"
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeGroupSettings:
+    """A node group whose template lives outside the Kubernetes API (cluster-autoscaler on a
+    cloud: ASG tags, instance templates), as its nodes would look."""
+
+    name: str
+    platforms: tuple[str, ...]
+    """``os/arch[/variant]`` of its nodes (one group may mix, e.g. mixed-instance ASGs)."""
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    taints: tuple[tuple[str, str, str], ...] = ()
+    """``(key, value, effect)``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CapacitySettings:
+    """Capacity autoscalers can add: counted beside the existing nodes."""
+
+    karpenter: KarpenterSettings = dataclasses.field(default_factory=KarpenterSettings)
+    cluster_api: ClusterAPISettings = dataclasses.field(default_factory=ClusterAPISettings)
+    node_groups: tuple[NodeGroupSettings, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     mode: str = "enforce"
     """enforce (deny), warn (allow with a warning and an Event) or audit (Event and metric)."""
@@ -123,6 +174,7 @@ class Settings:
     limits: LimitsSettings = dataclasses.field(default_factory=LimitsSettings)
     platforms: PlatformSettings = dataclasses.field(default_factory=PlatformSettings)
     skip: SkipSettings = dataclasses.field(default_factory=SkipSettings)
+    capacity: CapacitySettings = dataclasses.field(default_factory=CapacitySettings)
 
     def client_settings(self) -> registry.ClientSettings:
         return registry.ClientSettings(
@@ -209,6 +261,107 @@ def _skip(data: Any) -> SkipSettings:
     return SkipSettings(allowed=allowed)
 
 
+_TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+MAX_NODE_GROUPS = 256
+
+
+def _strings(value: Any, key: str) -> tuple[str, ...]:
+    return tuple(_expect(item, str, f"{key}[]") for item in _expect(value, list, key))
+
+
+def _node_group(entry: Any, where: str) -> NodeGroupSettings:
+    entry = _expect(entry, dict, where)
+    _only(entry, {"name", "platforms", "labels", "taints"}, where)
+    name = _expect(entry.get("name"), str, f"{where}.name")
+    found = _strings(entry.get("platforms"), f"{where}.platforms")
+    if not found:
+        raise ConfigError(f"{where}.platforms: name at least one os/arch")
+    for spec in found:
+        try:
+            platforms.parse_node(spec)
+        except platforms.InvalidPlatform as exc:
+            raise ConfigError(f"{where}.platforms: {exc}") from None
+    labels = _expect(entry.get("labels", {}), dict, f"{where}.labels")
+    for key, value in labels.items():
+        _expect(value, str, f"{where}.labels.{key}")
+    taints = []
+    for i, raw in enumerate(_expect(entry.get("taints", []), list, f"{where}.taints")):
+        at = f"{where}.taints[{i}]"
+        taint = _expect(raw, dict, at)
+        _only(taint, {"key", "value", "effect"}, at)
+        effect = _expect(taint.get("effect", "NoSchedule"), str, f"{at}.effect")
+        if effect not in _TAINT_EFFECTS:
+            raise ConfigError(f"{at}.effect: expected one of {', '.join(_TAINT_EFFECTS)}")
+        taints.append(
+            (
+                _expect(taint.get("key"), str, f"{at}.key"),
+                _expect(taint.get("value", ""), str, f"{at}.value"),
+                effect,
+            )
+        )
+    return NodeGroupSettings(
+        name=name,
+        platforms=found,
+        labels={str(k): v for k, v in labels.items()},
+        taints=tuple(taints),
+    )
+
+
+def _capacity(data: Any) -> CapacitySettings:
+    section = _expect(data, dict, "capacity")
+    _only(section, {"karpenter", "clusterAPI", "nodeGroups"}, "capacity")
+    karpenter = _expect(section.get("karpenter", {}), dict, "capacity.karpenter")
+    _only(
+        karpenter,
+        {"enabled", "defaultArchitectures", "defaultOperatingSystems", "wellKnownLabels"},
+        "capacity.karpenter",
+    )
+    k = KarpenterSettings()
+    capi = _expect(section.get("clusterAPI", {}), dict, "capacity.clusterAPI")
+    _only(capi, {"enabled", "defaultArchitecture", "defaultOperatingSystem"}, "capacity.clusterAPI")
+    c = ClusterAPISettings()
+    groups = _expect(section.get("nodeGroups", []), list, "capacity.nodeGroups")
+    if len(groups) > MAX_NODE_GROUPS:
+        raise ConfigError(f"capacity.nodeGroups: more than {MAX_NODE_GROUPS} entries")
+    parsed = tuple(_node_group(g, f"capacity.nodeGroups[{i}]") for i, g in enumerate(groups))
+    names = [g.name for g in parsed]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate is not None:
+        raise ConfigError(f"capacity.nodeGroups: name {duplicate!r} is used twice")
+    return CapacitySettings(
+        karpenter=KarpenterSettings(
+            enabled=_expect(
+                karpenter.get("enabled", k.enabled), bool, "capacity.karpenter.enabled"
+            ),
+            default_architectures=_strings(
+                karpenter.get("defaultArchitectures", list(k.default_architectures)),
+                "capacity.karpenter.defaultArchitectures",
+            ),
+            default_operating_systems=_strings(
+                karpenter.get("defaultOperatingSystems", list(k.default_operating_systems)),
+                "capacity.karpenter.defaultOperatingSystems",
+            ),
+            well_known_labels=_strings(
+                karpenter.get("wellKnownLabels", []), "capacity.karpenter.wellKnownLabels"
+            ),
+        ),
+        cluster_api=ClusterAPISettings(
+            enabled=_expect(capi.get("enabled", c.enabled), bool, "capacity.clusterAPI.enabled"),
+            default_architecture=_expect(
+                capi.get("defaultArchitecture", c.default_architecture),
+                str,
+                "capacity.clusterAPI.defaultArchitecture",
+            ),
+            default_operating_system=_expect(
+                capi.get("defaultOperatingSystem", c.default_operating_system),
+                str,
+                "capacity.clusterAPI.defaultOperatingSystem",
+            ),
+        ),
+        node_groups=parsed,
+    )
+
+
 def from_mapping(data: Mapping[str, Any]) -> Settings:
     _only(
         data,
@@ -228,6 +381,7 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
             "limits",
             "platforms",
             "skip",
+            "capacity",
         },
         "",
     )
@@ -340,6 +494,7 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
         limits=_limits(data.get("limits", {})),
         platforms=_platforms(data.get("platforms", {})),
         skip=_skip(data.get("skip", {})),
+        capacity=_capacity(data.get("capacity", {})),
     )
 
 

@@ -792,6 +792,11 @@ ALLOWED_RULES = {
     ("", "secrets"): {"get"},
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    # Provisionable capacity (config.capacity.karpenter / clusterAPI, on by default).
+    ("karpenter.sh", "nodepools"): READ,
+    ("cluster.x-k8s.io", "machinedeployments"): READ,
+    ("cluster.x-k8s.io", "machinesets"): READ,
+    ("cluster.x-k8s.io", "machinepools"): READ,
 }
 
 
@@ -849,6 +854,19 @@ def test_pull_secret_access_can_be_restricted() -> None:
     assert ("", "secrets") not in granted
     assert ("apiextensions.k8s.io", "customresourcedefinitions") not in granted
     assert not by_kind(nothing, "RoleBinding")
+
+
+def test_capacity_sources_switch_their_rbac_and_config() -> None:
+    granted = _granted(render({"config.capacity.karpenter.enabled": False}))
+    assert ("karpenter.sh", "nodepools") not in granted
+    assert ("cluster.x-k8s.io", "machinedeployments") in granted
+    rendered = render({"config.capacity.clusterAPI.enabled": False})
+    granted = _granted(rendered)
+    assert ("karpenter.sh", "nodepools") in granted
+    assert not any(group == "cluster.x-k8s.io" for group, _ in granted)
+    config = yaml.safe_load(one(rendered, "ConfigMap")["data"]["config.yaml"])
+    assert config["capacity"]["clusterAPI"]["enabled"] is False
+    assert config["capacity"]["karpenter"]["defaultArchitectures"] == ["amd64", "arm64"]
 
 
 def test_rbac_can_be_left_to_the_cluster_admin() -> None:

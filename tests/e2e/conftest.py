@@ -11,6 +11,7 @@ import pytest
 from tests.cluster.cluster import LocalCluster
 from tests.cluster.fixtures import cluster, namespace
 from tests.support.archwarden import ArchwardenProcess
+from tests.support.capacity import install_capacity_crds
 from tests.support.fixtures import registry_workdir
 from tests.support.images import Seeder
 from tests.support.registry import RegistryServer, start_registry
@@ -93,6 +94,8 @@ def archwarden(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ArchwardenProcess]:
     workdir: Path = tmp_path_factory.mktemp("archwarden")
+    # archwarden watches the capacity kinds whose CRDs exist when it starts (test_capacity).
+    install_capacity_crds(cluster)
     process = ArchwardenProcess(
         workdir,
         cluster.kubeconfig,

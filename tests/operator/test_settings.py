@@ -43,6 +43,14 @@ metrics: {port: 9090}
 limits: {maxImagesPerReview: 10, maxConcurrentResolutions: 2}
 platforms: {arm64RunsArm32: true, amd64Runs386: false}
 skip: {allowed: labelledNamespaces}
+capacity:
+  karpenter: {enabled: false, defaultArchitectures: [amd64], wellKnownLabels: [k.aws/family]}
+  clusterAPI: {defaultArchitecture: arm64}
+  nodeGroups:
+    - name: graviton
+      platforms: [linux/arm64]
+      labels: {team: edge}
+      taints: [{key: arm, effect: NoExecute}]
 """,
         )
     )
@@ -65,6 +73,15 @@ skip: {allowed: labelledNamespaces}
         arm32_on_arm64=True, i386_on_amd64=False
     )
     assert config.skip == settings.SkipSettings(allowed="labelledNamespaces")
+    assert config.capacity.karpenter == settings.KarpenterSettings(
+        enabled=False, default_architectures=("amd64",), well_known_labels=("k.aws/family",)
+    )
+    assert config.capacity.cluster_api.default_architecture == "arm64"
+    assert config.capacity.node_groups == (
+        settings.NodeGroupSettings(
+            "graviton", ("linux/arm64",), {"team": "edge"}, (("arm", "", "NoExecute"),)
+        ),
+    )
     client = config.client_settings()
     assert client.for_host("registry.local:5000").insecure
 
@@ -96,6 +113,23 @@ skip: {allowed: labelledNamespaces}
         ("limits: {maxImages: 3}", "unknown key limits.maxImages"),
         ("platforms: {arm64RunsArm32: yes-please}", "platforms.arm64RunsArm32: expected bool"),
         ("skip: {allowed: admins}", "skip.allowed: expected one of everyone, labelledNamespaces"),
+        ("capacity: {karpenter: {enabeld: true}}", "unknown key capacity.karpenter.enabeld"),
+        (
+            "capacity: {nodeGroups: [{name: a, platforms: []}]}",
+            "capacity.nodeGroups[0].platforms: name at least one os/arch",
+        ),
+        (
+            "capacity: {nodeGroups: [{name: a, platforms: [linux//arm64]}]}",
+            "capacity.nodeGroups[0].platforms: invalid platform",
+        ),
+        (
+            "capacity: {nodeGroups: [{name: a, platforms: [arm64], taints: [{effect: Soon}]}]}",
+            "capacity.nodeGroups[0].taints[0].effect: expected one of",
+        ),
+        (
+            "capacity: {nodeGroups: [{name: a, platforms: [arm64]}, {name: a, platforms: [x]}]}",
+            "name 'a' is used twice",
+        ),
         ("- a list", "the configuration must be a mapping"),
         ("mode: [unclosed", "not valid YAML at line 1"),
     ],

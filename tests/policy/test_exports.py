@@ -14,7 +14,7 @@ def test_public_surface_is_curated() -> None:
         assert (
             module.startswith("archwarden.policy._")
             or name.isupper()
-            or name in ("ImageAnswer", "Nodes")
+            or name in ("ImageAnswer", "Nodes", "Provisionable")
         )
 
 

@@ -113,6 +113,29 @@ async def test_check_passes_on_a_compatible_pool_with_json(
     ]
 
 
+async def test_check_counts_platforms_marked_provisionable(
+    plain_registry: RegistryServer, manifests: tuple[Path, str, str]
+) -> None:
+    path, _, _ = manifests
+    common = ["-f", str(path), "--insecure-registry", plain_registry.host]
+    # amd64 nodes do not exist, but an autoscaler can add them: the Deployment is admitted.
+    code, out, err = await run(*common, "--platforms", "linux/arm64, +linux/amd64")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "OK    team/Deployment/legacy: no node can run it now; nodeGroup linux-amd64 can "
+        "provision linux/amd64",
+        "OK    CronJob/nightly",
+    ]
+    code, out, _ = await run(*common, "--platforms", "linux/arm64,+linux/s390x", "--json")
+    assert code == 1
+    rows = json.loads(out)
+    assert rows[0]["verdict"] == "deny"
+    assert "nodeGroup linux-s390x can provision linux/s390x" in rows[0]["message"]
+    assert rows[1]["provisionable"] == []
+    code, _, err = await run(*common, "--platforms", "linux/arm64,+linux/")
+    assert code == 2 and err.startswith("archwarden: error: --platforms: ")
+
+
 async def test_check_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("kind: Deployment\nmetadata: {name: x}\nspec: {template: {spec: []}}\n")

@@ -1,10 +1,19 @@
 """Cluster facts archwarden reads: pull secrets, ServiceAccounts, workload owners and lists,
-whether an object exists (the kubernetes client); nodes and namespaces as they change (one
-list-and-watch stream each); Event de-duplication; OpenReports policy reports; removing the
-webhook configurations on
-uninstall."""
+whether an object exists, which capacity sources (NodePools, Cluster API node groups) the
+cluster serves (the kubernetes client); nodes, namespaces, workloads and capacity as they change
+(one list-and-watch stream per kind); Event de-duplication; OpenReports policy reports; removing
+the webhook configurations on uninstall."""
 
-from archwarden.kube._api import ApiReader, load_api_client
+from archwarden.kube._api import ApiReader, ApiUnavailable, load_api_client
+from archwarden.kube._capacity import (
+    SOURCES,
+    CapacityResource,
+    available_sources,
+    capacity_from_object,
+    list_capacity,
+    source_of,
+    static_capacity,
+)
 from archwarden.kube._events import EventDeduper, EventPoster
 from archwarden.kube._objects import ObjectChecker
 from archwarden.kube._reports import PolicyResult, ReportWriteError, ReportWriter, Result
@@ -13,7 +22,10 @@ from archwarden.kube._watch import Connection, Watch, WatchError, object_key
 from archwarden.kube._webhooks import WebhookRemovalError, remove_webhook_configurations
 
 __all__ = [
+    "SOURCES",
     "ApiReader",
+    "ApiUnavailable",
+    "CapacityResource",
     "Connection",
     "EventDeduper",
     "EventPoster",
@@ -26,7 +38,12 @@ __all__ = [
     "Watch",
     "WatchError",
     "WebhookRemovalError",
+    "available_sources",
+    "capacity_from_object",
+    "list_capacity",
     "load_api_client",
     "object_key",
     "remove_webhook_configurations",
+    "source_of",
+    "static_capacity",
 ]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import kubernetes
 
-__all__ = ["ApiReader", "NotFound", "load_api_client"]
+__all__ = ["ApiReader", "ApiUnavailable", "NotFound", "load_api_client"]
+
+# A list of custom objects is held whole; past this many the rest is left out (bounded work).
+MAX_CUSTOM_ITEMS = 5000
 
 
 class NotFound(LookupError):
@@ -58,6 +62,8 @@ class ApiReader:
             ("batch/v1", "cronjobs"): batch.list_cron_job_for_all_namespaces,
         }
         self._core = core
+        self._apis = kubernetes.client.ApisApi(api_client)
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._reads: dict[str, Callable[..., Any]] = {
             "ReplicaSet": apps.read_namespaced_replica_set,
             "Job": batch.read_namespaced_job,
@@ -74,9 +80,11 @@ class ApiReader:
             "CronJob": batch.read_namespaced_cron_job,
         }
 
-    async def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Mapping[str, Any]:
+    async def _call(
+        self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Mapping[str, Any]:
         def call() -> Any:
-            response = fn(*args, _preload_content=False)
+            response = fn(*args, _preload_content=False, **kwargs)
             return json.loads(response.data)
 
         try:
@@ -109,6 +117,44 @@ class ApiReader:
         if fn is None:
             raise ValueError(f"no list call for {api_version} {plural}")
         result = await self._call(f"list {plural}", fn)
+        items = result.get("items")
+        return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
+
+    async def preferred_versions(self) -> dict[str, str]:
+        """API group -> the version the API server prefers (discovery, /apis)."""
+        result = await self._call("API discovery", self._apis.get_api_versions)
+        versions: dict[str, str] = {}
+        for group in result.get("groups") or []:
+            if not isinstance(group, Mapping):
+                continue
+            preferred = group.get("preferredVersion")
+            if isinstance(preferred, Mapping) and isinstance(group.get("name"), str):
+                versions[group["name"]] = str(preferred.get("version") or "")
+        return versions
+
+    async def resource_plurals(self, group: str, version: str) -> frozenset[str]:
+        """The resources ``group/version`` serves (their plural names)."""
+        result = await self._call(
+            f"API discovery {group}/{version}", self._custom.get_api_resources, group, version
+        )
+        return frozenset(
+            str(r.get("name"))
+            for r in result.get("resources") or []
+            if isinstance(r, Mapping) and "/" not in str(r.get("name"))
+        )
+
+    async def list_custom(
+        self, group: str, version: str, plural: str, *, limit: int = MAX_CUSTOM_ITEMS
+    ) -> builtins.list[Mapping[str, Any]]:  # the method list() shadows the builtin here
+        """Objects of a custom resource in every namespace (at most ``limit``)."""
+        result = await self._call(
+            f"list {plural}.{group}",
+            self._custom.list_cluster_custom_object,
+            group,
+            version,
+            plural,
+            limit=limit,
+        )
         items = result.get("items")
         return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
 

@@ -8,6 +8,9 @@ Pure functions over frozen values: no kopf, no HTTP, no I/O. The webhook and the
     # or, offline: nodes = policy.nodes_from_platforms(["linux/amd64", "linux/arm64"])
     answers = {image: resolved.platforms, other: policy.ImageFailure("401 Unauthorized")}
     decision = policy.decide(workload, nodes, answers, mode=policy.Mode.WARN)
+    # capacity autoscalers can add, judged beside the nodes:
+    pools = [policy.nodepool_from_object(obj) for obj in nodepool_objects]
+    decision = policy.decide(workload, nodes, answers, capacity=pools)
     decision.allowed, decision.reason, decision.message, decision.warnings
     ops = policy.pod_patch(pod, decision, preferences={"arm64": 50})   # RFC 6902
 
@@ -16,9 +19,22 @@ Also: :func:`candidate_nodes` (Kubernetes' selector, affinity and taint rules),
 partial answers already decide a denial), :func:`stranded` (which workloads a node inventory
 change leaves with no node that can run them) and
 :func:`scheduling_changed` (whether an UPDATE needs a new decision).
-Malformed objects raise :class:`InvalidWorkload` / :class:`InvalidNode` naming the field.
+Provisionable capacity (:class:`ProvisionableClass`: Karpenter NodePools, Cluster API node
+groups, configured node groups) is read by :func:`nodepool_from_object`,
+:func:`node_group_from_object` and :func:`node_group`, and kept by :class:`Capacity`.
+Malformed objects raise :class:`InvalidWorkload` / :class:`InvalidNode` /
+:class:`InvalidCapacity` naming the field.
 """
 
+from archwarden.policy._capacity import (
+    KARPENTER_WELL_KNOWN_LABELS,
+    Capacity,
+    LabelOptions,
+    Offer,
+    ProvisionableClass,
+    Source,
+    offer_admits,
+)
 from archwarden.policy._decisions import (
     Decision,
     FailurePolicy,
@@ -27,12 +43,13 @@ from archwarden.policy._decisions import (
     Mode,
     Nodes,
     Placement,
+    Provisionable,
     Reason,
     decide,
     settled,
     stranded,
 )
-from archwarden.policy._errors import InvalidNode, InvalidObject, InvalidWorkload
+from archwarden.policy._errors import InvalidCapacity, InvalidNode, InvalidObject, InvalidWorkload
 from archwarden.policy._inventory import Inventory, NodeClass, class_of, metric_key
 from archwarden.policy._mutation import (
     ANNOTATION_PLATFORMS,
@@ -50,6 +67,12 @@ from archwarden.policy._nodes import (
     nodes_from_platforms,
 )
 from archwarden.policy._scheduling import candidate_nodes, concerned
+from archwarden.policy._sources import (
+    CAPI_KINDS,
+    node_group,
+    node_group_from_object,
+    nodepool_from_object,
+)
 from archwarden.policy._workloads import (
     SPEC_PATHS,
     Container,
@@ -65,30 +88,39 @@ from archwarden.policy._workloads import (
 
 __all__ = [
     "ANNOTATION_PLATFORMS",
+    "CAPI_KINDS",
+    "KARPENTER_WELL_KNOWN_LABELS",
     "LABEL_ARCH",
     "LABEL_OS",
     "LABEL_WINDOWS_BUILD",
     "SPEC_PATHS",
+    "Capacity",
     "Container",
     "ContainerKind",
     "Decision",
     "FailurePolicy",
     "ImageAnswer",
     "ImageFailure",
+    "InvalidCapacity",
     "InvalidNode",
     "InvalidObject",
     "InvalidWorkload",
     "Inventory",
+    "LabelOptions",
     "Mode",
     "Node",
     "NodeClass",
     "Nodes",
+    "Offer",
     "PatchOperation",
     "Placement",
     "PodTemplate",
+    "Provisionable",
+    "ProvisionableClass",
     "Reason",
     "Requirement",
     "SelectorTerm",
+    "Source",
     "Taint",
     "Toleration",
     "Workload",
@@ -99,7 +131,11 @@ __all__ = [
     "extract",
     "metric_key",
     "node_from_object",
+    "node_group",
+    "node_group_from_object",
+    "nodepool_from_object",
     "nodes_from_platforms",
+    "offer_admits",
     "pod_patch",
     "scheduling_changed",
     "settled",

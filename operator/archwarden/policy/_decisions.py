@@ -14,7 +14,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TypeAlias, TypeVar
 
 from archwarden import platforms
-from archwarden.policy import _inventory, _messages, _nodes, _scheduling, _workloads
+from archwarden.policy import _capacity, _inventory, _messages, _nodes, _scheduling, _workloads
 
 __all__ = [
     "Decision",
@@ -58,6 +58,8 @@ class Reason(enum.StrEnum):
     PARTIAL_ARCHITECTURE_MISMATCH = "PartialArchitectureMismatch"
     """A DaemonSet whose images some, not all, of its nodes cannot run."""
     NO_CANDIDATE_NODES = "NoCandidateNodes"
+    PROVISIONABLE = "ProvisionableCapacity"
+    """No existing node can run every image, but capacity an autoscaler can add can."""
     IMAGE_INSPECTION_FAILED = "ImageInspectionFailed"
     SKIPPED = "Skipped"
 
@@ -93,7 +95,8 @@ class Placement:
     """Where the pods can go, in node-label terms, for mutation."""
 
     arches: tuple[str, ...]
-    """``kubernetes.io/arch`` values of the candidate nodes that can run the pod."""
+    """``kubernetes.io/arch`` values of the candidate nodes (and provisionable capacity)
+    that can run the pod."""
     required: tuple[_workloads.Requirement, ...] = ()
     """Expressions to AND into every required affinity term so the pod avoids the candidate
     nodes that cannot run it. Each is ``In`` over labels of compatible nodes, so it never
@@ -126,6 +129,11 @@ class Decision:
     """``None`` when no candidate node is known to run the pod."""
     inspection_errors: tuple[tuple[str, str], ...] = ()
     """``(image, error)`` for images that could not be inspected."""
+    provisionable_platforms: tuple[str, ...] = ()
+    """Canonical platforms that provisionable capacity the pod can use can add and that can
+    run the pod (``node_platforms`` are the existing nodes')."""
+    provisionable_sources: tuple[str, ...] = ()
+    """The sources of that capacity (``NodePool arm64-spot``), sorted."""
 
     # Names are listed only when asked for: with thousands of candidate nodes, sorting their
     # names would cost more than the decision itself, and admission never reads them.
@@ -142,6 +150,9 @@ class Decision:
 
 Nodes: TypeAlias = Iterable[_nodes.Node] | _inventory.Inventory
 """What decisions run over: nodes, or an inventory (judged by class where that is exact)."""
+
+Provisionable: TypeAlias = Sequence[_capacity.ProvisionableClass]
+"""Capacity autoscalers can add, judged beside the existing nodes."""
 
 _Class: TypeAlias = _inventory.NodeClass
 
@@ -177,6 +188,8 @@ class _Findings:
     pod_platforms: tuple[platforms.Platform, ...] = ()
     placement: Placement | None = None
     failures: tuple[tuple[str, str], ...] = ()
+    offers: tuple[_capacity.Offer, ...] = ()
+    """Provisionable offers the pod can use that can run it."""
 
 
 NodeKind: TypeAlias = tuple[platforms.Platform, platforms.Fallbacks]
@@ -296,11 +309,40 @@ def _pin_message(
     return f"{pin} contradicts {named}; remove the pin or publish {wanted}"
 
 
+def _provision(offers: Iterable[_capacity.Offer]) -> str:
+    """``NodePool a can provision linux/amd64 and linux/arm64 (at its limits now) and ...``"""
+    by_class: dict[_capacity.ProvisionableClass, list[str]] = {}
+    for offer in offers:
+        by_class.setdefault(offer.capacity, []).append(_messages.show(offer.node.platform))
+    parts = []
+    for capacity, shown in by_class.items():
+        text = f"{capacity.source} can provision {_messages.join_and(list(dict.fromkeys(shown)))}"
+        parts.append(text + (f" ({capacity.note})" if capacity.note else ""))
+    return _messages.join_and(parts)
+
+
+def _offers(workload: _workloads.Workload, capacity: Provisionable) -> tuple[_capacity.Offer, ...]:
+    """Offers the workload's pods could be scheduled to.
+
+    None for a DaemonSet (or its pods): it never makes an autoscaler add a node, it follows
+    the nodes that exist.
+    """
+    if not capacity or "DaemonSet" in (workload.kind, workload.controller_kind):
+        return ()
+    return tuple(
+        offer
+        for value in capacity
+        for offer in value.offers
+        if _capacity.offer_admits(workload, offer)
+    )
+
+
 def _mismatch(
     template: _workloads.PodTemplate,
     candidates: Sequence[_Class],
     resolved: Mapping[str, tuple[platforms.Platform, ...]],
     defaults: platforms.Fallbacks,
+    offers: Sequence[_capacity.Offer] = (),
 ) -> tuple[Reason, str]:
     pin = _arch_pin(template)
     if pin is not None:
@@ -310,7 +352,9 @@ def _mismatch(
         }
         if against:
             return Reason.ARCHITECTURE_PIN_MISMATCH, _pin_message(described, arches, against)
-    kinds = sorted({_kind(c.node, defaults) for c in candidates})
+    kinds = sorted(
+        {_kind(c.node, defaults) for c in candidates} | {_kind(o.node, defaults) for o in offers}
+    )
     unrunnable = [
         image
         for image, found in resolved.items()
@@ -338,8 +382,10 @@ def _mismatch(
     )
     if targets:
         fix += f" or select {' or '.join(targets)} nodes"
-    summary = _summary(candidates)
-    parts = [*clauses, f"{where} {summary}", *dict.fromkeys(refused), fix]
+    existing = [f"{where} {_summary(candidates)}"] if candidates else ["no existing node matches"]
+    if offers:
+        existing.append(_provision(offers))
+    parts = [*clauses, *existing, *dict.fromkeys(refused), fix]
     return Reason.ARCHITECTURE_MISMATCH, lead + "; ".join(parts)
 
 
@@ -372,6 +418,7 @@ def _assess(
     nodes: Nodes,
     answers: Mapping[str, ImageAnswer],
     defaults: platforms.Fallbacks,
+    capacity: Provisionable = (),
 ) -> _Findings:
     images = workload.template.images
     if not images:
@@ -392,21 +439,25 @@ def _assess(
     # A node whose platform is unknown (no labels, no nodeInfo) can be judged neither way.
     admits = _scheduling.admits(workload)
     candidates = [c for c in _classes(workload, nodes) if admits(c.node) and c.node.known]
-    if not candidates:
+    offers = _offers(workload, capacity)
+    if not candidates and not offers:
+        provisionable = ", and no provisionable capacity does" if capacity else ""
         return _Findings(
             Reason.NO_CANDIDATE_NODES,
-            "no ready node matches this pod's nodeSelector, node affinity and tolerations; "
-            "image platforms were not checked",
+            "no ready node matches this pod's nodeSelector, node affinity and tolerations"
+            f"{provisionable}; image platforms were not checked",
             failures=failed,
         )
     # Judge each distinct kind of node once: clusters have many nodes but few platforms.
     verdicts: dict[NodeKind, bool] = {}
-    for c in candidates:
-        kind = _kind(c.node, defaults)
+    for node in [*(c.node for c in candidates), *(o.node for o in offers)]:
+        kind = _kind(node, defaults)
         if kind not in verdicts:
             verdicts[kind] = all(_runs(kind[0], p, kind[1]) for p in resolved.values())
     compatible = tuple(c for c in candidates if verdicts[_kind(c.node, defaults)])
     incompatible = tuple(c for c in candidates if not verdicts[_kind(c.node, defaults)])
+    good = tuple(o for o in offers if verdicts[_kind(o.node, defaults)])
+    bad = tuple(o for o in offers if not verdicts[_kind(o.node, defaults)])
     common = (
         _common_platforms(list(resolved.values()), defaults) if resolved and not failures else ()
     )
@@ -418,15 +469,21 @@ def _assess(
         # Placement from the inspected images alone is still safe: a node that cannot run one
         # of them cannot run the pod.
         # Classes keep every label but per-node ones, which placement never uses.
+        # Provisionable offers count as nodes: an autoscaler may pick any platform the pod's
+        # affinity allows, so the arch pin names each one that can run it, and only those.
         placement=(
-            _placement([c.node for c in compatible], [c.node for c in incompatible])
-            if compatible
+            _placement(
+                [*(c.node for c in compatible), *(o.node for o in good)],
+                [*(c.node for c in incompatible), *(o.node for o in bad)],
+            )
+            if compatible or good
             else None
         ),
         failures=failed,
+        offers=good,
     )
-    if resolved and not compatible:
-        reason, message = _mismatch(workload.template, candidates, resolved, defaults)
+    if resolved and not compatible and not good:
+        reason, message = _mismatch(workload.template, candidates, resolved, defaults, offers)
         return dataclasses.replace(findings, reason=reason, message=message)
     if failures:
         message = "; ".join(f"could not inspect image {i}: {error}" for i, error in failed)
@@ -436,6 +493,9 @@ def _assess(
         return dataclasses.replace(
             findings, reason=Reason.PARTIAL_ARCHITECTURE_MISMATCH, message=message
         )
+    if not compatible and good:
+        message = f"no node can run it now; {_provision(good)}"
+        return dataclasses.replace(findings, reason=Reason.PROVISIONABLE, message=message)
     return findings
 
 
@@ -447,16 +507,19 @@ def decide(
     mode: Mode = Mode.ENFORCE,
     failure_policy: FailurePolicy = FailurePolicy.OPEN,
     fallbacks: platforms.Fallbacks = platforms.DEFAULT_FALLBACKS,
+    capacity: Provisionable = (),
 ) -> Decision:
-    """Decide whether ``workload`` may be admitted onto ``nodes``.
+    """Decide whether ``workload`` may be admitted onto ``nodes``, or onto ``capacity`` that
+    autoscalers can add.
 
     ``answers`` maps each image string (as written in the spec) to its platforms or an
     :class:`ImageFailure`; a missing image counts as a failure. Only enforce mode denies:
     when no candidate node can run every inspected image (whatever else failed), or when
     an image could not be inspected and ``failure_policy`` is closed. ``fallbacks`` are the
     cluster's runtime fallbacks (``platforms.*`` settings); node labels override them.
+    A pod that only ``capacity`` can run is allowed (:attr:`Reason.PROVISIONABLE`).
     """
-    found = _assess(workload, nodes, answers, fallbacks)
+    found = _assess(workload, nodes, answers, fallbacks, capacity)
     reason, message = found.reason, found.message
     mismatch = reason.is_mismatch
     allowed = True
@@ -480,6 +543,8 @@ def decide(
         node_platforms=tuple(platforms.format_all(c.node.platform for c in found.compatible)),
         placement=found.placement,
         inspection_errors=found.failures,
+        provisionable_platforms=tuple(platforms.format_all(o.node.platform for o in found.offers)),
+        provisionable_sources=tuple(sorted({str(o.capacity.source) for o in found.offers})),
     )
 
 
@@ -491,6 +556,7 @@ def settled(
     mode: Mode = Mode.ENFORCE,
     failure_policy: FailurePolicy = FailurePolicy.OPEN,
     fallbacks: platforms.Fallbacks = platforms.DEFAULT_FALLBACKS,
+    capacity: Provisionable = (),
 ) -> bool:
     """Whether the answers so far already decide a denial, whatever the others turn out to be.
 
@@ -507,7 +573,7 @@ def settled(
     resolved = {i: a for i, a in partial.items() if not isinstance(a, ImageFailure)}
     if not resolved:
         return False
-    reason = _assess(workload, nodes, resolved, fallbacks).reason
+    reason = _assess(workload, nodes, resolved, fallbacks, capacity).reason
     return reason in (Reason.ARCHITECTURE_MISMATCH, Reason.ARCHITECTURE_PIN_MISMATCH)
 
 
@@ -516,8 +582,10 @@ def stranded(
     nodes: Nodes,
     answers: Mapping[str, ImageAnswer],
     fallbacks: platforms.Fallbacks = platforms.DEFAULT_FALLBACKS,
+    capacity: Provisionable = (),
 ) -> dict[K, Decision]:
-    """The workloads that no candidate node can run, with the enforce-mode decision for each.
+    """The workloads that no candidate node (nor provisionable ``capacity``) can run, with the
+    enforce-mode decision for each.
 
     For node inventory changes: pass the cached image answers; an image missing from them is
     unknown and only counts against a workload when its known images already rule it out.
@@ -526,7 +594,7 @@ def stranded(
         nodes = tuple(nodes)  # read once per workload
     left: dict[K, Decision] = {}
     for key, workload in workloads.items():
-        decision = decide(workload, nodes, answers, fallbacks=fallbacks)
+        decision = decide(workload, nodes, answers, fallbacks=fallbacks, capacity=capacity)
         if decision.reason in (Reason.ARCHITECTURE_MISMATCH, Reason.ARCHITECTURE_PIN_MISMATCH):
             left[key] = decision
     return left

@@ -5,7 +5,8 @@
     ValueError
     └── InvalidObject          a Kubernetes object the engine cannot read; ``field`` names where
         ├── InvalidWorkload    a Pod or workload (malformed spec, unsupported kind)
-        └── InvalidNode        a Node
+        ├── InvalidNode        a Node
+        └── InvalidCapacity    a NodePool, a Cluster API node group, a configured node group
 
 Wrong types anywhere in the input surface as one of these, never as ``KeyError`` or
 ``TypeError``, so a webhook can turn them into a clear refusal.
@@ -13,7 +14,7 @@ Wrong types anywhere in the input surface as one of these, never as ``KeyError``
 
 from __future__ import annotations
 
-__all__ = ["InvalidNode", "InvalidObject", "InvalidWorkload"]
+__all__ = ["InvalidCapacity", "InvalidNode", "InvalidObject", "InvalidWorkload"]
 
 
 class InvalidObject(ValueError):
@@ -31,3 +32,7 @@ class InvalidWorkload(InvalidObject):
 
 class InvalidNode(InvalidObject):
     """A Node the engine cannot read."""
+
+
+class InvalidCapacity(InvalidObject):
+    """An object describing provisionable capacity that the engine cannot read."""

@@ -59,6 +59,7 @@ class Inventory:
         self._class: dict[str, _nodes.Node] = {}
         self._built: dict[_nodes.Node, NodeClass] = {}
         self._classes: tuple[NodeClass, ...] | None = None
+        self._class_counts: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -91,6 +92,7 @@ class Inventory:
         if members is None:
             members = self._members[key] = {}
             self._classes = None
+            self._class_counts[metric_key(key)] += 1
         members[name] = None
         self._class[name] = key
         self._built.pop(key, None)
@@ -102,6 +104,10 @@ class Inventory:
         if not members:
             del self._members[key]
             self._classes = None
+            counted = metric_key(key)
+            self._class_counts[counted] -= 1
+            if not self._class_counts[counted]:
+                del self._class_counts[counted]
         self._built.pop(key, None)
 
     def _count(self, node: _nodes.Node) -> None:
@@ -149,6 +155,10 @@ class Inventory:
 
     def counts(self) -> dict[tuple[str, str], int]:
         return dict(self._counts)
+
+    def class_count(self, key: tuple[str, str]) -> int:
+        """Node classes per ``(os, arch)`` (``archwarden_capacity_classes{source="node"}``)."""
+        return self._class_counts.get(key, 0)
 
     def ready_platforms(self) -> frozenset[str]:
         """Canonical platforms of the known, ready nodes."""
