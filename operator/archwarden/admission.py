@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+import cachetools
 
 from archwarden import metrics, platforms, policy, reference, registry, settings
 
@@ -61,6 +64,13 @@ class Outcome:
     """The review came from a client the webhook server authenticated (webhook.clientCAFile)."""
 
 
+_parse = functools.lru_cache(maxsize=4096)(reference.parse)
+"""Image references recur in every review of a workload's pods; parsing is pure."""
+
+DECISIONS_HELD = 2048
+"""Distinct (template, answers, settings, inventory) decisions remembered; each a few KB."""
+
+
 def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     meta = obj.get("metadata")
     return meta if isinstance(meta, Mapping) else {}
@@ -90,6 +100,9 @@ class Admission:
         self.namespace_mode = namespace_mode
         self.namespace_allows_skip = namespace_allows_skip
         self.metrics = meters or metrics.Metrics()
+        self._decisions: cachetools.LRUCache[Any, policy.Decision] = cachetools.LRUCache(
+            DECISIONS_HELD
+        )
 
     def mode_for(self, namespace: str) -> policy.Mode:
         override = self.namespace_mode(namespace)
@@ -122,11 +135,19 @@ class Admission:
         """
         images = list(dict.fromkeys(images))
         result: dict[str, policy.ImageAnswer] = {}
+        # Answers already held need no task, no semaphore and no wait: most reviews are warm.
+        for image in images:
+            try:
+                held = self.resolver.fresh(_parse(image))
+            except reference.InvalidReference:
+                continue  # answered below, with the reason
+            if held is not None:
+                result[image] = held.platforms
         slots = asyncio.Semaphore(self.config.limits.max_concurrent_resolutions)
 
         async def one(image: str) -> None:
             try:
-                ref = reference.parse(image)
+                ref = _parse(image)
             except reference.InvalidReference as exc:
                 result[image] = policy.ImageFailure(str(exc))
                 return
@@ -145,7 +166,7 @@ class Admission:
         loop = asyncio.get_running_loop()
         if deadline is None:
             deadline = loop.time() + budget
-        pending = {asyncio.ensure_future(one(image)) for image in images}
+        pending = {asyncio.ensure_future(one(image)) for image in images if image not in result}
         decided = False
         while pending and not decided:
             remaining = deadline - loop.time()
@@ -154,7 +175,8 @@ class Admission:
             _done, pending = await asyncio.wait(
                 pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
             )
-            decided = settled is not None and settled(result)
+            # With nothing left outstanding there is nothing to cut short (a warm review).
+            decided = bool(pending) and settled is not None and settled(result)
         for task in pending:
             # The shared lookup goes on while other admissions wait for it, and is cancelled
             # with its last waiter (a kubectl retry starts it again, bounded by its deadline).
@@ -326,15 +348,7 @@ class Admission:
         answers = await self.answers(
             workload.template.images, creds, settled=settled, deadline=deadline
         )
-        decision = policy.decide(
-            workload,
-            nodes,
-            answers,
-            mode=mode,
-            failure_policy=failure_policy,
-            fallbacks=fallbacks,
-            capacity=capacity,
-        )
+        decision = self._decide(workload, nodes, answers, mode, failure_policy, fallbacks, capacity)
         # A DaemonSet's own pods are pinned to one node each; denying one would make the
         # controller retry forever, so those are judged with warn semantics.
         if (
@@ -408,6 +422,52 @@ class Admission:
             label=label,
             reason=decision.reason.value,
         )
+
+    def _decide(
+        self,
+        workload: policy.Workload,
+        nodes: policy.Nodes,
+        answers: Mapping[str, policy.ImageAnswer],
+        mode: policy.Mode,
+        failure_policy: policy.FailurePolicy,
+        fallbacks: platforms.Fallbacks,
+        capacity: Sequence[policy.ProvisionableClass],
+    ) -> policy.Decision:
+        """``policy.decide``, remembered: a Deployment's pods, a rollout's retries and kubectl's
+        re-applies ask the same question again and again. A decision reads the pod template,
+        the image answers, the settings and the inventory; the inventory's generation stands
+        for the last (it changes with anything a decision reads), so a hit is exact."""
+        generation = getattr(nodes, "generation", None)
+        key = None
+        if generation is not None:
+            key = (
+                workload.kind,
+                workload.controller_kind,
+                workload.template,
+                tuple(answers.items()),
+                mode,
+                failure_policy,
+                fallbacks,
+                tuple(capacity),
+                generation,
+            )
+            held = self._decisions.get(key)
+            if held is not None:
+                self.metrics.decision_cache.labels("hit").inc()
+                return held
+        decision = policy.decide(
+            workload,
+            nodes,
+            answers,
+            mode=mode,
+            failure_policy=failure_policy,
+            fallbacks=fallbacks,
+            capacity=capacity,
+        )
+        if key is not None:
+            self.metrics.decision_cache.labels("miss").inc()
+            self._decisions[key] = decision
+        return decision
 
 
 def _constrained(decision: policy.Decision) -> str:

@@ -61,6 +61,12 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.decision_cache = prom.Counter(
+            "archwarden_decision_cache_total",
+            "Admission decisions taken from the decision cache (hit) or made (miss).",
+            ["result"],
+            registry=r,
+        )
         self.reevaluated = prom.Counter(
             "archwarden_workloads_reevaluated_total",
             "Workloads judged again after node changes (only those a changed node class concerns).",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 from typing import Any
@@ -242,3 +243,31 @@ async def test_workload_templates_are_patched_only_when_configured(enabled: bool
         assert [e.reason for e in outcome.events] == ["NodeAffinityInjected"]
     else:
         assert paths == [] and outcome.events == ()
+
+
+def _cache(eng: admission.Admission, result: str) -> float:
+    value = eng.metrics.registry.get_sample_value(
+        "archwarden_decision_cache_total", {"result": result}
+    )
+    return value or 0.0
+
+
+async def test_decisions_are_remembered_until_the_inventory_changes() -> None:
+    inventory = policy.Inventory()
+    for node in NODES:
+        inventory.apply(node.name, node)
+    fake = Registry()
+    eng = engine(fake)
+    eng.nodes = lambda: inventory
+    legacy = deployment(f"{HOST}/team/legacy:1")
+    first = await eng.review(legacy, operation="CREATE")
+    again = await eng.review(deployment(f"{HOST}/team/legacy:1", name="other"), operation="CREATE")
+    assert not first.allowed and not again.allowed and again.message == first.message
+    assert (_cache(eng, "miss"), _cache(eng, "hit")) == (1, 1)
+    requests = len(fake.requests)
+    # An amd64 node joins: the same question now has another answer.
+    amd64 = policy.nodes_from_platforms(["linux/amd64"])[0]
+    inventory.apply("amd64-1", dataclasses.replace(amd64, name="amd64-1"))
+    assert (await eng.review(legacy, operation="CREATE")).allowed
+    assert (_cache(eng, "miss"), _cache(eng, "hit")) == (2, 1)
+    assert len(fake.requests) == requests  # the image answer came from the resolver's cache

@@ -60,6 +60,8 @@ class Inventory:
         self._built: dict[_nodes.Node, NodeClass] = {}
         self._classes: tuple[NodeClass, ...] | None = None
         self._class_counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.generation = 0
+        """Counts changes to what decisions read: equal generations, equal decisions."""
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -84,6 +86,7 @@ class Inventory:
             self._count(node)
             self._join(name, node)
         self._snapshot = None
+        self.generation += 1
         return old, node
 
     def _join(self, name: str, node: _nodes.Node) -> None:

@@ -98,19 +98,28 @@ class Resolver:
         found = self._digests.get(digest) if digest else None
         return found.for_reference(ref) if found else None
 
+    def fresh(self, ref: reference.Reference) -> _models.ImagePlatforms | None:
+        """The answer :meth:`resolve` would give at once (a digest held, a tag within its
+        TTL), counted as a hit; None when it would have to wait for the registry."""
+        if ref.digest:
+            held = self._digests.get(ref.digest)
+        else:
+            digest = self._tags.get(self._key(ref))
+            held = self._digests.get(digest) if digest is not None else None
+        if held is None:
+            return None
+        self._note("hit")
+        return held.for_reference(ref)
+
     async def resolve(
         self, ref: reference.Reference | str, *, allow_stale: bool = False
     ) -> _models.ImagePlatforms:
         if isinstance(ref, str):
             ref = reference.parse(ref)
+        held = self.fresh(ref)
+        if held is not None:
+            return held
         key = self._key(ref)
-        if ref.digest and ref.digest in self._digests:
-            self._note("hit")
-            return self._digests[ref.digest].for_reference(ref)
-        digest = self._tags.get(key)
-        if digest is not None and digest in self._digests:
-            self._note("hit")
-            return self._digests[digest].for_reference(ref)
         # Failures and in-flight lookups belong to an identity: "unauthorized" for a pod
         # without a pull secret must not answer for a pod that has one.
         attempt = f"{key}#{self.client.identity(ref)}"
