@@ -37,11 +37,12 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from archwarden import kube
 from tests.cluster.cluster import LocalCluster, node_manifest
 from tests.support.archwarden import ArchwardenProcess
 from tests.support.images import Seeder
 from tests.support.registry import RegistryServer, start_registry
+
+from archwarden import kube
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHES = ("amd64",) * 5 + ("arm64",) * 4 + ("ppc64le",)
@@ -338,7 +339,9 @@ def drain(
         if running >= wanted:
             break
         time.sleep(10)
-    print(f"{running} pods Running (of {wanted}); archwarden RSS {proc.rss_mb():.0f} MB", flush=True)
+    print(
+        f"{running} pods Running (of {wanted}); archwarden RSS {proc.rss_mb():.0f} MB", flush=True
+    )
     time.sleep(5)
 
     before = metric(process, "archwarden_workloads_reevaluated_total")
@@ -379,7 +382,9 @@ def drain(
 def soak(args: argparse.Namespace, cluster: LocalCluster, proc: Process) -> None:
     if args.soak <= 0:
         return
-    print(f"\nsoak: {args.soak:.0f} s, one node added, removed or relabelled per second", flush=True)
+    print(
+        f"\nsoak: {args.soak:.0f} s, one node added, removed or relabelled per second", flush=True
+    )
 
     async def churn() -> list[tuple[float, float]]:
         samples = [(0.0, proc.rss_mb())]
@@ -412,8 +417,8 @@ def soak(args: argparse.Namespace, cluster: LocalCluster, proc: Process) -> None
     last = [r for t, r in samples if t >= samples[-1][0] - 60]
     print(
         f"RSS: {samples[0][1]:.0f} MB at start, {sum(first) / len(first):.0f} MB over the first "
-        f"minute, {sum(last) / len(last):.0f} MB over the last, max {max(r for _, r in samples):.0f}"
-        f" MB ({len(samples)} samples)",
+        f"minute, {sum(last) / len(last):.0f} MB over the last, "
+        f"max {max(r for _, r in samples):.0f} MB ({len(samples)} samples)",
         flush=True,
     )
 

@@ -569,7 +569,8 @@ async def _review(
         webhook=webhook,
         authenticated=authenticated,
     )
-    rt.spawn(_post_events(rt, body, outcome, dryrun, operation))
+    if outcome.events and not dryrun:  # most reviews have none: no task to schedule
+        rt.spawn(_post_events(rt, body, outcome, dryrun, operation))
     return outcome
 
 

@@ -4,7 +4,8 @@ kopf builds its aiohttp application with aiohttp's default body limit (1 MiB). T
 accepts requests up to 3 MiB and stores objects up to 1.5 MiB, and an UPDATE review carries
 both the object and the old one: a pod padded past 1 MiB was answered 413, and with
 failurePolicy Ignore the API server admitted it unchecked. Every review is read here with a
-larger limit (aiohttp's ``Request.clone(client_max_size=...)``), and a request still refused
+larger limit (aiohttp's ``Request.clone(client_max_size=...)``, or our own bounded read on the
+direct route), and a request still refused
 (too large, not JSON, an unknown webhook path) is counted and logged in one line.
 
 Client authentication (``webhook.clientCAFile``): anyone who reaches the port could otherwise
@@ -200,10 +201,10 @@ class WebhookServer(kopf.WebhookServer):
             # Refused before the body is read: the caller is not one of webhook.clientNames.
             self._refused("client_name", request, "client certificate name not allowed")
             raise web.HTTPForbidden(reason="client certificate name not allowed")
-        roomy = request.clone(client_max_size=self.max_review_bytes)
         try:
             if self.direct is not None:
-                return await self._serve_directly(self.direct, roomy)
+                return await self._serve_directly(self.direct, request, self.max_review_bytes)
+            roomy = request.clone(client_max_size=self.max_review_bytes)
             response: web.Response = await super()._serve(fn, roomy)
         except web.HTTPException as exc:
             reason = REFUSAL_REASONS.get(exc.status, "http_error")
@@ -216,12 +217,13 @@ class WebhookServer(kopf.WebhookServer):
         return response
 
     @staticmethod
-    async def _serve_directly(direct: ReviewFn, request: web.Request) -> web.Response:
+    async def _serve_directly(direct: ReviewFn, request: web.Request, limit: int) -> web.Response:
         transport = request.transport
         sslpeer = transport.get_extra_info("peercert") if transport is not None else None
         webhook = request.match_info.get("id", "")
+        body = await _read_bounded(request, limit)
         try:
-            review = json.loads(await request.read())
+            review = json.loads(body)
             if not isinstance(review, Mapping):
                 raise ValueError("the review is not a JSON object")
             answer = await direct(webhook, review, sslpeer)
@@ -230,3 +232,18 @@ class WebhookServer(kopf.WebhookServer):
         if answer is None:
             raise web.HTTPNotFound(reason=f"no webhook {webhook[:100]!r}")
         return web.Response(body=json.dumps(answer).encode(), content_type="application/json")
+
+
+async def _read_bounded(request: web.Request, limit: int) -> bytes:
+    """The whole body, refused (413) past ``limit`` bytes, declared or not (chunked)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(65536):
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
