@@ -335,7 +335,7 @@ def drain(
         pods = cluster.kubectl(
             "get", "pods", "-n", NAMESPACE, "--field-selector=status.phase=Running", "-o", "name"
         )
-        running = len(pods.splitlines())
+        running = len(pods.stdout.splitlines())
         if running >= wanted:
             break
         time.sleep(10)
@@ -346,15 +346,18 @@ def drain(
 
     before = metric(process, "archwarden_workloads_reevaluated_total")
     s390x_nodes = cluster.nodes_with({"kubernetes.io/arch": "s390x"})
-    started = time.monotonic()
+    # Cordoned together, then timed: from the moment no s390x node takes pods until the
+    # s390x-only Deployments are reported stranded (the pods are evicted afterwards).
+    cluster.kubectl("cordon", *s390x_nodes)
+    cordoned = time.monotonic()
+    while metric(process, "archwarden_workloads_unschedulable", kind="Deployment") < s390x:
+        if time.monotonic() - cordoned > 120:
+            break
+        time.sleep(0.02)
+    settled = time.monotonic()
     for name in s390x_nodes:
         cluster.kubectl("drain", name, "--ignore-daemonsets", "--force", "--timeout=60s")
-    drained = time.monotonic()
-    while metric(process, "archwarden_workloads_unschedulable", kind="Deployment") < s390x:
-        if time.monotonic() - drained > 120:
-            break
-        time.sleep(0.05)
-    settled = time.monotonic()
+    time.sleep(5)  # any Event a late re-evaluation would post
     judged = metric(process, "archwarden_workloads_reevaluated_total") - before
     events = json.loads(
         cluster.kubectl(
@@ -365,14 +368,14 @@ def drain(
             "--field-selector=reason=ArchitectureUnavailable",
             "-o",
             "json",
-        )
+        ).stdout
     )["items"]
     named = sorted({e["involvedObject"]["name"] for e in events})
     expected = [f"app-{args.deployments - s390x + i:05d}" for i in range(s390x)]
     print(
-        f"drain of the {len(s390x_nodes)} s390x nodes ({drained - started:.1f} s of kubectl "
-        f"drain): stranded workloads reported {settled - drained:.2f} s after the last drain; "
-        f"{judged:.0f} workloads judged again (of {args.deployments}); ArchitectureUnavailable "
+        f"drain of the {len(s390x_nodes)} s390x nodes: stranded workloads reported "
+        f"{settled - cordoned:.2f} s after the cordon; {judged:.0f} workload judgements by "
+        f"re-evaluation in all (of {args.deployments} workloads); ArchitectureUnavailable "
         f"Events on {len(named)} Deployments, "
         + ("exactly the s390x-only ones" if named == expected else f"UNEXPECTED: {named[:10]}"),
         flush=True,
