@@ -5,12 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv deps lint typecheck test test-fast demo bench clean image lock tools-build chart-docs
+.PHONY: help venv deps lint typecheck test test-fast demo bench bench-scale clean image lock tools-build chart-docs
 
 help:
 	@echo "make demo   - local registry + cluster, archwarden running, sample workloads"
 	@echo "make test   - lint, mypy --strict and the whole test suite (real registry and cluster)"
 	@echo "make bench  - benchmarks (figures quoted in README)"
+	@echo "make bench-scale - archwarden with 5,000 kwok nodes and 2,000 Deployments (~30 min)"
 	@echo "make image IMAGE=host:port/repo:tag [PLATFORMS=linux/amd64,...] [INSECURE=1]"
 	@echo "            - build the container image for four platforms and push one OCI index"
 	@echo "make lock   - recompile requirements/image*.txt (hash-locked) from pyproject.toml"
@@ -59,6 +60,11 @@ bench: deps
 	$(PY) bench/registry.py
 	$(PY) bench/admission.py
 	$(PY) bench/hostile.py
+	$(PY) bench/scale.py
+
+# About 30 minutes: 5,000 kwok nodes, 2,000 Deployments, a 10-minute soak (its own cluster).
+bench-scale: deps cluster-build
+	$(PY) bench/scale_cluster.py
 
 # The container image: buildah and mmdebstrap, no Docker daemon, no emulation (docs/image.md).
 # hack/image/build.sh installs the Debian packages it needs; PLATFORMS, INSECURE, BASE_IMAGE,

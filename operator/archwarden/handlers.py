@@ -91,6 +91,9 @@ class Runtime:
     reevaluation_dirty: bool = False
     background: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        self.workloads.on_removed = self._workload_removed
+
     def inventory(self) -> policy.Inventory:
         return self.nodes
 
@@ -222,7 +225,6 @@ class Runtime:
             ),
         ]
         self.watches += [self._capacity_watch(connection, r) for r in self.capacity_sources]
-        self.workloads.on_removed = self._workload_removed
         workloads = self.workloads.watches(connection)
         for watch in [*self.watches, *workloads]:
             self.spawn(watch.run())
