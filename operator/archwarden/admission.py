@@ -64,6 +64,8 @@ class Outcome:
     """The review came from a client the webhook server authenticated (webhook.clientCAFile)."""
 
 
+OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+
 _parse = functools.lru_cache(maxsize=4096)(reference.parse)
 """Image references recur in every review of a workload's pods; parsing is pure."""
 
@@ -103,6 +105,8 @@ class Admission:
         self._decisions: cachetools.LRUCache[Any, policy.Decision] = cachetools.LRUCache(
             DECISIONS_HELD
         )
+        # Bounded by the clamped label values (webhook ids are the server's routes).
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def mode_for(self, namespace: str) -> policy.Mode:
         override = self.namespace_mode(namespace)
@@ -220,15 +224,31 @@ class Admission:
     ) -> Outcome:
         """``authenticated``: the webhook server verified the caller's client certificate."""
         started = time.perf_counter()
+        # Label values from the review are clamped: anyone reaching the port could otherwise
+        # mint a series per made-up kind or operation.
         kind = str(obj.get("kind") or "")
+        kind = kind if kind in policy.SPEC_PATHS else "other"
+        operation_label = operation if operation in OPERATIONS else "other"
         try:
             outcome = await self._review(obj, operation, old, namespace, mutate)
         finally:
-            self.metrics.admission_duration.labels(webhook).observe(time.perf_counter() - started)
-        self.metrics.admission_requests.labels(webhook, kind, operation, outcome.label).inc()
+            self._child(self.metrics.admission_duration, webhook).observe(
+                time.perf_counter() - started
+            )
+        self._child(
+            self.metrics.admission_requests, webhook, kind, operation_label, outcome.label
+        ).inc()
         if not outcome.allowed:
             self.metrics.admission_denials.labels(webhook, outcome.reason or "Unknown").inc()
         return dataclasses.replace(outcome, authenticated=authenticated)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: a label lookup costs more than the count."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     async def may_report(
         self,

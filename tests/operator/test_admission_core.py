@@ -271,3 +271,19 @@ async def test_decisions_are_remembered_until_the_inventory_changes() -> None:
     assert (await eng.review(legacy, operation="CREATE")).allowed
     assert (_cache(eng, "miss"), _cache(eng, "hit")) == (2, 1)
     assert len(fake.requests) == requests  # the image answer came from the resolver's cache
+
+
+async def test_made_up_kinds_and_operations_share_one_series() -> None:
+    eng = engine(Registry())
+    for i in range(20):
+        obj = {**deployment(f"{HOST}/team/web:1"), "kind": f"Invented{i}"}
+        await eng.review(obj, operation=f"OP{i}", webhook="validate-deployments")
+    samples = [
+        s
+        for m in eng.metrics.admission_requests.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    ]
+    assert [(s.labels["kind"], s.labels["operation"], s.value) for s in samples] == [
+        ("other", "other", 20.0)
+    ]
