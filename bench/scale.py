@@ -5,7 +5,9 @@ objects shaped like a real kubelet's (3 zones; 50% amd64, 40% arm64, 10% ppc64le
 zone, instance-type labels) and measures, per N: (a) the inventory built from N add events
 (parse + apply, as ``handlers.node_changed`` does), (b) one heartbeat-like event (unchanged
 projection) and one real change (a taint added, then removed), (c) a warm decision for a
-typical Deployment, node by node and by class. Ratios are against the first N of the run.
+typical Deployment, node by node and by class, (d) the same Deployment pinned to one node by
+``kubernetes.io/hostname`` (by class: only its class's members are judged one by one). Ratios
+are against the first N of the run.
 """
 
 from __future__ import annotations
@@ -116,6 +118,9 @@ def measure(n: int) -> dict[str, float]:
         inventory.classes()  # the first review after a change rebuilds what changed
 
     workload = policy.extract(DEPLOYMENT)
+    pinned_body = copy.deepcopy(DEPLOYMENT)
+    pinned_body["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": name}
+    pinned = policy.extract(pinned_body)
     listed = list(inventory.nodes())
     by_node = policy.decide(workload, listed, ANSWERS)
     assert by_node == policy.decide(workload, inventory, ANSWERS) and by_node.allowed
@@ -126,6 +131,7 @@ def measure(n: int) -> dict[str, float]:
         "change": per_call(change),
         "node-by-node": per_call(lambda: policy.decide(workload, listed, ANSWERS)),
         "by class": per_call(lambda: policy.decide(workload, inventory, ANSWERS)),
+        "host pin": per_call(lambda: policy.decide(pinned, inventory, ANSWERS)),
     }
 
 
@@ -134,11 +140,11 @@ def main(sizes: list[int]) -> None:
     base = results[sizes[0]]
     print(
         f"{'nodes':>6} {'classes':>7} {'build (a)':>14} {'heartbeat (b)':>18} "
-        f"{'change (b)':>18} {'node-by-node (c)':>20} {'by class (c)':>18}"
+        f"{'change (b)':>18} {'node-by-node (c)':>20} {'by class (c)':>18} {'host pin (d)':>18}"
     )
     for n, r in results.items():
         cells = []
-        for key in ("build", "heartbeat", "change", "node-by-node", "by class"):
+        for key in ("build", "heartbeat", "change", "node-by-node", "by class", "host pin"):
             unit, scale = ("ms", 1e3) if key == "build" or r[key] > 1e-3 else ("us", 1e6)
             cells.append(f"{r[key] * scale:8.1f} {unit} x{r[key] / base[key]:<6.1f}")
         print((f"{n:>6} {int(r['classes']):>7} " + " ".join(f"{c:>18}" for c in cells)).rstrip())

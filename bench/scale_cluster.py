@@ -269,13 +269,29 @@ def run(
 
     created = asyncio.run(add_nodes())
     print(f"created {args.nodes + 3} kwok nodes in {created:.0f} s", flush=True)
-    time.sleep(20)  # kwok marks them Ready; its first heartbeats settle
+    # kwok marks them Ready a batch at a time; measuring before it is done would time
+    # archwarden following thousands of real changes, not a cluster at rest.
+    started, ready = time.monotonic(), 0
+    while time.monotonic() - started < 900:
+        ready = ready_nodes(cluster)
+        if ready >= args.nodes + 9:
+            break
+        time.sleep(5)
+    print(f"{ready} nodes Ready {time.monotonic() - started:.0f} s later", flush=True)
+    time.sleep(10)  # the last status updates settle
 
     with archwarden(workdir / "aN", cluster, config) as (process, proc, ready):
         figures[str(args.nodes + 9)] = measure_running(process, proc, ready, body, args.idle)
         print_figures(figures)
         drain(args, cluster, process, proc, host)
         soak(args, cluster, proc)
+
+
+def ready_nodes(cluster: LocalCluster) -> int:
+    ready = '{range .status.conditions[?(@.type=="Ready")]}{.status}{"\\n"}{end}'
+    template = "{range .items[*]}" + ready + "{end}"
+    out = cluster.kubectl("get", "nodes", "-o", f"jsonpath={template}").stdout
+    return out.split().count("True")
 
 
 def print_figures(figures: dict[str, dict[str, float]]) -> None:

@@ -228,3 +228,14 @@ def test_a_change_that_does_not_concern_a_workload_leaves_its_decision_alone(
         assert again == decided
         assert again.compatible_nodes == decided.compatible_nodes
         assert again.incompatible_nodes == decided.incompatible_nodes
+
+
+def test_host_names_are_indexed_through_relabels_and_removals() -> None:
+    inventory = Inventory()
+    node = Node(name="a", os="linux", arch="amd64", labels=((HOSTNAME, "h1"),))
+    inventory.apply("a", node)
+    assert inventory.labelled(HOSTNAME, "h1") == ["a"]
+    inventory.apply("a", dataclasses.replace(node, labels=((HOSTNAME, "h2"),)))
+    assert inventory.labelled(HOSTNAME, "h1") == [] and inventory.labelled(HOSTNAME, "h2") == ["a"]
+    inventory.apply("a", None)
+    assert inventory.labelled(HOSTNAME, "h2") == []

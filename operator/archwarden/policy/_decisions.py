@@ -163,7 +163,22 @@ def _classes(workload: _workloads.Workload, nodes: Nodes) -> list[_Class]:
     if isinstance(nodes, _inventory.Inventory):
         if not _scheduling.names_nodes(workload.template):
             return list(nodes.classes())
-        nodes = nodes.nodes()
+        # Only the members of classes that may hold an admitted node are judged one by one:
+        # a pod pinned to one host name among 5,000 nodes looks at its own class, not all.
+        inventory = nodes
+        template = workload.template
+        pinned = [(k, v) for k, v in template.node_selector if k in _nodes.PER_NODE_LABELS]
+        if template.node_name:
+            # Bound by name: no other node is a candidate.
+            names: Iterable[str] = [template.node_name]
+        elif pinned:
+            # Selected by host name: only the nodes carrying that label value can be.
+            names = inventory.labelled(*pinned[0])
+        else:
+            relaxed = _scheduling.may_admit_some(workload)
+            names = [name for c in inventory.classes() if relaxed(c.node) for name in c.names]
+        members = [node for name in names if (node := inventory.get(name)) is not None]
+        return [_inventory.NodeClass(node, (node.name,)) for node in members]
     return [_inventory.NodeClass(node, (node.name,)) for node in nodes]
 
 

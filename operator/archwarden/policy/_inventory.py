@@ -60,6 +60,9 @@ class Inventory:
         self._built: dict[_nodes.Node, NodeClass] = {}
         self._classes: tuple[NodeClass, ...] | None = None
         self._class_counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        # Per-node label values (host names) to the nodes carrying them, so a pod pinned to one
+        # host is judged against that node, not against every member of every class.
+        self._by_label: dict[tuple[str, str], dict[str, None]] = {}
         self.generation = 0
         """Counts changes to what decisions read: equal generations, equal decisions."""
 
@@ -99,8 +102,17 @@ class Inventory:
         members[name] = None
         self._class[name] = key
         self._built.pop(key, None)
+        for kv in node.labels:
+            if kv[0] in _nodes.PER_NODE_LABELS:
+                self._by_label.setdefault(kv, {})[name] = None
 
     def _leave(self, name: str) -> None:
+        for kv in self._nodes[name].labels:
+            holders = self._by_label.get(kv)
+            if holders is not None:
+                holders.pop(name, None)
+                if not holders:
+                    del self._by_label[kv]
         key = self._class.pop(name)
         members = self._members[key]
         del members[name]
@@ -129,6 +141,10 @@ class Inventory:
             self._ready[canonical] -= 1
             if not self._ready[canonical]:
                 del self._ready[canonical]
+
+    def labelled(self, key: str, value: str) -> list[str]:
+        """Names of the nodes whose per-node label ``key`` is ``value`` (a host name)."""
+        return list(self._by_label.get((key, value), ()))
 
     def names(self) -> list[str]:
         return list(self._nodes)

@@ -19,6 +19,7 @@ __all__ = [
     "matches_node_selector",
     "matches_requirement",
     "matches_term",
+    "may_admit_some",
     "names_nodes",
     "tolerates",
     "tolerates_taints",
@@ -140,6 +141,38 @@ def admits(workload: _workloads.Workload) -> Callable[[_nodes.Node], bool]:
     """Whether the workload's pods may be scheduled to a node (see :func:`candidate_nodes`)."""
     template, tolerations = workload.template, _tolerations(workload)
     return lambda node: _admits(template, tolerations, node)
+
+
+def may_admit_some(workload: _workloads.Workload) -> Callable[[_nodes.Node], bool]:
+    """For a node class (a node without name and per-node labels): whether the workload's pods
+    may be scheduled to some of its members. Requirements on names and per-node labels are
+    left out, so this never says no where a member would be admitted; the members of a class
+    it says yes to are then judged one by one."""
+    template, tolerations = workload.template, _tolerations(workload)
+    selector = tuple(kv for kv in template.node_selector if kv[0] not in _nodes.PER_NODE_LABELS)
+
+    def relaxed_term(term: _workloads.SelectorTerm, node: _nodes.Node) -> bool:
+        if term.empty:
+            return False  # matches nothing, for every member too
+        return all(
+            matches_requirement(r, node.label_map)
+            for r in term.match_expressions
+            if r.key not in _nodes.PER_NODE_LABELS
+        )
+
+    def admitted(node: _nodes.Node) -> bool:
+        if not matches_node_selector(selector, node):
+            return False
+        terms = template.required_terms
+        if terms is not None and not any(relaxed_term(t, node) for t in terms):
+            return False
+        if template.node_name:
+            return True  # bound to one node by name: readiness and taints are not checked
+        if not node.ready or not tolerates_taints(tolerations, node.taints):
+            return False
+        return not node.unschedulable or tolerates_taints(tolerations, (_TAINT_UNSCHEDULABLE,))
+
+    return admitted
 
 
 def names_nodes(template: _workloads.PodTemplate) -> bool:
