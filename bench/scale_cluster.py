@@ -326,15 +326,20 @@ def drain(
             await api.call(
                 "POST", "/api/v1/namespaces", {"metadata": {"name": NAMESPACE}}, "application/json"
             )
+            path = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
+            # The s390x-only ones first, while the three s390x nodes are surely Ready.
+            await api.all(
+                [
+                    ("POST", path, deployment(args.deployments - s390x + i, image, None, 1))
+                    for i in range(s390x)
+                    for image in [f"{host}/bench/s390x:1"]
+                ],
+                "application/json",
+            )
             objs = [
                 deployment(i, *kinds[i % len(kinds)], args.replicas)
                 for i in range(args.deployments - s390x)
             ]
-            objs += [
-                deployment(args.deployments - s390x + i, f"{host}/bench/s390x:1", None, 1)
-                for i in range(s390x)
-            ]
-            path = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
             await api.all([("POST", path, o) for o in objs], "application/json")
         return time.monotonic() - started
 
