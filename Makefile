@@ -59,6 +59,7 @@ bench: deps
 	$(PY) bench/registry.py
 	$(PY) bench/admission.py
 	$(PY) bench/hostile.py
+	$(PY) bench/watch_memory.py
 
 # The container image: buildah and mmdebstrap, no Docker daemon, no emulation (docs/image.md).
 # hack/image/build.sh installs the Debian packages it needs; PLATFORMS, INSECURE, BASE_IMAGE,
