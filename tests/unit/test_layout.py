@@ -73,6 +73,7 @@ def test_registry_exports_exactly() -> None:
         "InvalidManifest",
         "ManifestHead",
         "ManifestTooLarge",
+        "Pacer",
         "RateLimited",
         "RegistryClient",
         "RegistryError",
@@ -83,6 +84,7 @@ def test_registry_exports_exactly() -> None:
         "RequestObserver",
         "Resolver",
         "Verification",
+        "paced",
     ]
     assert len(set(archwarden.registry.__all__)) == len(archwarden.registry.__all__)
     for name in archwarden.registry.__all__:
