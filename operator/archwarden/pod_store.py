@@ -64,6 +64,9 @@ class Pod:
     problems: tuple[ContainerProblem, ...] = ()
     unschedulable: str = ""
     """The PodScheduled=False condition's message when its reason is Unschedulable."""
+    pinned_arches: tuple[str, ...] = ()
+    """Architectures the pod's ``kubernetes.io/arch`` node selector or required affinity allows
+    (() when it does not pin one)."""
 
     @property
     def ref(self) -> dict[str, Any]:
@@ -161,6 +164,7 @@ def project(body: Mapping[str, Any]) -> Pod:
         ):
             unschedulable = _text(condition.get("message"))
     return Pod(
+        pinned_arches=_arch_pin(spec),
         namespace=_name(meta.get("namespace")),
         name=str(meta.get("name") or ""),
         uid=str(meta.get("uid") or ""),
@@ -172,6 +176,32 @@ def project(body: Mapping[str, Any]) -> Pod:
         problems=tuple(problems),
         unschedulable=unschedulable,
     )
+
+
+ARCH_LABEL = "kubernetes.io/arch"
+
+
+def _arch_pin(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    selector = spec.get("nodeSelector") or {}
+    if isinstance(selector, Mapping) and selector.get(ARCH_LABEL):
+        return (_name(selector[ARCH_LABEL]),)
+    affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    allowed: set[str] = set()
+    for term in affinity.get("nodeSelectorTerms") or () if isinstance(affinity, Mapping) else ():
+        pinned = False
+        for expression in (term or {}).get("matchExpressions") or ():
+            if (
+                isinstance(expression, Mapping)
+                and expression.get("key") == ARCH_LABEL
+                and expression.get("operator") == "In"
+            ):
+                allowed.update(_name(v) for v in expression.get("values") or ())
+                pinned = True
+        if not pinned:
+            return ()  # a term without an arch requirement admits every architecture
+    return tuple(sorted(allowed))
 
 
 class PodStore:
