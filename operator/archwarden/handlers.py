@@ -230,14 +230,15 @@ class Runtime:
         self.workloads.on_removed = self._workload_removed
         workloads = self.workloads.watches(connection)
         self.pods.on_changed = self._pod_changed
-        for watch in [*self.watches, *workloads, self.pods.watch(connection)]:
+        pods = self.pods.watch(connection)
+        for watch in [*self.watches, *workloads, pods]:
             self.spawn(watch.run())
         self.spawn(self._ready_when_listed(workloads))
         if self.auditor is not None and self.config.audit.enabled:
 
             async def listed() -> None:
                 await self.ready.wait()
-                for watch in workloads:
+                for watch in [*workloads, pods]:
                     await watch.synced.wait()
 
             self.spawn(self.auditor.run(listed))
