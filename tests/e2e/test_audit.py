@@ -29,7 +29,7 @@ from tests.support.registry import RegistryServer, start_registry
 
 pytestmark = pytest.mark.e2e
 
-PERIOD = 20
+PERIOD = 45
 RATE = 2.0
 BURST = 2
 TAG_TTL = 3
@@ -68,6 +68,12 @@ def audited(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> 
             seeder.push_image("audit/legacy", "1", "linux/amd64")
             seeder.push_multiarch("audit/drift", "1", ["linux/amd64", "linux/arm64"])
             seeder.push_multiarch("audit/web", "1", ["linux/amd64", "linux/arm64"])
+            # An amd64 build listed as arm64 too (audit.verifyImages finds it).
+            seeder.push_mislabelled(
+                "audit/mislabelled",
+                "1",
+                [("linux/amd64", "linux/amd64"), ("linux/arm64", "linux/amd64")],
+            )
             for i in range(BUDGET_IMAGES):
                 seeder.push_image(f"audit/budget{i}", "1", "linux/amd64")
         host = proxy.host
@@ -75,6 +81,7 @@ def audited(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> 
             "legacy": f"{host}/audit/legacy:1",
             "drift": f"{host}/audit/drift:1",
             "web": f"{host}/audit/web:1",
+            "mislabelled": f"{host}/audit/mislabelled:1",
             **{f"budget{i}": f"{host}/audit/budget{i}:1" for i in range(BUDGET_IMAGES)},
         }
         cluster.kubectl("apply", "-f", str(CRDS))
@@ -89,6 +96,7 @@ def audited(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> 
             deployment("legacy", image["legacy"], pod_spec=pinned("arm64")),
             deployment("drift", image["drift"], pod_spec=pinned("arm64")),
             deployment("pending", image["web"], pod_spec=pinned("s390x")),
+            deployment("mislabelled", image["mislabelled"]),
             *(deployment(f"budget{i}", image[f"budget{i}"]) for i in range(BUDGET_IMAGES)),
         ]
         for obj in workloads:
@@ -112,7 +120,12 @@ def audited(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> 
                 "mode": "enforce",
                 "registries": {host: {"insecure": True}, cluster.registry: {"insecure": True}},
                 "cache": {"tagTTL": TAG_TTL, "failureTTL": 1},
-                "audit": {"periodSeconds": PERIOD, "requestsPerSecond": RATE, "burst": BURST},
+                "audit": {
+                    "periodSeconds": PERIOD,
+                    "requestsPerSecond": RATE,
+                    "burst": BURST,
+                    "verifyImages": True,
+                },
                 "webhook": {
                     "clientCAFile": str(cluster.ca_file),
                     "clientNames": [LocalCluster.WEBHOOK_CLIENT_NAME],
@@ -163,7 +176,7 @@ def test_workloads_created_while_stopped_are_reported_within_one_period(audited:
     event = wait_event(a, "ArchitectureMismatch", "legacy", timeout=5)
     assert event["involvedObject"]["kind"] == "Deployment"
     assert event["type"] == "Warning" and event["message"].startswith("audit: ")
-    assert a.archwarden.metric("archwarden_audit_workloads_total") >= 3 + BUDGET_IMAGES
+    assert a.archwarden.metric("archwarden_audit_workloads_total") >= 4 + BUDGET_IMAGES
     # legacy (an amd64 image pinned to arm64) alone is incompatible; pending's image runs on
     # the nodes, it is its pin that no node matches (explained on its pod, below).
     assert a.archwarden.metric("archwarden_workloads_incompatible", kind="Deployment") == 1
@@ -191,7 +204,13 @@ def test_workloads_created_while_stopped_are_reported_within_one_period(audited:
     assert results["legacy"]["result"] == "fail"
     assert results["legacy"]["message"] == message
     assert results["budget0"]["result"] == "pass"
-    assert set(results) == {"legacy", "drift", "pending", *(f"budget{i}" for i in range(6))}
+    assert set(results) == {
+        "legacy",
+        "drift",
+        "pending",
+        "mislabelled",
+        *(f"budget{i}" for i in range(BUDGET_IMAGES)),
+    }
 
 
 def test_a_pod_pending_on_an_arch_pin_is_explained(audited: Audited) -> None:
@@ -202,6 +221,15 @@ def test_a_pod_pending_on_an_arch_pin_is_explained(audited: Audited) -> None:
     assert "the pod asks for s390x" in message
     nodes = message.split("; the nodes are ")[1]
     assert "linux/amd64" in nodes and "linux/arm64" in nodes and "s390x" not in nodes
+
+
+def test_an_index_that_lies_is_reported_when_images_are_verified(audited: Audited) -> None:
+    event = wait_event(audited, "ImagePlatformsMislabelled", "mislabelled", timeout=PERIOD + 5)
+    assert event["involvedObject"]["kind"] == "Deployment"
+    message = event["message"]
+    assert message.startswith(f"image {audited.image['mislabelled']} is mislabelled: index entry")
+    assert "says linux/arm64 but its config says linux/amd64" in message
+    assert audited.archwarden.metric("archwarden_images_mislabelled_total") >= 1
 
 
 def test_a_tag_repushed_without_arm64_warns_the_arm64_placed_workload(audited: Audited) -> None:
@@ -226,6 +254,7 @@ def test_the_audit_never_exceeds_its_registry_budget(audited: Audited) -> None:
     elapsed = time.monotonic() - a.started
     # Every request archwarden sent since it started was the audit's (no pod was created
     # since): at most the burst plus the rate over the time it ran.
+    print(f"audit budget: {sent} requests in {elapsed:.1f}s, bound {BURST + RATE * elapsed:.1f}")
     assert sent > BUDGET_IMAGES
     assert sent <= BURST + RATE * elapsed, (sent, elapsed)
     # And the audit really was held to it: its first run alone needed more than the burst.
