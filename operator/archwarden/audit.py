@@ -192,10 +192,13 @@ class Auditor:
         incompatible: dict[str, int] = {}
         drifted: dict[str, tuple[registry.ImagePlatforms, policy.ImageAnswer]] = {}
         keys = set()
+        excluded = set(config.excluded_namespaces)
         for position, (key, entry) in enumerate(self.workloads.items()):
-            keys.add(key)
             if position % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # admissions first
+            if key[1] in excluded or (entry.skip and self.admission.skip_refusal(key[1]) is None):
+                continue  # as admission: never checked
+            keys.add(key)
             creds = await self._credentials(entry)
             answers: dict[str, policy.ImageAnswer] = {}
             for image in entry.workload.template.images:

@@ -322,3 +322,19 @@ async def test_a_pod_pending_on_an_arch_pin_is_explained() -> None:
     body["status"]["conditions"][0]["message"] = "0/2 nodes are available: 2 Insufficient cpu."
     world.auditor.pod_changed(None, pod_store.project(body))
     assert len(world.poster.reasons("NoNodeForArchitecture")) == 1
+
+
+async def test_excluded_namespaces_and_allowed_skips_are_not_audited() -> None:
+    world = World(["linux/arm64"])
+    world.registry.docs = {"team/legacy": _index("amd64")}
+    image = f"{HOST}/team/legacy:1"
+    skipped = deployment("skipped", image)
+    skipped["metadata"]["annotations"] = {"archwarden.io/skip": "true"}
+    world.add(skipped)
+    system = deployment("system", image)
+    system["metadata"]["namespace"] = "kube-system"
+    world.add(system)
+    world.add(deployment("checked", image))
+    summary = await world.auditor.audit_once()
+    assert [r.name for r in summary.results] == ["checked"]
+    assert [p[1] for p in world.poster.posted] == ["checked"]
