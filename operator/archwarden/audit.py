@@ -455,7 +455,10 @@ class Auditor:
                 return  # not known: nothing to explain with
             if all(i != image for i, _ in images):
                 images.append((image, held))
-        node_platforms = {n.platform for n in self.nodes().nodes() if n.known and n.ready}
+        # By class: a few dozen, however many nodes there are.
+        node_platforms = {
+            c.node.platform for c in self.nodes().classes() if c.node.known and c.node.ready
+        }
         message = policy.pending_message(images, node_platforms, pod.pinned_arches)
         if message is None:
             return
