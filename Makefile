@@ -60,6 +60,7 @@ bench: deps
 	$(PY) bench/registry.py
 	$(PY) bench/admission.py
 	$(PY) bench/hostile.py
+	$(PY) bench/watch_memory.py
 	$(PY) bench/scale.py
 
 # About 30 minutes: 5,000 kwok nodes, 2,000 Deployments, a 10-minute soak (its own cluster).

@@ -65,6 +65,8 @@ node_up() {
 
 	# The bridge: our addresses, no forwarding, no NAT.
 	ip link add "$NODE_BRIDGE" type bridge
+	# The owner, by state directory: another cluster's down.sh must not take our bridge.
+	ip link set "$NODE_BRIDGE" alias "archwarden:$STATE"
 	ip addr add "$NODE_IP/16" dev "$NODE_BRIDGE"
 	ip addr add "$SERVICE_IP/32" dev "$NODE_BRIDGE"
 	ip link set "$NODE_BRIDGE" up
@@ -237,8 +239,13 @@ EOF
 node_down() {
 	local n=$STATE/node data="" c
 	if [ ! -d "$n" ]; then
-		# A bridge of ours without state (an interrupted up.sh) still goes.
-		ip link show "$NODE_BRIDGE" type bridge >/dev/null 2>&1 && ip link del "$NODE_BRIDGE"
+		# A bridge of ours without state (an interrupted up.sh) still goes; one another cluster
+		# owns (its alias names another state directory) stays: the real node is one per
+		# machine, and a cluster started with ARCHWARDEN_REAL_NODE=0 has none to stop.
+		if ip link show "$NODE_BRIDGE" type bridge >/dev/null 2>&1 &&
+			[ "$(cat "/sys/class/net/$NODE_BRIDGE/ifalias" 2>/dev/null)" = "archwarden:$STATE" ]; then
+			ip link del "$NODE_BRIDGE"
+		fi
 		return 0
 	fi
 	[ -L "$STATE/data" ] && data=$(readlink "$STATE/data")/node

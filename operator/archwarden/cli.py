@@ -390,7 +390,8 @@ def _run(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig
     import kopf
 
-    from archwarden import handlers
+    # After KUBECONFIG is set: the kubernetes client reads it when first imported.
+    from archwarden import handlers, workload_store
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     if not args.verbose:
@@ -404,6 +405,7 @@ def _run(args: argparse.Namespace) -> int:
         dev_dir=Path(args.dev_dir),
         dev_name=args.dev_name,
         kubeconfig=args.kubeconfig,
+        workloads=workload_store.WorkloadStore(config.excluded_namespaces),
     )
     handlers.watch_capacity(runtime, _capacity_sources(args.kubeconfig, config))
     kopf.run(

@@ -20,8 +20,10 @@ import kopf
 
 from archwarden import (
     admission,
+    audit,
     kube,
     metrics,
+    pod_store,
     policy,
     registry,
     serving,
@@ -81,6 +83,9 @@ class Runtime:
     workloads: workload_store.WorkloadStore = dataclasses.field(
         default_factory=workload_store.WorkloadStore
     )
+    pods: pod_store.PodStore = dataclasses.field(default_factory=pod_store.PodStore)
+    auditor: audit.Auditor | None = None
+    """Built at start-up once admission is; judges what already runs (``archwarden.audit``)."""
     changed_classes: set[policy.Node] = dataclasses.field(default_factory=set)
     """Node classes (before and after) changed since the last re-evaluation."""
     reevaluate_all: bool = True
@@ -226,9 +231,24 @@ class Runtime:
         ]
         self.watches += [self._capacity_watch(connection, r) for r in self.capacity_sources]
         workloads = self.workloads.watches(connection)
-        for watch in [*self.watches, *workloads]:
+        self.pods.on_changed = self._pod_changed
+        pods = self.pods.watch(connection)
+        for watch in [*self.watches, *workloads, pods]:
             self.spawn(watch.run())
         self.spawn(self._ready_when_listed(workloads))
+        if self.auditor is not None and self.config.audit.enabled:
+
+            async def listed() -> None:
+                await self.ready.wait()
+                for watch in [*workloads, pods]:
+                    await watch.synced.wait()
+
+            self.spawn(self.auditor.run(listed))
+
+    def _pod_changed(self, old: pod_store.Pod | None, pod: pod_store.Pod) -> None:
+        # Before the nodes are listed, a pod's node and the node platforms are not known yet.
+        if self.auditor is not None and self.ready.is_set():
+            self.auditor.pod_changed(old, pod)
 
     def _capacity_watch(
         self, connection: kube.Connection, resource: kube.CapacityResource
@@ -367,6 +387,16 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         meters=rt.metrics,
         object_exists=objects.exists,
         capacity=rt.provisionable,
+    )
+    reports = kube.ReportWriter(api_client) if config.reports.enabled else None
+    rt.auditor = audit.Auditor(
+        rt.admission,
+        rt.workloads,
+        rt.pods,
+        rt.inventory,
+        poster=rt.poster,
+        meters=rt.metrics,
+        reports=reports,
     )
     rt.set_static_capacity(kube.static_capacity(config.capacity))
     rt.start_watches(kube.Connection.from_api_client(api_client))

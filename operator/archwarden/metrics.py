@@ -108,6 +108,49 @@ class Metrics:
             registry=r,
         )
 
+        self.workloads_incompatible = prom.Gauge(
+            "archwarden_workloads_incompatible",
+            "Workloads the last audit found incompatible with the nodes they may run on.",
+            ["kind"],
+            registry=r,
+        )
+        self.audit_workloads = prom.Counter(
+            "archwarden_audit_workloads_total",
+            "Workloads judged by the background audit.",
+            registry=r,
+        )
+        self.audit_last_completed = prom.Gauge(
+            "archwarden_audit_last_completed_timestamp_seconds",
+            "When the last background audit completed (Unix time; 0: none yet).",
+            registry=r,
+        )
+        self.audit_duration = prom.Gauge(
+            "archwarden_audit_duration_seconds",
+            "How long the last background audit took (registry budget waits included).",
+            registry=r,
+        )
+        self.image_platforms_changed = prom.Counter(
+            "archwarden_image_platforms_changed_total",
+            "Workloads told that a mutable tag they use lost a platform they run on.",
+            registry=r,
+        )
+        self.exec_format_errors = prom.Counter(
+            "archwarden_exec_format_errors_total",
+            "Containers seen failing with exec format error (binary built for another "
+            "architecture than the node's).",
+            registry=r,
+        )
+        self.pending_explained = prom.Counter(
+            "archwarden_pending_pods_explained_total",
+            "Pending pods explained: no node matches their images' platforms and arch pin.",
+            registry=r,
+        )
+        self.images_mislabelled = prom.Counter(
+            "archwarden_images_mislabelled_total",
+            "Workloads told that an image's index names platforms its configs contradict.",
+            registry=r,
+        )
+
     def observe_registry(self, registry: str, code: str, seconds: float) -> None:
         self.registry_requests.labels(registry, code).inc()
         self.registry_duration.labels(registry).observe(seconds)

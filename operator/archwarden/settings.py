@@ -152,6 +152,32 @@ class CapacitySettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class AuditSettings:
+    """The background audit of workloads already in the cluster (``archwarden.audit``)."""
+
+    enabled: bool = True
+    period_seconds: float = 3600.0
+    """Every workload is judged once at start (when the workloads are listed) and then once
+    per period."""
+    requests_per_second: float = 2.0
+    """Registry requests the audit may send per second, per registry host (admissions are
+    never counted against it nor wait for it). A 429 holds that registry for its Retry-After."""
+    burst: int = 5
+    """Requests a registry's budget may save up while idle."""
+    verify_images: bool = False
+    """Also fetch each index entry's config blob (as ``archwarden inspect --verify``) once per
+    digest, and report entries whose config names another platform
+    (``ImagePlatformsMislabelled``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportsSettings:
+    enabled: bool = True
+    """Write OpenReports ``Report``/``ClusterReport`` objects after each audit (only when the
+    openreports.io CRDs are installed)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     mode: str = "enforce"
     """enforce (deny), warn (allow with a warning and an Event) or audit (Event and metric)."""
@@ -175,6 +201,8 @@ class Settings:
     platforms: PlatformSettings = dataclasses.field(default_factory=PlatformSettings)
     skip: SkipSettings = dataclasses.field(default_factory=SkipSettings)
     capacity: CapacitySettings = dataclasses.field(default_factory=CapacitySettings)
+    audit: AuditSettings = dataclasses.field(default_factory=AuditSettings)
+    reports: ReportsSettings = dataclasses.field(default_factory=ReportsSettings)
 
     def client_settings(self) -> registry.ClientSettings:
         return registry.ClientSettings(
@@ -362,6 +390,51 @@ def _capacity(data: Any) -> CapacitySettings:
     )
 
 
+MAX_AUDIT_RATE = 1000.0
+
+
+def _positive(value: Any, key: str) -> float:
+    number = float(_expect(value, (int, float), key))
+    if not number > 0:
+        raise ConfigError(f"{key}: must be above 0, got {value}")
+    return number
+
+
+def _audit(data: Any) -> AuditSettings:
+    section = _expect(data, dict, "audit")
+    _only(
+        section,
+        {"enabled", "periodSeconds", "requestsPerSecond", "burst", "verifyImages"},
+        "audit",
+    )
+    d = AuditSettings()
+    period = _positive(section.get("periodSeconds", d.period_seconds), "audit.periodSeconds")
+    if period < 10:
+        raise ConfigError(f"audit.periodSeconds: at least 10, got {period:g}")
+    rate = _positive(
+        section.get("requestsPerSecond", d.requests_per_second), "audit.requestsPerSecond"
+    )
+    if rate > MAX_AUDIT_RATE:
+        raise ConfigError(f"audit.requestsPerSecond: at most {MAX_AUDIT_RATE:g}, got {rate:g}")
+    return AuditSettings(
+        enabled=_expect(section.get("enabled", d.enabled), bool, "audit.enabled"),
+        period_seconds=period,
+        requests_per_second=rate,
+        burst=_at_least_one(section.get("burst", d.burst), "audit.burst"),
+        verify_images=_expect(
+            section.get("verifyImages", d.verify_images), bool, "audit.verifyImages"
+        ),
+    )
+
+
+def _reports(data: Any) -> ReportsSettings:
+    section = _expect(data, dict, "reports")
+    _only(section, {"enabled"}, "reports")
+    return ReportsSettings(
+        enabled=_expect(section.get("enabled", ReportsSettings.enabled), bool, "reports.enabled")
+    )
+
+
 def from_mapping(data: Mapping[str, Any]) -> Settings:
     _only(
         data,
@@ -382,6 +455,8 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
             "platforms",
             "skip",
             "capacity",
+            "audit",
+            "reports",
         },
         "",
     )
@@ -495,6 +570,8 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
         platforms=_platforms(data.get("platforms", {})),
         skip=_skip(data.get("skip", {})),
         capacity=_capacity(data.get("capacity", {})),
+        audit=_audit(data.get("audit", {})),
+        reports=_reports(data.get("reports", {})),
     )
 
 

@@ -33,6 +33,9 @@ KINDS = {
 MAX_WORKLOADS = 50_000
 """A bound far above the 10,000 workloads archwarden is measured with (bench/scale.py)."""
 
+SKIP_ANNOTATION = "archwarden.io/skip"
+"""As ``admission.ANNOTATION_SKIP`` (not imported: the store sits below admission)."""
+
 Key = tuple[str, str, str]
 """``(kind, namespace, name)``."""
 
@@ -42,6 +45,9 @@ class Entry:
     ref: Mapping[str, Any]
     """apiVersion, kind, name, namespace and uid: enough to post an Event about the object."""
     workload: policy.Workload
+    skip: bool = False
+    """The object carries ``archwarden.io/skip: "true"`` (whether that is allowed is the
+    reader's to decide: ``Admission.skip_refusal``)."""
 
 
 class WorkloadStore:
@@ -114,7 +120,9 @@ class WorkloadStore:
             "kind": kind,
             "metadata": {"name": key[2], "namespace": key[1], "uid": meta.get("uid")},
         }
-        self._entries[key] = Entry(ref, workload)
+        annotations = meta.get("annotations") or {}
+        skip = str(annotations.get(SKIP_ANNOTATION, "")).lower() == "true"
+        self._entries[key] = Entry(ref, workload, skip)
 
     def remove(self, key: Key) -> None:
         if self._entries.pop(key, None) is not None:

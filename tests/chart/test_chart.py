@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from archwarden import settings
 from tests.chart.helm import (
     CHART,
     NAMESPACE,
@@ -778,17 +779,19 @@ def test_uninstall_removes_the_webhook_configurations_first(objects: list[dict[s
 # --- RBAC ------------------------------------------------------------------------------------
 
 READ = {"get", "list", "watch"}
+REPORTS = {"get", "list", "create", "update", "delete"}
 ALLOWED_RULES = {
     ("", "nodes"): READ,
     ("", "namespaces"): READ,
-    ("apps", "deployments"): {"get", "list"},
-    ("apps", "statefulsets"): {"get", "list"},
-    ("apps", "daemonsets"): {"get", "list"},
-    ("apps", "replicasets"): {"get", "list"},
-    ("batch", "jobs"): {"get", "list"},
-    ("batch", "cronjobs"): {"get", "list"},
+    # Workloads and pods are kept by list-and-watch streams (workload_store, pod_store).
+    ("apps", "deployments"): READ,
+    ("apps", "statefulsets"): READ,
+    ("apps", "daemonsets"): READ,
+    ("apps", "replicasets"): READ,
+    ("batch", "jobs"): READ,
+    ("batch", "cronjobs"): READ,
     ("", "serviceaccounts"): {"get"},
-    ("", "pods"): {"get"},  # does the object of an unauthenticated review exist?
+    ("", "pods"): READ,
     ("", "secrets"): {"get"},
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
@@ -797,6 +800,9 @@ ALLOWED_RULES = {
     ("cluster.x-k8s.io", "machinedeployments"): READ,
     ("cluster.x-k8s.io", "machinesets"): READ,
     ("cluster.x-k8s.io", "machinepools"): READ,
+    # Policy reports after each audit (config.reports.enabled, on by default).
+    ("openreports.io", "reports"): REPORTS,
+    ("openreports.io", "clusterreports"): REPORTS,
 }
 
 
@@ -836,6 +842,16 @@ def test_rbac_is_least_privilege(objects: list[dict[str, Any]]) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
     ]
+
+
+def test_policy_report_access_follows_reports_enabled() -> None:
+    rendered = render({"config.reports.enabled": False})
+    granted = _granted(rendered)
+    assert ("openreports.io", "reports") not in granted
+    assert ("openreports.io", "clusterreports") not in granted
+    config = yaml.safe_load(one(rendered, "ConfigMap")["data"]["config.yaml"])
+    assert config["reports"] == {"enabled": False}
+    assert settings.from_mapping(config).reports.enabled is False
 
 
 def test_pull_secret_access_can_be_restricted() -> None:

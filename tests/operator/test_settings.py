@@ -153,3 +153,23 @@ def test_client_authentication_is_off_unless_a_ca_is_given(tmp_path: Path) -> No
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(settings.ConfigError, match=r"cannot read .*No such file"):
         settings.load(tmp_path / "absent.yaml")
+
+
+def test_audit_and_reports_settings() -> None:
+    parsed = settings.from_mapping(
+        {
+            "audit": {"periodSeconds": 600, "requestsPerSecond": 0.5, "burst": 2},
+            "reports": {"enabled": False},
+        }
+    )
+    assert parsed.audit.period_seconds == 600 and parsed.audit.requests_per_second == 0.5
+    assert parsed.audit.burst == 2 and parsed.audit.enabled and not parsed.audit.verify_images
+    assert parsed.reports.enabled is False
+    for bad, named in (
+        ({"audit": {"requestsPerSecond": 0}}, "audit.requestsPerSecond"),
+        ({"audit": {"periodSeconds": 1}}, "audit.periodSeconds"),
+        ({"audit": {"burst": 0}}, "audit.burst"),
+        ({"audit": {"budget": 1}}, "audit.budget"),
+    ):
+        with pytest.raises(settings.ConfigError, match=named.replace(".", r"\.")):
+            settings.from_mapping(bad)

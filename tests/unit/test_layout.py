@@ -73,6 +73,7 @@ def test_registry_exports_exactly() -> None:
         "InvalidManifest",
         "ManifestHead",
         "ManifestTooLarge",
+        "Pacer",
         "RateLimited",
         "RegistryClient",
         "RegistryError",
@@ -83,6 +84,7 @@ def test_registry_exports_exactly() -> None:
         "RequestObserver",
         "Resolver",
         "Verification",
+        "paced",
     ]
     assert len(set(archwarden.registry.__all__)) == len(archwarden.registry.__all__)
     for name in archwarden.registry.__all__:
@@ -157,3 +159,13 @@ def test_test_fixtures_live_in_the_repository() -> None:
     listed = set(re.findall(r"`([a-z0-9_]+\.json)`", index))
     assert listed == {p.name for p in fixtures.MANIFESTS.glob("*.json")}
     assert "Apache-2.0" in index
+
+
+def test_the_cli_does_not_import_the_kubernetes_client_before_run() -> None:
+    # `archwarden run --kubeconfig` sets KUBECONFIG before importing the handlers: the
+    # kubernetes client (and kopf through it) reads the variable when first imported.
+    code = "import sys, archwarden.cli; print('kubernetes' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"

@@ -50,6 +50,14 @@ from archwarden.policy._decisions import (
     stranded,
 )
 from archwarden.policy._errors import InvalidCapacity, InvalidNode, InvalidObject, InvalidWorkload
+from archwarden.policy._findings import (
+    arch_unschedulable,
+    drift_message,
+    exec_format_error,
+    exec_format_message,
+    lost_platforms,
+    pending_message,
+)
 from archwarden.policy._inventory import Inventory, NodeClass, class_of, metric_key
 from archwarden.policy._mutation import (
     ANNOTATION_PLATFORMS,
@@ -124,11 +132,16 @@ __all__ = [
     "Taint",
     "Toleration",
     "Workload",
+    "arch_unschedulable",
     "candidate_nodes",
     "class_of",
     "concerned",
     "decide",
+    "drift_message",
+    "exec_format_error",
+    "exec_format_message",
     "extract",
+    "lost_platforms",
     "metric_key",
     "node_from_object",
     "node_group",
@@ -136,6 +149,7 @@ __all__ = [
     "nodepool_from_object",
     "nodes_from_platforms",
     "offer_admits",
+    "pending_message",
     "pod_patch",
     "scheduling_changed",
     "settled",

@@ -28,6 +28,7 @@ from archwarden.registry._exceptions import (
     RegistryUnavailable,
 )
 from archwarden.registry._models import EntryCheck, ImagePlatforms, ManifestHead, Verification
+from archwarden.registry._pacing import Pacer, paced
 
 __all__ = [
     "AccessDenied",
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidManifest",
     "ManifestHead",
     "ManifestTooLarge",
+    "Pacer",
     "RateLimited",
     "RegistryClient",
     "RegistryError",
@@ -55,4 +57,5 @@ __all__ = [
     "RequestObserver",
     "Resolver",
     "Verification",
+    "paced",
 ]

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 import cachetools
 
 from archwarden import reference
-from archwarden.registry import _client, _models
+from archwarden.registry import _client, _models, _pacing
 from archwarden.registry import _exceptions as exc
 
 __all__ = ["CacheSettings", "LookupObserver", "Resolver"]
@@ -111,6 +111,16 @@ class Resolver:
         self._note("hit")
         return held.for_reference(ref)
 
+    def is_fresh(self, ref: reference.Reference | str) -> bool:
+        """Whether ``ref`` would be answered from the cache without any request (a digest
+        known, or a tag whose answer is within its TTL)."""
+        if isinstance(ref, str):
+            ref = reference.parse(ref)
+        if ref.digest:
+            return ref.digest in self._digests
+        digest = self._tags.get(self._key(ref))
+        return digest is not None and digest in self._digests
+
     async def resolve(
         self, ref: reference.Reference | str, *, allow_stale: bool = False
     ) -> _models.ImagePlatforms:
@@ -123,6 +133,10 @@ class Resolver:
         # Failures and in-flight lookups belong to an identity: "unauthorized" for a pod
         # without a pull secret must not answer for a pod that has one.
         attempt = f"{key}#{self.client.identity(ref)}"
+        if _pacing.current() is not None:
+            # A paced lookup (the audit) waits for its registry budget: an admission must
+            # never join it and wait too, so paced lookups fly apart.
+            attempt += "#paced"
         failure = self._failures.get(attempt)
         if failure is not None:
             return self._fail(ref, key, failure, allow_stale, cached=True)

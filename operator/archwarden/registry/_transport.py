@@ -19,7 +19,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from archwarden.registry import _config, _guard
+from archwarden.registry import _config, _guard, _pacing, _wire
 from archwarden.registry import _exceptions as exc
 
 __all__ = ["GuardedTransport", "Metered", "Observer", "error_kind", "failure"]
@@ -101,6 +101,9 @@ class Metered(httpx.AsyncBaseTransport):
         self._observer = observer
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # Background work (the audit) is paced here, where every request on the wire passes:
+        # redirects, token requests and retries included. Admissions run without a pacer.
+        await _pacing.acquire(self._label)
         started = time.perf_counter()
         try:
             response = await self._inner.handle_async_request(request)
@@ -108,6 +111,8 @@ class Metered(httpx.AsyncBaseTransport):
             self._observe(error_kind(error), started)
             raise
         status = response.status_code
+        if status == 429:
+            _pacing.throttled(self._label, _wire.retry_after(response.headers.get("retry-after")))
         if status < 300 and self._observer is None:
             return response
         cap: int | None = None

@@ -1,0 +1,340 @@
+"""The background audit without kopf: a fake registry behind MockTransport, real policy,
+the real stores fed with objects, a fake clock for the registry budget."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+import pytest
+
+from archwarden import admission, audit, kube, pod_store, policy, registry, settings
+from archwarden import workload_store as ws
+
+HOST = "registry.test"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def _index(*arches: str) -> bytes:
+    manifests = [
+        {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": "sha256:" + f"{i + 7 * len(arches):064x}",
+            "size": 1,
+            "platform": {"os": "linux", "architecture": arch},
+        }
+        for i, arch in enumerate(arches)
+    ]
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}).encode()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class Registry:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.docs: dict[str, bytes] = {}
+        self.times: list[float] = []
+        self.throttle: list[str] = []
+        """Retry-After values to answer 429 with, first to last."""
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        self.times.append(self.clock.now)
+        if self.throttle:
+            return httpx.Response(429, headers={"Retry-After": self.throttle.pop(0)})
+        repo = request.url.path.split("/v2/")[1].split("/manifests/")[0]
+        body = self.docs.get(repo)
+        if body is None:
+            return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        headers = {"Content-Type": OCI_INDEX, "Docker-Content-Digest": digest}
+        if request.method == "HEAD":
+            return httpx.Response(200, headers=headers)
+        return httpx.Response(200, content=body, headers=headers)
+
+
+class Poster:
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, str, str, str]] = []
+
+    def post(self, target: Any, type: str, reason: str, message: str) -> None:
+        self.posted.append((target["kind"], target["metadata"]["name"], reason, message))
+
+    def reasons(self, reason: str) -> list[tuple[str, str, str, str]]:
+        return [p for p in self.posted if p[2] == reason]
+
+
+class Reports:
+    def __init__(self) -> None:
+        self.synced: list[list[kube.PolicyResult]] = []
+
+    async def available(self) -> bool:
+        return True
+
+    async def sync(self, results: Iterable[kube.PolicyResult], *, prune: bool = True) -> None:
+        self.synced.append(list(results))
+
+
+def deployment(name: str, image: str, arch: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": [{"name": "app", "image": image}]}
+    if arch:
+        spec["nodeSelector"] = {"kubernetes.io/arch": arch}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "team", "uid": f"uid-{name}"},
+        "spec": {"selector": {"matchLabels": {"a": name}}, "template": {"spec": spec}},
+    }
+
+
+def pod(name: str, image: str, node: str, owner: str, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "team",
+            "uid": f"uid-{name}",
+            "ownerReferences": [{"kind": "ReplicaSet", "name": owner, "controller": True}],
+        },
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": image}]},
+        "status": status,
+    }
+
+
+class World:
+    def __init__(self, nodes: list[str], **audit_config: Any) -> None:
+        self.clock = Clock()
+        self.registry = Registry(self.clock)
+        cfg = settings.Settings(
+            registries={HOST: registry.RegistrySettings()},
+            mode="enforce",
+            audit=settings.AuditSettings(**audit_config),
+        )
+        client = registry.RegistryClient(
+            cfg.client_settings(), transport=httpx.MockTransport(self.registry.handler)
+        )
+        self.inventory = policy.Inventory()
+        for node in policy.nodes_from_platforms(nodes):
+            self.inventory.apply(node.name, node)
+        resolver = registry.Resolver(client, cfg.cache, clock=self.clock)
+        self.admission = admission.Admission(cfg, resolver, lambda: self.inventory)
+        self.workloads = ws.WorkloadStore()
+        self.pods = pod_store.PodStore()
+        self.poster = Poster()
+        self.reports = Reports()
+        a = cfg.audit
+        self.pacer = registry.Pacer(
+            a.requests_per_second, a.burst, clock=self.clock, sleep=self.clock.sleep
+        )
+        self.auditor = audit.Auditor(
+            self.admission,
+            self.workloads,
+            self.pods,
+            lambda: self.inventory,
+            poster=self.poster,
+            meters=self.admission.metrics,
+            reports=self.reports,
+            pacer=self.pacer,
+            clock=self.clock,
+        )
+
+    def add(self, body: dict[str, Any]) -> None:
+        self.workloads.put(body["kind"], body["apiVersion"], body)
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.admission.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_audit_reports_what_admission_would_deny_once_per_message() -> None:
+    world = World(["linux/arm64", "linux/arm64"])
+    world.registry.docs = {"team/legacy": _index("amd64"), "team/web": _index("amd64", "arm64")}
+    legacy = deployment("legacy", f"{HOST}/team/legacy:1")
+    world.add(legacy)
+    world.add(deployment("web", f"{HOST}/team/web:1"))
+    summary = await world.auditor.audit_once()
+    assert (summary.judged, summary.incompatible) == (2, 1)
+
+    review = await world.admission.review(legacy, operation="CREATE")
+    mismatches = world.poster.reasons("ArchitectureMismatch")
+    assert mismatches == [
+        ("Deployment", "legacy", "ArchitectureMismatch", "audit: " + review.message)
+    ]
+    by_name = {r.name: r for r in world.reports.synced[-1]}
+    assert by_name["legacy"].result is kube.Result.FAIL
+    assert by_name["legacy"].message == review.message
+    assert by_name["web"].result is kube.Result.PASS
+    assert world.sample("archwarden_workloads_incompatible", kind="Deployment") == 1
+    assert world.sample("archwarden_audit_workloads_total") == 2
+    assert world.sample("archwarden_audit_last_completed_timestamp_seconds") == world.clock.now
+
+    await world.auditor.audit_once()  # same findings: no second Event
+    assert len(world.poster.reasons("ArchitectureMismatch")) == 1
+    assert len(world.reports.synced) == 2
+
+
+async def test_audit_never_exceeds_its_request_budget() -> None:
+    world = World(["linux/amd64"], requests_per_second=2.0, burst=3)
+    world.registry.docs = {f"team/app{i}": _index("amd64") for i in range(12)}
+    for i in range(12):
+        world.add(deployment(f"app{i}", f"{HOST}/team/app{i}:1"))
+    start = world.clock.now
+    await world.auditor.audit_once()
+    times = world.registry.times
+    assert len(times) == 12
+    for i, at in enumerate(times):
+        # Token bucket: the (i+1)th request no earlier than (i + 1 - burst) / rate after start.
+        assert at - start >= (i + 1 - 3) / 2.0 - 1e-9
+    assert times[-1] - start == pytest.approx((12 - 3) / 2.0)
+
+
+async def test_a_429_holds_the_registry_for_its_retry_after() -> None:
+    world = World(["linux/amd64"], requests_per_second=100.0, burst=10)
+    world.registry.docs = {"team/app": _index("amd64"), "team/next": _index("amd64")}
+    # Longer than the client waits by itself (registry.ClientSettings.max_retry_after): the
+    # lookup fails at once, and the audit's next request to that registry waits 30s.
+    world.registry.throttle = ["30"]
+    world.add(deployment("app", f"{HOST}/team/app:1"))
+    world.add(deployment("next", f"{HOST}/team/next:1"))
+    summary = await world.auditor.audit_once()
+    assert world.pacer.throttled == 1 and summary.errors == 1
+    first, second = world.registry.times
+    assert second - first >= 30 - 1e-9
+
+
+async def test_admissions_neither_wait_for_nor_spend_the_audit_budget() -> None:
+    world = World(["linux/amd64"], requests_per_second=0.001, burst=1)
+    world.registry.docs = {"team/app": _index("amd64")}
+    world.pacer.hold(HOST, 3600)  # the audit's budget for this registry is exhausted
+    outcome = await asyncio.wait_for(
+        world.admission.review(deployment("app", f"{HOST}/team/app:1"), operation="CREATE"),
+        timeout=5,
+    )
+    assert outcome.allowed and outcome.label == "allowed"
+    assert world.pacer.sent == {}
+
+
+async def test_a_tag_that_lost_a_platform_warns_the_workloads_running_on_it() -> None:
+    world = World(["linux/amd64", "linux/arm64"])
+    world.registry.docs = {"team/web": _index("amd64", "arm64")}
+    image = f"{HOST}/team/web:1"
+    world.add(deployment("web", image))
+    world.add(deployment("other", image))
+    # web's pods run on the arm64 node; other's on amd64 only.
+    world.pods.put(pod("web-abc-1", image, "linux-arm64", "web-5d4f"))
+    world.pods.put(pod("other-abc-1", image, "linux-amd64", "other-77c"))
+    await world.auditor.audit_once()
+    assert world.auditor.check_drift.__name__  # nothing expired yet:
+    assert await world.auditor.check_drift() == 0
+
+    world.registry.docs["team/web"] = _index("amd64")  # re-pushed without arm64
+    world.clock.now += world.admission.config.cache.tag_ttl + 1
+    assert await world.auditor.check_drift() == 1
+    [(kind, name, _reason, message)] = world.poster.reasons("ImagePlatformsChanged")
+    assert (kind, name) == ("Deployment", "web")
+    assert "lost linux/arm64" in message and "next rollout would be denied" in message
+    assert "supports linux/amd64 only" in message and "linux/amd64 and linux/arm64" in message
+    assert world.sample("archwarden_image_platforms_changed_total") == 1
+
+
+async def test_exec_format_error_is_reported_on_the_workload() -> None:
+    world = World(["linux/amd64"])
+    world.registry.docs = {"team/liar": _index("amd64")}
+    image = f"{HOST}/team/liar:1"
+    world.add(deployment("liar", image))
+    await world.auditor.audit_once()
+    failing = pod(
+        "liar-abc-1",
+        image,
+        "linux-amd64",
+        "liar-6c9",
+        containerStatuses=[
+            {
+                "name": "app",
+                "state": {
+                    "waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": "back-off 10s restarting failed container",
+                    }
+                },
+                "lastState": {
+                    "terminated": {
+                        "reason": "StartError",
+                        "message": "failed to create containerd task: exec: /app: "
+                        "exec format error: unknown",
+                    }
+                },
+            }
+        ],
+    )
+    world.auditor.pod_changed(None, pod_store.project(failing))
+    world.auditor.pod_changed(pod_store.project(failing), pod_store.project(failing))
+    [(kind, name, _reason, message)] = world.poster.reasons("ExecFormatError")
+    assert (kind, name) == ("Deployment", "liar")
+    assert "node linux-amd64 (linux/amd64)" in message
+    assert "supports linux/amd64 only" in message and "does not match" in message
+    assert world.sample("archwarden_exec_format_errors_total") == 1
+
+
+async def test_a_pod_pending_on_an_arch_pin_is_explained() -> None:
+    world = World(["linux/amd64", "linux/amd64"])
+    world.registry.docs = {"team/web": _index("amd64", "arm64")}
+    image = f"{HOST}/team/web:1"
+    world.add(deployment("web", image, arch="arm64"))
+    await world.auditor.audit_once()
+    body = pod(
+        "web-abc-1",
+        image,
+        "",
+        "web-5d4f",
+        phase="Pending",
+        conditions=[
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/2 nodes are available: 2 node(s) didn't match Pod's node "
+                "affinity/selector.",
+            }
+        ],
+    )
+    body["spec"]["nodeSelector"] = {"kubernetes.io/arch": "arm64"}
+    world.auditor.pod_changed(None, pod_store.project(body))
+    [(kind, name, _reason, message)] = world.poster.reasons("NoNodeForArchitecture")
+    assert (kind, name) == ("Pod", "web-abc-1")
+    assert f"image {image} supports linux/amd64 and linux/arm64 only" in message
+    assert "the pod asks for arm64" in message and "the nodes are linux/amd64" in message
+
+    # Pending for another reason (resources): nothing to explain.
+    body["metadata"]["name"] = "web-abc-2"
+    body["status"]["conditions"][0]["message"] = "0/2 nodes are available: 2 Insufficient cpu."
+    world.auditor.pod_changed(None, pod_store.project(body))
+    assert len(world.poster.reasons("NoNodeForArchitecture")) == 1
+
+
+async def test_excluded_namespaces_and_allowed_skips_are_not_audited() -> None:
+    world = World(["linux/arm64"])
+    world.registry.docs = {"team/legacy": _index("amd64")}
+    image = f"{HOST}/team/legacy:1"
+    skipped = deployment("skipped", image)
+    skipped["metadata"]["annotations"] = {"archwarden.io/skip": "true"}
+    world.add(skipped)
+    system = deployment("system", image)
+    system["metadata"]["namespace"] = "kube-system"
+    world.add(system)
+    world.add(deployment("checked", image))
+    summary = await world.auditor.audit_once()
+    assert [r.name for r in summary.results] == ["checked"]
+    assert [p[1] for p in world.poster.posted] == ["checked"]
