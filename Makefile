@@ -26,8 +26,9 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Debian's distribution 2.8 is the real registry every registry test runs against; Debian's
-# Chromium renders the HTML report in tests/readiness and tests/report (headless, offline).
-DEBIAN_TEST_PACKAGES := docker-registry:docker-registry chromium:chromium
+# Chromium renders the HTML report in tests/readiness and tests/report (headless, offline);
+# npm (and node) regenerate Grafana's dashboard schema for its freshness test (hack/grafana).
+DEBIAN_TEST_PACKAGES := docker-registry:docker-registry chromium:chromium npm:npm
 
 deps: venv
 	@missing=""; for pair in $(DEBIAN_TEST_PACKAGES); do \
@@ -79,9 +80,13 @@ image:
 lock: venv
 	$(PY) hack/image/lock.py
 
-# The chart's test tools, built from Go modules into the same cache as the cluster binaries.
+# The chart's test tools, built from Go modules into the same cache as the cluster binaries;
+# the Prometheus Operator's module (its CRDs) and the npm packages Grafana's dashboard schema is
+# generated from, so the tests that check the copies in third_party/ download nothing.
 tools-build:
 	ARCHWARDEN_BUILD_ONLY="promtool helmdocs" hack/cluster/build.sh >/dev/null
+	hack/prometheus-operator/fetch-crds.sh --download
+	hack/grafana/schema.sh --install
 
 # Every file generated from the chart's sources; tests/chart fails when one is stale.
 chart-docs: venv tools-build cluster-build
