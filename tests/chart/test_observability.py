@@ -1,10 +1,16 @@
-"""The chart's PrometheusRule and Grafana dashboard: rendered by helm, checked by promtool.
+"""The chart's PrometheusRule and Grafana dashboard: rendered by helm, checked by promtool and
+Grafana's schema.
 
 promtool is built from the Go module github.com/prometheus/prometheus (``make tools-build``,
 ``hack/cluster/build.sh``) and found at ``$ARCHWARDEN_PROMTOOL`` or in the binary cache. Every
 PromQL expression, of the alert rules and of the dashboard panels, must parse and must read only
 series that exist: archwarden's own (collected from ``archwarden.metrics.Metrics``), the API
 server's admission metrics, kube-state-metrics' Deployment availability and ``up``.
+
+No Grafana runs here (Debian has no package; Grafana's Go module is AGPL and needs its front end
+built). The dashboard is validated instead against Grafana's published dashboard model: JSON
+Schema generated from the npm package @grafana/schema by hack/grafana/schema.sh into
+third_party/grafana/ (the dashboard, and the options of each panel plugin the chart uses).
 """
 
 from __future__ import annotations
@@ -14,20 +20,23 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
 from archwarden import metrics
-from tests.chart.helm import CHART, NAMESPACE, RELEASE, find_helm, find_tool, render
+from tests.chart.helm import CHART, NAMESPACE, RELEASE, REPO_ROOT, find_helm, find_tool, render
 
 pytestmark = pytest.mark.skipif(
     find_helm() is None, reason="helm not found (make cluster-build builds it)"
 )
 
 HERE = Path(__file__).resolve().parent
+GRAFANA = REPO_ROOT / "third_party" / "grafana"
 FULLNAME = f"{RELEASE}-archwarden"
 # Series the chart reads that archwarden does not export. The API server's come from
 # k8s.io/apiserver/pkg/admission/metrics/metrics.go (namespace apiserver, subsystem admission).
@@ -230,9 +239,154 @@ def test_dashboard_configmap_for_the_sidecar() -> None:
     assert "__ARCHWARDEN" not in custom["data"]["archwarden.json"]
 
 
+def _leaves(error: jsonschema.ValidationError) -> Iterator[jsonschema.ValidationError]:
+    # An anyOf (a panel is a Panel or a RowPanel) fails as a whole; its branches say where.
+    if error.context:
+        for sub in error.context:
+            yield from _leaves(sub)
+    else:
+        yield error
+
+
+def _validate(schema: dict[str, Any], instance: Any, prefix: str) -> list[str]:
+    validator = jsonschema.Draft7Validator(schema)
+    return sorted(
+        "/".join([prefix, *(str(p) for p in leaf.absolute_path)]).strip("/") + f": {leaf.message}"
+        for error in validator.iter_errors(instance)
+        for leaf in _leaves(error)
+    )
+
+
+def grafana_schema_errors(dashboard: dict[str, Any]) -> list[str]:
+    """Every violation of Grafana's schemas, as ``json/path: message`` lines (none if valid).
+
+    The dashboard schema leaves each panel's ``options`` and ``fieldConfig.defaults.custom``
+    open (they belong to the panel plugin); those are checked against the plugin's own
+    ``Options`` and ``FieldConfig`` types.
+    """
+    errors = _validate(json.loads((GRAFANA / "dashboard.schema.json").read_text()), dashboard, "")
+    for index, panel in enumerate(dashboard.get("panels", [])):
+        kind = panel.get("type") if isinstance(panel, dict) else None
+        if kind == "row" or not isinstance(kind, str):
+            continue
+        plugin_file = GRAFANA / f"panel-{kind}.schema.json"
+        if not plugin_file.exists():
+            errors.append(f"panels/{index}/type: no schema for panel plugin {kind!r}")
+            continue
+        plugin = json.loads(plugin_file.read_text())
+        where = f"panels/{index}"
+        errors += _validate(
+            {**plugin, "$ref": "#/definitions/Options"},
+            panel.get("options", {}),
+            where + "/options",
+        )
+        if "FieldConfig" in plugin["definitions"]:
+            custom = panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {})
+            errors += _validate(
+                {**plugin, "$ref": "#/definitions/FieldConfig"},
+                custom,
+                where + "/fieldConfig/defaults/custom",
+            )
+    return errors
+
+
+def test_grafana_schema_is_generated() -> None:
+    # third_party/grafana is what hack/grafana/schema.sh generates from the pinned packages.
+    result = subprocess.run(
+        [str(REPO_ROOT / "hack" / "grafana" / "schema.sh"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"webhook.timeoutSeconds": 12, "webhook.budgetSeconds": 10}],
+    ids=["defaults", "timeout"],
+)
+def test_dashboard_matches_grafanas_schema(values: dict[str, Any]) -> None:
+    dashboard = json.loads(dashboard_configmap(values)["data"]["archwarden.json"])
+    assert grafana_schema_errors(dashboard) == []
+    # Every panel type the dashboard uses has its plugin's schema here.
+    kinds = {p["type"] for p in panels(dashboard)}
+    assert kinds and all((GRAFANA / f"panel-{k}.schema.json").exists() for k in kinds)
+
+
+DELETE = object()
+
+
+def _first(dashboard: dict[str, Any], kind: str) -> int:
+    return next(i for i, p in enumerate(dashboard["panels"]) if p["type"] == kind)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "error"),
+    [
+        # gridPos is an object of four numbers, not Grafana's old "x,y,w,h" shorthand.
+        (("panels", "timeseries", "gridPos"), "0,1,8,8", "/gridPos: '0,1,8,8' is not of type"),
+        (("panels", "timeseries", "gridPos", "w"), DELETE, "/gridPos: 'w' is a required property"),
+        (("panels", "timeseries", "gridPos", "h"), "8", "/gridPos/h: '8' is not of type"),
+        (
+            ("templating", "list", 1, "type"),
+            "querry",
+            "templating/list/1/type: 'querry' is not one",
+        ),
+        # What the generator wrote before it was checked against the schema.
+        (("templating", "list", 0, "current"), {}, "templating/list/0/current: 'text' is a req"),
+        (("templating", "list", 1, "definition"), "x", "'definition' was unexpected"),
+        (("timezone",), 0, "timezone: 0 is not of type 'string'"),
+        # The panel plugins' schemas: enums and required options.
+        (
+            ("panels", "timeseries", "options", "legend", "displayMode"),
+            "sidebar",
+            "/options/legend/displayMode: 'sidebar' is not one of",
+        ),
+        (("panels", "timeseries", "options", "tooltip"), DELETE, "'tooltip' is a required"),
+        (
+            ("panels", "bargauge", "options", "displayMode"),
+            "fancy",
+            "/options/displayMode: 'fancy' is not one of",
+        ),
+    ],
+    ids=[
+        "gridPos-string",
+        "gridPos-without-w",
+        "gridPos-h-string",
+        "variable-type",
+        "variable-current-empty",
+        "variable-definition",
+        "timezone-number",
+        "timeseries-legend-mode",
+        "timeseries-no-tooltip",
+        "bargauge-display-mode",
+    ],
+)
+def test_grafanas_schema_rejects_a_broken_dashboard(
+    path: tuple[Any, ...], value: Any, error: str
+) -> None:
+    dashboard = json.loads(dashboard_configmap()["data"]["archwarden.json"])
+    assert grafana_schema_errors(dashboard) == []
+    target: Any = dashboard
+    keys = list(path)
+    if keys[0] == "panels":
+        # ("panels", <panel type>, ...): the first panel of that type.
+        keys[1] = _first(dashboard, keys[1])
+    for key in keys[:-1]:
+        target = target[key]
+    if value is DELETE:
+        del target[keys[-1]]
+    else:
+        target[keys[-1]] = value
+    errors = grafana_schema_errors(dashboard)
+    assert any(error in line for line in errors), errors
+
+
 def test_dashboard_structure() -> None:
-    # Grafana's dashboard model (schemaVersion 39): the fields its importer and the sidecar
-    # need, ids unique, panels on the 24-column grid without overlapping.
+    # What a schema cannot say: ids unique, panels on the 24-column grid without overlapping,
+    # queries on the chart's data source using only defined variables.
     dashboard = json.loads(dashboard_configmap()["data"]["archwarden.json"])
     assert dashboard["uid"] and len(dashboard["uid"]) <= 40
     assert isinstance(dashboard["schemaVersion"], int) and dashboard["schemaVersion"] >= 36

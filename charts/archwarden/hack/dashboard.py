@@ -8,7 +8,11 @@ The panels are data below (title, unit, PromQL per series), laid out on Grafana'
 row by row. The chart ships the JSON in a ConfigMap for Grafana's dashboard sidecar
 (templates/grafana-dashboard.yaml), replacing TIMEOUT_PLACEHOLDER with webhook.timeoutSeconds.
 tests/chart/test_observability.py checks that every expression parses (promtool) and reads only
-metrics archwarden exports (archwarden.metrics) or the API server's admission metrics.
+metrics archwarden exports (archwarden.metrics) or the API server's admission metrics, and
+validates the JSON against Grafana's dashboard and panel schemas (third_party/grafana, generated
+from the npm package @grafana/schema by hack/grafana/schema.sh). That schema has no ``current: {}``
+for variables (a variable's current option needs text and value; Grafana picks one when it loads)
+and no query variable ``definition`` (a display copy of the query that Grafana's editor writes).
 
 Dashboard variables: ``datasource`` (a Prometheus data source), ``namespace`` (where archwarden
 runs; its series carry the namespace label a ServiceMonitor scrape adds) and ``webhook_timeout``
@@ -341,13 +345,38 @@ def _panel(panel_id: int, panel: Panel, x: int, y: int) -> dict[str, Any]:
         "datasource": DATASOURCE,
         "gridPos": {"h": HEIGHT, "w": width, "x": x, "y": y},
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}},
+        "options": {
+            "legend": {
+                "displayMode": "list",
+                "placement": "bottom",
+                "showLegend": True,
+                "calcs": [],
+            },
+            # Every series at the cursor, largest first (graphTooltip 1 shares the crosshair).
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
         "targets": targets,
     }
     if kind == "bargauge":
+        # Grafana's bar gauge defaults written out: its schema requires every option that has
+        # a default (Grafana fills them in when it loads a panel, and writes them when it saves).
         result["options"] = {
             "orientation": "horizontal",
             "reduceOptions": {"calcs": ["lastNotNull"]},
+            "displayMode": "gradient",
+            "valueMode": "color",
+            "namePlacement": "auto",
+            "showUnfilled": True,
+            "sizing": "auto",
+            "minVizHeight": 16,
+            "maxVizHeight": 300,
+            "minVizWidth": 8,
+            "legend": {
+                "displayMode": "list",
+                "placement": "bottom",
+                "showLegend": False,
+                "calcs": [],
+            },
         }
     if any(legend == "webhook timeout" for legend, _ in series):
         # The timeout is a limit, drawn as a dashed red line.
@@ -409,7 +438,6 @@ def build() -> dict[str, Any]:
                     "label": "Data source",
                     "type": "datasource",
                     "query": "prometheus",
-                    "current": {},
                     "hide": 0,
                 },
                 {
@@ -418,9 +446,7 @@ def build() -> dict[str, Any]:
                     "type": "query",
                     "datasource": DATASOURCE,
                     "query": {"query": "label_values(archwarden_nodes, namespace)", "refId": "ns"},
-                    "definition": "label_values(archwarden_nodes, namespace)",
                     "refresh": 2,
-                    "current": {},
                     "hide": 0,
                 },
                 {
