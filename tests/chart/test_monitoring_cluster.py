@@ -97,6 +97,25 @@ def test_the_api_server_accepts_the_rendered_objects(
         assert stored["metadata"]["labels"] == obj["metadata"]["labels"], kind
 
 
+def test_the_whole_release_with_monitoring_is_accepted(
+    cluster: LocalCluster, crds: None, namespace: str
+) -> None:
+    # Every object of a release with all three monitoring options on, in one server dry run
+    # (nothing is stored, so the webhook configurations gate nothing).
+    values = {
+        "prometheusRule.enabled": True,
+        "serviceMonitor.enabled": True,
+        "grafanaDashboard.enabled": True,
+    }
+    objects = render(values, namespace=namespace)
+    assert {"PrometheusRule", "ServiceMonitor"} <= {o["kind"] for o in objects}
+    result = cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(objects), check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == len(objects)
+
+
 def broken(obj: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
     """A copy of ``obj`` with the field at ``path`` set to ``value``."""
     copied = copy.deepcopy(obj)
