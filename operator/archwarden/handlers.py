@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import gc
 import json
 import logging
 from collections.abc import Coroutine, Mapping
@@ -296,6 +297,10 @@ class Runtime:
             len(self.nodes.classes()),
             ", ".join(sorted(self.platform_set)) or "none",
         )
+        # Everything held so far (modules, kopf, the inventory) lives as long as the process:
+        # moved out of the cyclic collector's sight, a full collection no longer walks it in
+        # the middle of a review. Refcounting still frees what becomes garbage.
+        gc.freeze()
         self.ready.set()
         # Workloads are not needed to answer reviews; the first re-evaluation waits for them.
         for watch in workloads:

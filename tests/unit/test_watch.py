@@ -166,3 +166,22 @@ async def test_a_broken_stream_starts_over_from_a_fresh_list(answer: Any) -> Non
     api = FakeApi(lists=[page([], "5"), page([node("z", "6")], "6")], watches=[answer])
     seen = await run_until(api, lambda s: ("listed", {"z"}) in s.log, max_event_bytes=1000)
     assert seen.log == [("listed", set()), ("object", "z"), ("listed", {"z"})]
+
+
+def test_credentials_are_sent_however_the_client_configuration_holds_them() -> None:
+    # A kubeconfig token, as load_kube_config stores it.
+    kubeconfig = kubernetes.client.Configuration(host="https://127.0.0.1:1")
+    kubeconfig.api_key = {"authorization": "Bearer from-kubeconfig"}
+    assert kube.Connection(kubeconfig).headers()["Authorization"] == "Bearer from-kubeconfig"
+    # The in-cluster ServiceAccount token, as load_incluster_config stores it.
+    in_cluster = kubernetes.client.Configuration(host="https://127.0.0.1:1")
+    in_cluster.api_key = {"BearerToken": "from-service-account"}
+    in_cluster.api_key_prefix = {"BearerToken": "Bearer"}
+    assert kube.Connection(in_cluster).headers()["Authorization"] == "Bearer from-service-account"
+    # Client certificates only: no header.
+    assert (
+        "Authorization"
+        not in kube.Connection(
+            kubernetes.client.Configuration(host="https://127.0.0.1:1")
+        ).headers()
+    )

@@ -71,9 +71,12 @@ class Connection:
 
     def headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
-        token = self._configuration.get_api_key_with_prefix("authorization")
-        if token:
-            headers["Authorization"] = token
+        # The client's own reading of its credentials: a kubeconfig token sits under
+        # "authorization", the in-cluster one under "BearerToken" with a "Bearer" prefix, and
+        # asking refreshes the in-cluster token when it is due.
+        for setting in self._configuration.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[str(setting["key"]).title()] = str(setting["value"])
         return headers
 
 
