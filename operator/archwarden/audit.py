@@ -57,6 +57,8 @@ PREFIX = "audit: "
 YIELD_EVERY = 20
 """Workloads judged between two yields when nothing had to be fetched."""
 MAX_VERIFIED = 10_000
+MAX_PENDING_LOOKUPS = 64
+"""Exec format errors waiting for their image's answer at once; beyond, posted without it."""
 """Digests remembered as verified (LRU)."""
 COMPATIBLE_MESSAGE = "every image runs on the nodes this workload may be scheduled to"
 
@@ -113,6 +115,8 @@ class Auditor:
             cachetools.LRUCache(MAX_VERIFIED)
         )
         self.last: AuditSummary | None = None
+        self._lookups: set[asyncio.Task[None]] = set()
+        """Image lookups for exec format errors whose image had no answer yet."""
 
     # -- resolution within the budget --------------------------------------------------------
 
@@ -433,15 +437,36 @@ class Auditor:
         return entry.ref if entry is not None else pod.ref
 
     def _exec_format_error(self, pod: pod_store.Pod, problem: pod_store.ContainerProblem) -> None:
+        self.metrics.exec_format_errors.inc()
+        held = self.admission.held_platforms(problem.image)
+        if held is None and len(self._lookups) < MAX_PENDING_LOOKUPS:
+            # Admitted without an answer (fail-open, audit mode, a registry that was down):
+            # ask now, within the audit's budget, so the Event can name the image's platforms.
+            task = asyncio.get_running_loop().create_task(self._explain_exec(pod, problem))
+            self._lookups.add(task)
+            task.add_done_callback(self._lookups.discard)
+            return
+        self._post_exec(pod, problem, held)
+
+    async def _explain_exec(self, pod: pod_store.Pod, problem: pod_store.ContainerProblem) -> None:
+        answer, _ = await self._resolve(problem.image, None)
+        held = None if isinstance(answer, policy.ImageFailure) else tuple(answer)
+        self._post_exec(pod, problem, held)
+
+    def _post_exec(
+        self,
+        pod: pod_store.Pod,
+        problem: pod_store.ContainerProblem,
+        held: tuple[platforms.Platform, ...] | None,
+    ) -> None:
         node = self.nodes().get(pod.node) if pod.node else None
         message = policy.exec_format_message(
             problem.container,
             problem.image,
-            self.admission.held_platforms(problem.image),
+            held,
             pod.node or "(none)",
             node.platform if node is not None and node.known else None,
         )
-        self.metrics.exec_format_errors.inc()
         if self.poster is not None:
             self.poster.post(self._target(pod), "Warning", "ExecFormatError", message)
 

@@ -288,6 +288,37 @@ async def test_exec_format_error_is_reported_on_the_workload() -> None:
     assert world.sample("archwarden_exec_format_errors_total") == 1
 
 
+async def test_an_exec_format_error_of_an_image_never_inspected_names_its_platforms() -> None:
+    # Admitted without an answer (fail-open, a registry that was down): the audit asks.
+    world = World(["linux/amd64"])
+    world.registry.docs = {"team/liar": _index("arm64")}
+    image = f"{HOST}/team/liar:1"
+    world.add(deployment("liar", image))
+    failing = pod(
+        "liar-abc-1",
+        image,
+        "linux-amd64",
+        "liar-6c9",
+        containerStatuses=[
+            {
+                "name": "app",
+                "state": {
+                    "terminated": {"reason": "Error", "message": "exec /app: exec format error"}
+                },
+            }
+        ],
+    )
+    assert world.admission.held_platforms(image) is None
+    world.auditor.pod_changed(None, pod_store.project(failing))
+    for _ in range(100):
+        if world.poster.reasons("ExecFormatError"):
+            break
+        await asyncio.sleep(0.01)
+    [(kind, name, _reason, message)] = world.poster.reasons("ExecFormatError")
+    assert (kind, name) == ("Deployment", "liar")
+    assert "supports linux/arm64 only" in message and "not known" not in message
+
+
 async def test_a_pod_pending_on_an_arch_pin_is_explained() -> None:
     world = World(["linux/amd64", "linux/amd64"])
     world.registry.docs = {"team/web": _index("amd64", "arm64")}
