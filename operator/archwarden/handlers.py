@@ -611,18 +611,29 @@ async def _review(
     return outcome
 
 
-async def _validate(webhook: str, kw: Mapping[str, Any]) -> None:
+async def _kopf_review(webhook: str, kw: Mapping[str, Any], *, mutate: bool) -> None:
+    """A review through kopf's handler kwargs: only when the webhook server has no direct
+    route (``answer_review``), which ``startup`` always sets."""
     rt = _runtime(kw["memo"])
     outcome = await _review(
         rt,
         webhook,
         kw["body"],
         kw.get("old"),
-        operation=str(kw.get("operation") or ""),
+        operation=str(kw.get("operation") or ("CREATE" if mutate else "")),
         dryrun=bool(kw.get("dryrun")),
         authenticated=webhook_server.authenticated(kw.get("sslpeer")),
-        mutate=False,
+        mutate=mutate,
     )
+    if mutate:
+        if outcome.patch:
+            operations = [dict(op) for op in outcome.patch]
+
+            def apply(target: Any) -> None:
+                jsonpatch.apply_patch(target, operations, in_place=True)
+
+            kw["patch"].fns.append(apply)
+        return
     kw["warnings"].extend(outcome.warnings)
     if not outcome.allowed:
         raise kopf.AdmissionError(outcome.message, code=403)
@@ -645,7 +656,7 @@ def _register_validation(
         ignore_failures=True,
     )
     async def validate(**kw: Any) -> None:
-        await _validate(handler_id, kw)
+        await _kopf_review(handler_id, kw, mutate=False)
 
 
 for _id, (_group, _version, _plural) in WORKLOAD_RESOURCES.items():
@@ -669,32 +680,11 @@ def _register_template_mutation(handler_id: str, group: str, version: str, plura
         # Off unless configured: a GitOps tool would see the patched template as drift.
         if not rt.config.mutate_workload_templates:
             return
-        await _mutate(handler_id, kw)
+        await _kopf_review(handler_id, kw, mutate=True)
 
 
 for _id, (_group, _version, _plural) in WORKLOAD_RESOURCES.items():
     _register_template_mutation(_id.replace("validate-", "mutate-"), _group, _version, _plural)
-
-
-async def _mutate(webhook: str, kw: Mapping[str, Any]) -> None:
-    rt = _runtime(kw["memo"])
-    outcome = await _review(
-        rt,
-        webhook,
-        kw["body"],
-        kw.get("old"),
-        operation=str(kw.get("operation") or "CREATE"),
-        dryrun=bool(kw.get("dryrun")),
-        authenticated=webhook_server.authenticated(kw.get("sslpeer")),
-        mutate=True,
-    )
-    if outcome.patch:
-        operations = [dict(op) for op in outcome.patch]
-
-        def apply(target: Any) -> None:
-            jsonpatch.apply_patch(target, operations, in_place=True)
-
-        kw["patch"].fns.append(apply)
 
 
 @kopf.on.mutate(
@@ -706,7 +696,7 @@ async def _mutate(webhook: str, kw: Mapping[str, Any]) -> None:
     ignore_failures=True,
 )
 async def mutate_pods(**kw: Any) -> None:
-    await _mutate("mutate-pods", kw)
+    await _kopf_review("mutate-pods", kw, mutate=True)
 
 
 # -- the direct route -----------------------------------------------------------------------------
