@@ -450,14 +450,19 @@ class Auditor:
 
     async def _explain_exec(self, pod: pod_store.Pod, problem: pod_store.ContainerProblem) -> None:
         answer, _ = await self._resolve(problem.image, None)
-        held = None if isinstance(answer, policy.ImageFailure) else tuple(answer)
-        self._post_exec(pod, problem, held)
+        if isinstance(answer, policy.ImageFailure):
+            logger.info("audit: %s not resolved after an exec format error: %s", problem.image,
+                        answer.error)  # fmt: skip
+            self._post_exec(pod, problem, None, answer.error)
+            return
+        self._post_exec(pod, problem, tuple(answer))
 
     def _post_exec(
         self,
         pod: pod_store.Pod,
         problem: pod_store.ContainerProblem,
         held: tuple[platforms.Platform, ...] | None,
+        unknown_because: str | None = None,
     ) -> None:
         node = self.nodes().get(pod.node) if pod.node else None
         message = policy.exec_format_message(
@@ -466,6 +471,7 @@ class Auditor:
             held,
             pod.node or "(none)",
             node.platform if node is not None and node.known else None,
+            unknown_because,
         )
         if self.poster is not None:
             self.poster.post(self._target(pod), "Warning", "ExecFormatError", message)

@@ -189,7 +189,9 @@ def run_load(
         rate=10,
     ) as load:
         time.sleep(settle)
+        began = time.monotonic()
         action()
+        load.report.action = (began - load.started, time.monotonic() - load.started)
         time.sleep(settle)
     after = apiserver_webhook_counts(cluster, release)
     return load.report, {k: after[k] - before[k] for k in before}
@@ -200,10 +202,17 @@ def assert_nothing_lost(
     what: str,
     report: LoadReport,
     apiserver: dict[str, float],
+    release: Release,
 ) -> None:
     """Every request answered by archwarden itself; the API server saw no miss either."""
     say(capsys, f"{what}: {report.summary()}; API server: {apiserver}")
-    assert report.failures == []
+    if report.failures:
+        shown = "\n".join([*report.failures[:3], "...", *report.failures[-2:]])
+        pytest.fail(
+            f"{len(report.failures)} of {report.sent} requests failed (the action ran from "
+            f"+{report.action[0]:.1f}s to +{report.action[1]:.1f}s):\n{shown}\n"
+            f"{release.describe()}"
+        )
     assert report.answered == report.sent > 30
     assert apiserver["fail_open"] == 0
     assert apiserver["rejected_without_answer"] == 0
@@ -237,7 +246,7 @@ def test_a_replica_killed_mid_load_loses_no_admission(
         )
 
     report, apiserver = run_load(cluster, release, images, namespace, kill)
-    assert_nothing_lost(capsys, f"replica {victim} killed under load", report, apiserver)
+    assert_nothing_lost(capsys, f"replica {victim} killed under load", report, apiserver, release)
 
 
 def test_helm_upgrade_rolls_both_replicas_under_load(
@@ -255,7 +264,7 @@ def test_helm_upgrade_rolls_both_replicas_under_load(
         wait_replaced(release, old)
 
     report, apiserver = run_load(cluster, release, images, namespace, upgrade)
-    assert_nothing_lost(capsys, "helm upgrade under load", report, apiserver)
+    assert_nothing_lost(capsys, "helm upgrade under load", report, apiserver, release)
 
 
 def test_uninstall_leaves_no_webhook_behind(

@@ -319,6 +319,30 @@ async def test_an_exec_format_error_of_an_image_never_inspected_names_its_platfo
     assert "supports linux/arm64 only" in message and "not known" not in message
 
 
+async def test_an_exec_format_error_of_an_unreadable_image_says_why() -> None:
+    world = World(["linux/amd64"])
+    world.registry.docs = {}  # the registry has no such repository: 404
+    image = f"{HOST}/team/gone:1"
+    world.add(deployment("gone", image))
+    failing = pod(
+        "gone-abc-1",
+        image,
+        "linux-amd64",
+        "gone-6c9",
+        containerStatuses=[
+            {"name": "app", "lastState": {"terminated": {"message": "exec format error"}}}
+        ],
+    )
+    world.auditor.pod_changed(None, pod_store.project(failing))
+    for _ in range(100):
+        if world.poster.reasons("ExecFormatError"):
+            break
+        await asyncio.sleep(0.01)
+    [(_kind, _name, _reason, message)] = world.poster.reasons("ExecFormatError")
+    assert f"{image}) failed with exec format error" in message
+    assert "its platforms could not be read: " in message and HOST in message
+
+
 async def test_a_pod_pending_on_an_arch_pin_is_explained() -> None:
     world = World(["linux/amd64", "linux/amd64"])
     world.registry.docs = {"team/web": _index("amd64", "arm64")}

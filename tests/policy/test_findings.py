@@ -51,3 +51,5 @@ def test_exec_format_errors_are_recognised_and_explained() -> None:
     assert lied.endswith("so its binary does not match what the image says")
     unknown = policy.exec_format_message("c", "reg/x:1", None, "n1", None)
     assert unknown.endswith("on node n1: its platforms are not known to archwarden")
+    unread = policy.exec_format_message("c", "reg/x:1", None, "n1", None, "registry reg: 503")
+    assert unread.endswith("on node n1: its platforms could not be read: registry reg: 503")

@@ -37,6 +37,8 @@ class LoadReport:
     admitted: int = 0
     failures: list[str] = dataclasses.field(default_factory=list)
     latencies: list[float] = dataclasses.field(default_factory=list)
+    action: tuple[float, float] = (0.0, 0.0)
+    """When the action under test ran, in seconds after the load began."""
 
     @property
     def answered(self) -> int:
@@ -76,6 +78,8 @@ class AdmissionLoad:
         self._thread = threading.Thread(target=self._run, name="admission-load", daemon=True)
         self._tmp = tempfile.TemporaryDirectory(prefix="admission-load-")
         self._client = self._client_from(kubeconfig)
+        self.started = time.monotonic()
+        """When the load began (time.monotonic())."""
 
     def _client_from(self, kubeconfig: Path) -> httpx.Client:
         config = yaml.safe_load(kubeconfig.read_text())
@@ -115,6 +119,7 @@ class AdmissionLoad:
 
     def _one(self, deny: bool) -> None:
         started = time.monotonic()
+        offset = started - self.started
         try:
             response = self._client.post(
                 f"/api/v1/namespaces/{self.namespace}/pods",
@@ -132,7 +137,8 @@ class AdmissionLoad:
             elif outcome == "admitted":
                 self.report.admitted += 1
             else:
-                self.report.failures.append(outcome)
+                # When it happened (seconds after the load began) tells an outage from a blip.
+                self.report.failures.append(f"+{offset:.1f}s {outcome}")
 
     @staticmethod
     def _classify(deny: bool, response: httpx.Response) -> str:
@@ -148,7 +154,13 @@ class AdmissionLoad:
             annotations = (response.json().get("metadata") or {}).get("annotations") or {}
             if PLATFORMS_ANNOTATION in annotations:
                 return "admitted"
-        return f"HTTP {response.status_code}: {text[:300]}"
+        try:
+            message = str(response.json().get("message", text))
+        except ValueError:
+            message = text
+        # The API server's reason comes last ("...: context deadline exceeded").
+        shown = message if len(message) <= 300 else f"{message[:100]} ... {message[-200:]}"
+        return f"HTTP {response.status_code}: {shown}"
 
     def _run(self) -> None:
         interval = 1.0 / self.rate
@@ -163,6 +175,7 @@ class AdmissionLoad:
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
     def __enter__(self) -> AdmissionLoad:
+        self.started = time.monotonic()
         self._thread.start()
         return self
 

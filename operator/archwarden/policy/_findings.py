@@ -73,10 +73,14 @@ def exec_format_message(
     image_platforms: Sequence[platforms.Platform] | None,
     node: str,
     node_platform: platforms.Platform | None,
+    unknown_because: str | None = None,
 ) -> str:
+    """``unknown_because``: when the image's platforms are unknown, the registry's error."""
     where = f"node {node} ({_messages.show(node_platform)})" if node_platform else f"node {node}"
     if image_platforms is None:
         said = "its platforms are not known to archwarden"
+        if unknown_because:
+            said = f"its platforms could not be read: {unknown_because}"
     else:
         said = f"the image says it {_messages.supports(image_platforms)}"
         if node_platform is not None and any(
