@@ -435,7 +435,10 @@ def soak(args: argparse.Namespace, cluster: LocalCluster, proc: Process) -> None
                     await api.call("DELETE", f"/api/v1/nodes/{added.pop(0)}")
                 else:
                     name = scale_node(step % args.nodes)["metadata"]["name"]
-                    patch = {"metadata": {"labels": {"bench/churn": str(step)}}}
+                    # A few values in turn: the cluster itself stays the same size, so any
+                    # growth is archwarden's (a new value per step would grow the cluster's
+                    # own state, one node class per relabelled node).
+                    patch = {"metadata": {"labels": {"bench/churn": str(step % 5)}}}
                     await api.call(
                         "PATCH", f"/api/v1/nodes/{name}", patch, "application/merge-patch+json"
                     )
@@ -451,9 +454,23 @@ def soak(args: argparse.Namespace, cluster: LocalCluster, proc: Process) -> None
     print(
         f"RSS: {samples[0][1]:.0f} MB at start, {sum(first) / len(first):.0f} MB over the first "
         f"minute, {sum(last) / len(last):.0f} MB over the last, "
-        f"max {max(r for _, r in samples):.0f} MB ({len(samples)} samples)",
+        f"max {max(r for _, r in samples):.0f} MB ({len(samples)} samples); trend over the "
+        f"second half {slope(samples[len(samples) // 2 :]) * 60:+.2f} MB/min",
         flush=True,
     )
+    print("RSS samples (s, MB): " + " ".join(f"{t:.0f}:{r:.1f}" for t, r in samples), flush=True)
+
+
+def slope(samples: list[tuple[float, float]]) -> float:
+    """Least-squares MB per second: bounded caches filling up early do not count as a leak;
+    a leak keeps the second half rising."""
+    if len(samples) < 2:
+        return 0.0
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_r = sum(r for _, r in samples) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in samples)
+    return sum((t - mean_t) * (r - mean_r) for t, r in samples) / spread if spread else 0.0
 
 
 if __name__ == "__main__":
