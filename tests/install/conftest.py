@@ -12,6 +12,8 @@ import os
 import re
 import secrets
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +160,112 @@ class Release:
             f"app.kubernetes.io/instance={self.name}",
             check=False,
         )
-        return f"{out.stdout}{out.stderr}\n--- logs ---\n{logs.stdout}{logs.stderr}"
+        previous = self.cluster.kubectl(
+            "-n",
+            self.namespace,
+            "logs",
+            "--previous",
+            "--tail=30",
+            "--prefix",
+            "-l",
+            f"app.kubernetes.io/instance={self.name}",
+            check=False,
+        )
+        return (
+            f"{out.stdout}{out.stderr}\n--- logs ---\n{logs.stdout}{logs.stderr}"
+            f"\n--- logs of restarted containers ---\n{previous.stdout}{previous.stderr}"
+            f"\n--- archwarden processes on this machine ---\n{_processes()}"
+        )
+
+
+class ProcessSampler:
+    """Once a second, for each archwarden process in a pod of the real node: its state, the
+    kernel function it sleeps in and the CPU seconds it used since the last sample. Kept as
+    text lines for a failure message (a replica that stops answering is starved, blocked in
+    a system call, or busy in its own code: these tell which)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="process-sampler", daemon=True)
+        self._cpu: dict[str, float] = {}
+
+    def __enter__(self) -> ProcessSampler:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while not self._stop.wait(1.0):
+            cells = []
+            for pid in _archwarden_pids():
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    wchan = Path(f"/proc/{pid}/wchan").read_text().strip() or "-"
+                except OSError:
+                    continue
+                cpu = (int(stat[11]) + int(stat[12])) / tick
+                used = cpu - self._cpu.get(pid, cpu)
+                self._cpu[pid] = cpu
+                cells.append(f"{pid} {stat[0]} {wchan} +{used:.2f}s")
+            self.lines.append(f"+{time.monotonic() - self._started:.0f}s " + ", ".join(cells))
+
+
+def _archwarden_pids() -> list[str]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            groups = (proc / "cgroup").read_text()
+        except OSError:
+            continue
+        if b"archwarden" in cmdline and b"python" in cmdline and "kubepods" in groups:
+            pids.append(proc.name)
+    return pids
+
+
+def _processes() -> str:
+    """Each archwarden process in a pod of the real node: its memory and CPU cgroup figures
+    (a replica that stops answering is either starved, throttled or stuck in its own code)."""
+    lines = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            groups = dict(
+                line.split(":", 2)[1:] for line in (proc / "cgroup").read_text().splitlines()
+            )
+            status = (proc / "status").read_text()
+        except (OSError, ValueError):
+            continue
+        if "archwarden" not in cmdline or "kubepods" not in "".join(groups.values()):
+            continue
+        rss = next((x.split()[1] for x in status.splitlines() if x.startswith("VmRSS")), "?")
+        state = next((x.split()[1] for x in status.splitlines() if x.startswith("State")), "?")
+        figures = [f"pid {proc.name} state {state} rss {rss} kB"]
+        for controller, files in (
+            ("memory", ("memory.usage_in_bytes", "memory.limit_in_bytes", "memory.failcnt")),
+            ("cpu,cpuacct", ("cpu.stat",)),
+            ("memory", ("memory.current", "memory.max", "memory.events")),
+            ("", ("cpu.stat", "memory.pressure", "cpu.pressure")),
+        ):
+            base = Path("/sys/fs/cgroup") / controller if controller else Path("/sys/fs/cgroup")
+            group = groups.get(controller, "")
+            for name in files:
+                path = base / group.lstrip("/") / name
+                if path.is_file():
+                    text = path.read_text().split()
+                    figures.append(f"{name}: {' '.join(text)}")
+        lines.append("; ".join(figures))
+    return "\n".join(lines) or "(none found)"
 
 
 def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:

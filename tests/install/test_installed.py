@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.cluster.cluster import LocalCluster
-from tests.install.conftest import Images, Release, apiserver_webhook_counts
+from tests.install.conftest import Images, ProcessSampler, Release, apiserver_webhook_counts
 from tests.support.admission_load import AdmissionLoad, LoadReport
 
 pytestmark = pytest.mark.install
@@ -181,18 +181,22 @@ def run_load(
     settle: float = 3.0,
 ) -> tuple[LoadReport, dict[str, float]]:
     before = apiserver_webhook_counts(cluster, release)
-    with AdmissionLoad(
-        cluster.kubeconfig,
-        namespace,
-        deny_image=images.amd64_only,
-        admit_image=images.multi,
-        rate=10,
-    ) as load:
+    with (
+        ProcessSampler() as sampler,
+        AdmissionLoad(
+            cluster.kubeconfig,
+            namespace,
+            deny_image=images.amd64_only,
+            admit_image=images.multi,
+            rate=10,
+        ) as load,
+    ):
         time.sleep(settle)
         began = time.monotonic()
         action()
         load.report.action = (began - load.started, time.monotonic() - load.started)
         time.sleep(settle)
+    load.report.processes = sampler.lines
     after = apiserver_webhook_counts(cluster, release)
     return load.report, {k: after[k] - before[k] for k in before}
 
@@ -211,7 +215,8 @@ def assert_nothing_lost(
         pytest.fail(
             f"{len(report.failures)} of {report.sent} requests failed (the action ran from "
             f"+{report.action[0]:.1f}s to +{report.action[1]:.1f}s):\n{shown}\n"
-            f"{release.describe()}"
+            f"{release.describe()}\n--- archwarden processes each second (pid, state, kernel "
+            f"wait, CPU used) ---\n" + "\n".join(report.processes)
         )
     assert report.answered == report.sent > 30
     assert apiserver["fail_open"] == 0

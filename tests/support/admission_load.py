@@ -39,6 +39,8 @@ class LoadReport:
     latencies: list[float] = dataclasses.field(default_factory=list)
     action: tuple[float, float] = (0.0, 0.0)
     """When the action under test ran, in seconds after the load began."""
+    processes: list[str] = dataclasses.field(default_factory=list)
+    """What the server processes did meanwhile, as the test sampled them."""
 
     @property
     def answered(self) -> int:
