@@ -1,8 +1,9 @@
 """archwarden on a real control plane with thousands of kwok nodes (issue: cluster scale).
 
 Run: `.venv/bin/python bench/scale_cluster.py [--nodes 5000] [--deployments 2000]
-[--replicas 5] [--soak 600]`. Brings up its own local cluster (state in `.cluster-bench/`, no
-real node) and a registry, and measures `archwarden run --dev` side by side:
+[--replicas 5] [--soak 600]` (`--deployments 0` skips the drain). Brings up its own local
+cluster (state in `.cluster-bench/`, no real node) and a registry, and measures
+`archwarden run --dev` side by side:
 
 1. the 6-node cluster of `hack/cluster/nodes.yaml`: ready time, RSS, warm review p50;
 2. plus N kwok nodes (3 zones; 50% amd64, 40% arm64, 10% ppc64le, labelled like kubelets'
@@ -283,7 +284,8 @@ def run(
     with archwarden(workdir / "aN", cluster, config) as (process, proc, ready):
         figures[str(args.nodes + 9)] = measure_running(process, proc, ready, body, args.idle)
         print_figures(figures)
-        drain(args, cluster, process, proc, host)
+        if args.deployments > 0:  # 0: the node figures and the soak only
+            drain(args, cluster, process, proc, host)
         soak(args, cluster, proc)
 
 

@@ -19,6 +19,7 @@
 
 NODE_NAME=archwarden-node
 NODE_BRIDGE=awbr0
+NODE_BRIDGE_MAC=02:61:77:00:00:01
 NODE_IP=10.77.0.1
 POD_SUBNET=10.77.0.0/16
 SERVICE_IP=10.96.0.1
@@ -63,8 +64,11 @@ node_up() {
 	for d in $NODE_FIXED_PATHS; do [ -e "$d" ] || echo "$d" >>"$n/created"; done
 	touch "$n/created"
 
-	# The bridge: our addresses, no forwarding, no NAT.
-	ip link add "$NODE_BRIDGE" type bridge
+	# The bridge: our addresses, no forwarding, no NAT. Its own MAC address (locally
+	# administered): a bridge without one takes the lowest of its ports', so a pod's veth coming
+	# or going could change it, and every pod would send to the old one (its ARP entry for the
+	# host) until that entry went stale: half a minute in which no pod answered the API server.
+	ip link add "$NODE_BRIDGE" address "$NODE_BRIDGE_MAC" type bridge
 	# The owner, by state directory: another cluster's down.sh must not take our bridge.
 	ip link set "$NODE_BRIDGE" alias "archwarden:$STATE"
 	ip addr add "$NODE_IP/16" dev "$NODE_BRIDGE"

@@ -59,6 +59,27 @@ def test_the_real_node_is_ready_tainted_and_real(cluster: LocalCluster) -> None:
     assert "kwok.x-k8s.io/node" not in (node["metadata"].get("annotations") or {})
 
 
+def test_the_pod_bridge_keeps_its_mac_address_as_ports_come_and_go(cluster: LocalCluster) -> None:
+    # A bridge whose address the kernel chose takes the lowest of its ports' addresses: a pod
+    # veth added or removed would change it, and pods would talk to the old one (their ARP entry
+    # for the host) for half a minute. A port with the lowest possible address must not move it.
+    bridge = Path("/sys/class/net/awbr0")
+    before = (bridge / "address").read_text().strip()
+    assert (bridge / "addr_assign_type").read_text().strip() == "3"  # NET_ADDR_SET: ours
+    port = "awmactest0"
+    subprocess.run(
+        ["ip", "link", "add", port, "address", "00:00:00:00:00:01", "type", "veth",
+         "peer", "name", port + "p"],
+        check=True,
+    )  # fmt: skip
+    try:
+        subprocess.run(["ip", "link", "set", port, "master", "awbr0"], check=True)
+        assert (bridge / "address").read_text().strip() == before
+    finally:
+        subprocess.run(["ip", "link", "del", port], check=True)
+    assert (bridge / "address").read_text().strip() == before
+
+
 def test_a_pod_runs_there_from_the_cluster_registry(cluster: LocalCluster, namespace: str) -> None:
     pause = f"{cluster.registry}/archwarden/pause:catatonit"
     cluster.kubectl(
