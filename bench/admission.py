@@ -452,6 +452,11 @@ async def measure(setup: Setup) -> None:
             target.name: [wrk(target.url, warm_pod) for _ in range(WRK_ROUNDS)]
             for target in (archwarden, baseline)
         }
+        # Alternating servers at each rate, after the Python generator has gone quiet.
+        steady: dict[str, dict[int, Steady]] = {t.name: {} for t in (archwarden, baseline)}
+        for rate in VEGETA_RATES:
+            for target in (archwarden, baseline):
+                steady[target.name][rate] = vegeta(target.url, warm_pod, rate)
 
     print(
         f"\nwarm cache (registry requests by archwarden during the warm runs: "
@@ -509,6 +514,21 @@ async def measure(setup: Setup) -> None:
     print(
         f"  archwarden / baseline throughput: {best['archwarden'].rate / best['baseline'].rate:.2f}"
     )
+
+    print(
+        f"\nopen loop by vegeta (Go; {VEGETA_SECONDS:g} s per rate and server, keep-alive, at most "
+        f"{VEGETA_CONNECTIONS} connections; latency of each request from when it was sent)"
+    )
+    print(
+        f"{'rate/s':>6}  {'archwarden p50/p99/max ms':>26} {'sent/s':>6} {'ok':>6}"
+        f"  {'baseline p50/p99/max ms':>24} {'sent/s':>6} {'ok':>6}"
+    )
+    for rate in VEGETA_RATES:
+        ours, bare = steady["archwarden"][rate], steady["baseline"][rate]
+        print(
+            f"{rate:>6}  {ours.figures():>26} {ours.rate:>6.0f} {ours.success:>6.1%}"
+            f"  {bare.figures():>24} {bare.rate:>6.0f} {bare.success:>6.1%}"
+        )
 
     print(
         f"\ncold cache: {COLD_TRIALS} trials, each with fresh images (per side: 3 multi-arch "
@@ -612,6 +632,65 @@ def wrk(url: str, body: bytes) -> Saturated:
         return float(value[: -len(unit)]) * scale
 
     return Saturated(rate, percentile("50"), percentile("99"))
+
+
+VEGETA_RATES = (50, 200, 500)
+VEGETA_SECONDS = 10.0
+VEGETA_CONNECTIONS = 8
+
+
+@dataclass
+class Steady:
+    p50: float
+    p99: float
+    max: float
+    success: float
+    rate: float
+
+    def figures(self) -> str:
+        return f"{ms(self.p50)}/{ms(self.p99)}/{ms(self.max)}"
+
+
+def vegeta_binary() -> str:
+    """The pinned vegeta, built from its Go module into the tools cache when missing."""
+    env = {**os.environ, "ARCHWARDEN_BUILD_ONLY": "vegeta"}
+    out = subprocess.run(
+        [str(Path(__file__).resolve().parent.parent / "hack/cluster/build.sh"), "--print"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for line in out.splitlines():
+        if line.startswith("VEGETA_BIN="):
+            return str(Path(line.partition("=")[2]) / "vegeta")
+    raise RuntimeError("build.sh printed no VEGETA_BIN")
+
+
+def vegeta(url: str, body: bytes, rate: int) -> Steady:
+    """Open loop at ``rate`` requests/s: vegeta sends on schedule whatever the server does
+    (starting more workers, up to 64, while answers are slow) and times each request from
+    when it was sent."""
+    binary = vegeta_binary()
+    with tempfile.TemporaryDirectory(prefix="archwarden-vegeta-") as tmp:
+        (Path(tmp) / "body.json").write_bytes(body.replace(b"__UID__", uuid.uuid4().hex.encode()))
+        targets = Path(tmp) / "targets.txt"
+        targets.write_text(
+            f"POST {url}\nContent-Type: application/json\n@{Path(tmp) / 'body.json'}\n"
+        )
+        attack = subprocess.run(
+            [binary, "attack", f"-targets={targets}", f"-rate={rate}/1s",
+             f"-duration={VEGETA_SECONDS:g}s", "-insecure", "-http2=false", "-keepalive=true",
+             f"-connections={VEGETA_CONNECTIONS}", "-workers=4", "-max-workers=64",
+             "-timeout=10s"],
+            capture_output=True, check=True, timeout=VEGETA_SECONDS + 30,
+        )  # fmt: skip
+        report = subprocess.run(
+            [binary, "report", "-type=json"], input=attack.stdout, capture_output=True, check=True
+        )
+    figures = json.loads(report.stdout)
+    latencies = figures["latencies"]
+    return Steady(
+        latencies["50th"] / 1e9, latencies["99th"] / 1e9, latencies["max"] / 1e9,
+        float(figures["success"]), float(figures["rate"]),
+    )  # fmt: skip
 
 
 def interrupted(signum: int, frame: object) -> None:

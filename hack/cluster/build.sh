@@ -15,7 +15,7 @@
 # ARCHWARDEN_PRUNE_GO=1 deletes the Go module and build caches afterwards (only bin/ is needed).
 #
 # Versions come from the pinned wrapper modules next to this script (kube/, etcd/, kwok/, helm/,
-# containerd/, promtool/, helm-docs/):
+# containerd/, promtool/, helm-docs/, vegeta/):
 # their go.mod/go.sum are committed; builds run with -mod=readonly, so the pins are verified.
 set -euo pipefail
 
@@ -39,6 +39,7 @@ HELM_VERSION=$(pinned helm helm.sh/helm/v3)
 CONTAINERD_VERSION=$(pinned containerd github.com/containerd/containerd/v2)
 PROMTOOL_VERSION=$(pinned promtool github.com/prometheus/prometheus)
 HELM_DOCS_VERSION=$(pinned helm-docs github.com/norwoodj/helm-docs)
+VEGETA_VERSION=$(pinned vegeta github.com/tsenart/vegeta/v12)
 # helm's own Makefile stamps the Kubernetes version of its client-go (v0.X.Y -> 1.X) into the
 # binary: without it `helm template` and `helm lint` assume v1.20 for .Capabilities.KubeVersion
 # (and for chart kubeVersion checks and deprecation lints). The stamped version is part of the
@@ -51,6 +52,7 @@ KWOK_DIR=$BIN_ROOT/kwok-$KWOK_VERSION
 HELM_DIR=$BIN_ROOT/helm-$HELM_VERSION-k8s1.$HELM_K8S_MINOR
 PROMTOOL_DIR=$BIN_ROOT/promtool-$PROMTOOL_VERSION
 HELM_DOCS_DIR=$BIN_ROOT/helm-docs-$HELM_DOCS_VERSION
+VEGETA_DIR=$BIN_ROOT/vegeta-$VEGETA_VERSION
 # The kubelet has a directory of its own so that a cache holding the control plane alone is
 # completed by one short build instead of rebuilding everything.
 KUBELET_DIR=$BIN_ROOT/kubelet-$KUBE_VERSION
@@ -197,6 +199,16 @@ build_helmdocs() {
 		github.com/norwoodj/helm-docs/cmd/helm-docs
 }
 
+# vegeta: the benches' open-loop HTTP load (a constant request rate whatever the server does,
+# latency per request), which a Python generator on the same two cores cannot offer below a
+# few milliseconds of its own jitter.
+build_vegeta() {
+	have_all "$VEGETA_DIR" vegeta && return 0
+	go_env
+	build_into "$VEGETA_DIR" vegeta -ldflags "-s -w -X main.Version=$VEGETA_VERSION" \
+		github.com/tsenart/vegeta/v12
+}
+
 main() {
 	local t only=${ARCHWARDEN_BUILD_ONLY:-kube etcd kwok helm kubelet containerd}
 	for t in $only; do "build_$t"; done
@@ -209,7 +221,8 @@ main() {
 	fi
 	printf 'KUBE_BIN=%s\nETCD_BIN=%s\nKWOK_BIN=%s\nHELM_BIN=%s\nKUBELET_BIN=%s\nCONTAINERD_BIN=%s\n' \
 		"$KUBE_DIR" "$ETCD_DIR" "$KWOK_DIR" "$HELM_DIR" "$KUBELET_DIR" "$CONTAINERD_DIR"
-	printf 'PROMTOOL_BIN=%s\nHELM_DOCS_BIN=%s\n' "$PROMTOOL_DIR" "$HELM_DOCS_DIR"
+	printf 'PROMTOOL_BIN=%s\nHELM_DOCS_BIN=%s\nVEGETA_BIN=%s\n' "$PROMTOOL_DIR" "$HELM_DOCS_DIR" \
+		"$VEGETA_DIR"
 }
 
 # Everything is parsed before anything runs, so editing this file during a long build is safe.
