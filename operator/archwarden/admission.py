@@ -32,6 +32,10 @@ LABEL_MODE = "archwarden.io/mode"
 CredentialsFn = Callable[
     [str, Iterable[str], str], Awaitable[tuple[registry.CredentialStore, list[str]]]
 ]
+HeldCredentialsFn = Callable[
+    [str, Iterable[str], str], tuple[registry.CredentialStore, list[str]] | None
+]
+"""``credentials``' answer from its caches alone, or None when it must read something."""
 ExistsFn = Callable[[Mapping[str, Any]], Awaitable[bool]]
 
 CREATE_SETTLE_SECONDS = 1.0
@@ -87,6 +91,7 @@ class Admission:
         *,
         capacity: Callable[[], policy.Provisionable] = tuple,
         credentials: CredentialsFn | None = None,
+        held_credentials: HeldCredentialsFn | None = None,
         namespace_mode: Callable[[str], str | None] = lambda _ns: None,
         namespace_allows_skip: Callable[[str], bool] = lambda _ns: False,
         meters: metrics.Metrics | None = None,
@@ -99,6 +104,7 @@ class Admission:
         self.nodes = nodes
         self.capacity = capacity
         self.credentials = credentials
+        self.held_credentials = held_credentials
         self.namespace_mode = namespace_mode
         self.namespace_allows_skip = namespace_allows_skip
         self.metrics = meters or metrics.Metrics()
@@ -147,6 +153,8 @@ class Admission:
                 continue  # answered below, with the reason
             if held is not None:
                 result[image] = held.platforms
+        if len(result) == len(images):
+            return result
         slots = asyncio.Semaphore(self.config.limits.max_concurrent_resolutions)
 
         async def one(image: str) -> None:
@@ -240,6 +248,8 @@ class Admission:
         ).inc()
         if not outcome.allowed:
             self.metrics.admission_denials.labels(webhook, outcome.reason or "Unknown").inc()
+        if authenticated == outcome.authenticated:
+            return outcome
         return dataclasses.replace(outcome, authenticated=authenticated)
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -331,7 +341,16 @@ class Admission:
         deadline = loop.time() + budget
         problems: list[str] = []
         creds: registry.CredentialStore | None = None
-        if self.credentials is not None:
+        held = (
+            self.held_credentials(
+                namespace, workload.template.image_pull_secrets, workload.template.service_account
+            )
+            if self.held_credentials is not None
+            else None
+        )
+        if held is not None:
+            creds, problems = held  # all cached: no timer, no await
+        elif self.credentials is not None:
             # Inside the budget, and at most half of it, so registries keep time to answer: a
             # review past the API server's timeout is admitted unchecked.
             secrets_budget = budget / 2
@@ -473,7 +492,7 @@ class Admission:
             )
             held = self._decisions.get(key)
             if held is not None:
-                self.metrics.decision_cache.labels("hit").inc()
+                self._child(self.metrics.decision_cache, "hit").inc()
                 return held
         decision = policy.decide(
             workload,
@@ -485,7 +504,7 @@ class Admission:
             capacity=capacity,
         )
         if key is not None:
-            self.metrics.decision_cache.labels("miss").inc()
+            self._child(self.metrics.decision_cache, "miss").inc()
             self._decisions[key] = decision
         return decision
 

@@ -387,6 +387,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         resolver,
         rt.inventory,
         credentials=secrets.for_pod,
+        held_credentials=secrets.held,
         namespace_mode=rt.namespace_modes.get,
         namespace_allows_skip=rt.skip_namespaces.__contains__,
         meters=rt.metrics,

@@ -126,3 +126,31 @@ async def test_missing_secrets_are_remembered_briefly() -> None:
     store, problems = await secrets.for_pod("team", ["late"], "default")
     assert problems == [] and store.lookup("r.example").username == "late"  # type: ignore[union-attr]
     assert kube_secrets.MISSING_TTL < kube_secrets.SECRET_TTL
+
+
+async def test_held_answers_from_the_caches_exactly_as_for_pod_and_none_before() -> None:
+    reader = FakeReader()
+    reader.secrets[("infra", "global")] = dockerconfig("r.example", "global", "g-pass")
+    reader.secrets[("team", "sa-cred")] = dockerconfig("r.example", "sa", "s-pass")
+    reader.accounts[("team", "builder")] = {"imagePullSecrets": [{"name": "sa-cred"}]}
+    secrets = kube.PullSecrets(reader, "infra/global", max_secrets=2)  # type: ignore[arg-type]
+    asked = ("team", ["absent", "sa-cred", "third"], "builder")
+    assert secrets.held(*asked) is None  # nothing read yet: the caller must await for_pod
+    read, read_problems = await secrets.for_pod(*asked)
+    calls = reader.calls
+    held = secrets.held(*asked)
+    assert held is not None and reader.calls == calls
+    store, problems = held
+    assert (
+        problems
+        == read_problems
+        == [
+            "only the first 2 of 3 pull secrets were read",
+            "pull secret team/absent not found",
+        ]
+    )
+    assert store.lookup("r.example").username == read.lookup("r.example").username == "sa"  # type: ignore[union-attr]
+    # Another account, not read yet: not held, whatever else is cached.
+    assert secrets.held("team", [], "default") is None
+    assert secrets.held("team", ["absent"], "builder") is not None  # both known
+    assert secrets.held("team", ["sa-cred", "new"], "builder") is None

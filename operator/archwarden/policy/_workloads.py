@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -112,9 +113,9 @@ class PodTemplate:
     node_name: str = ""
     """``spec.nodeName``: a pod bound to a node bypasses the scheduler."""
 
-    @property
+    @functools.cached_property
     def images(self) -> tuple[str, ...]:
-        """Distinct images in container order."""
+        """Distinct images in container order (read several times per review)."""
         return tuple(dict.fromkeys(c.image for c in self.containers))
 
 
