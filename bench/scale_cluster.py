@@ -38,6 +38,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.admission import baseline_server
 from tests.cluster.cluster import LocalCluster, node_manifest
 from tests.support.archwarden import ArchwardenProcess
 from tests.support.images import Seeder
@@ -201,12 +202,15 @@ def measure_running(
 ) -> dict[str, float]:
     time.sleep(5)  # let start-up work (first re-evaluation) finish
     url = f"https://127.0.0.1:{process.webhook_port}/validate-deployments"
-    return {
-        "ready": ready,
-        "rss": proc.rss_mb(),
-        "p50": wrk_p50(url, body),
-        "idle cpu": proc.cpu_share(idle_seconds),
-    }
+    figures = {"ready": ready, "rss": proc.rss_mb(), "p50": wrk_p50(url, body)}
+    # The bare aiohttp TLS server of bench/admission.py, same certificate and body, measured
+    # right after: what the machine itself (a control plane busy with thousands of kwok
+    # nodes' heartbeats on the same two cores) adds to any server's latency.
+    dev = process.workdir / "dev"
+    with baseline_server(dev / "tls.crt", dev / "tls.key") as baseline_url:
+        figures["bare p50"] = wrk_p50(baseline_url, body)
+    figures["idle cpu"] = proc.cpu_share(idle_seconds)
+    return figures
 
 
 def metric(process: Any, name: str, **labels: str) -> float:
@@ -286,7 +290,7 @@ def run(
         print_figures(figures)
         if args.deployments > 0:  # 0: the node figures and the soak only
             drain(args, cluster, process, proc, host)
-        soak(args, cluster, proc)
+        soak(args, cluster, process, proc)
 
 
 def ready_nodes(cluster: LocalCluster) -> int:
@@ -309,16 +313,26 @@ def print_figures(figures: dict[str, dict[str, float]]) -> None:
     base = figures["6"]
     print(
         f"\n{'nodes':>6} {'ready':>16} {'RSS':>18} {'warm p50 (wrk -c1)':>22} "
-        f"{'CPU idle (heartbeats)':>22}"
+        f"{'bare server p50':>20} {'CPU idle (heartbeats)':>22}"
     )
     for nodes, f in figures.items():
         print(
             f"{nodes:>6} {f['ready']:>8.1f} s x{f['ready'] / base['ready']:<5.1f}"
             f" {f['rss']:>8.0f} MB x{f['rss'] / base['rss']:<5.2f}"
             f" {f['p50'] * 1e3:>10.2f} ms x{f['p50'] / base['p50']:<5.2f}"
+            f" {f['bare p50'] * 1e3:>8.2f} ms x{f['bare p50'] / base['bare p50']:<5.2f}"
             f" {f['idle cpu'] * 100:>14.1f} % of a core",
             flush=True,
         )
+    last = figures[max(figures, key=int)]
+    print(
+        "warm p50 against the bare server's in the same moment: "
+        + ", ".join(f"{n} nodes {f['p50'] / f['bare p50']:.2f}x" for n, f in figures.items())
+        + f"; archwarden's own factor {last['p50'] / last['bare p50']:.2f}"
+        f" / {base['p50'] / base['bare p50']:.2f} ="
+        f" {(last['p50'] / last['bare p50']) / (base['p50'] / base['bare p50']):.2f}",
+        flush=True,
+    )
 
 
 def drain(
@@ -414,12 +428,14 @@ def drain(
     )
 
 
-def soak(args: argparse.Namespace, cluster: LocalCluster, proc: Process) -> None:
+def soak(args: argparse.Namespace, cluster: LocalCluster, process: Any, proc: Process) -> None:
     if args.soak <= 0:
         return
     print(
         f"\nsoak: {args.soak:.0f} s, one node added, removed or relabelled per second", flush=True
     )
+
+    sent = [0]
 
     async def churn() -> list[tuple[float, float]]:
         samples = [(0.0, proc.rss_mb())]
@@ -445,12 +461,16 @@ def soak(args: argparse.Namespace, cluster: LocalCluster, proc: Process) -> None
                         "PATCH", f"/api/v1/nodes/{name}", patch, "application/merge-patch+json"
                     )
                 step += 1
+                sent[0] = step
                 if step % 10 == 0:
                     samples.append((elapsed, proc.rss_mb()))
                 await asyncio.sleep(max(0.0, started + step - time.monotonic()))
         return samples
 
+    changes_before = metric(process, "archwarden_node_changes_total")
     samples = asyncio.run(churn())
+    time.sleep(2)  # the last changes reach archwarden
+    changes = metric(process, "archwarden_node_changes_total") - changes_before
     first = [r for t, r in samples if t <= 60]
     last = [r for t, r in samples if t >= samples[-1][0] - 60]
     print(
@@ -458,6 +478,11 @@ def soak(args: argparse.Namespace, cluster: LocalCluster, proc: Process) -> None
         f"minute, {sum(last) / len(last):.0f} MB over the last, "
         f"max {max(r for _, r in samples):.0f} MB ({len(samples)} samples); trend over the "
         f"second half {slope(samples[len(samples) // 2 :]) * 60:+.2f} MB/min",
+        flush=True,
+    )
+    print(
+        f"node changes archwarden saw during the soak: {changes:.0f} of {sent[0]} made"
+        " (archwarden_node_changes_total: heartbeats not counted)",
         flush=True,
     )
     print("RSS samples (s, MB): " + " ".join(f"{t:.0f}:{r:.1f}" for t, r in samples), flush=True)

@@ -178,6 +178,7 @@ class Runtime:
     def _node_changed(self, name: str, node: policy.Node | None) -> None:
         if not self.note_node(name, node):
             return  # heartbeats and status noise: nothing a decision depends on changed
+        self.metrics.node_changes.inc()
         platforms = self.nodes.ready_platforms()
         if platforms != self.platform_set and self.platform_set is not None and self.ready.is_set():
             logger.info("node platforms now: %s", ", ".join(sorted(platforms)))

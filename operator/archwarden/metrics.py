@@ -67,6 +67,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.node_changes = prom.Counter(
+            "archwarden_node_changes_total",
+            "Node additions, removals and changes to what decisions read (labels, taints, "
+            "schedulability, readiness, platform); heartbeats and other status noise excluded.",
+            registry=r,
+        )
         self.reevaluated = prom.Counter(
             "archwarden_workloads_reevaluated_total",
             "Workloads judged again after node changes (only those a changed node class concerns).",

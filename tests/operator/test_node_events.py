@@ -23,15 +23,20 @@ async def test_heartbeats_change_nothing_and_real_changes_adjust_counts() -> Non
     rt.reevaluation = None
     snapshot = rt.nodes.nodes()
 
+    changes = rt.metrics.registry.get_sample_value("archwarden_node_changes_total")
+    assert changes == 3
+
     # A heartbeat: the same projection parsed again. No re-evaluation, same snapshot.
     rt.on_node(objects.node("b", "arm64"))
     assert rt.reevaluation is None and rt.nodes.nodes() is snapshot
+    assert rt.metrics.registry.get_sample_value("archwarden_node_changes_total") == 3
 
     # The only amd64 node goes: its series disappears, the platform set shrinks.
     rt.on_node_deleted(objects.node("a", "amd64"))
     assert _gauge(rt) == {("linux", "arm64"): 2}
     assert rt.platform_set == {"linux/arm64"}
     assert sorted(n.name for n in rt.nodes.nodes()) == ["b", "c"]
+    assert rt.metrics.registry.get_sample_value("archwarden_node_changes_total") == 4
     assert rt.reevaluation is not None
     rt.reevaluation.cancel()
 
