@@ -12,6 +12,10 @@ servers at each rate. Latency is timed from each request's scheduled send time, 
 (or generator) that falls behind is charged for the queue. The highest rate sustained is the
 top of the ladder reached with every step sustained (see ``Step.sustained``).
 
+Then, with the server under test on a core of its own (taskset, all its threads) and the load
+generator on the other: saturated throughput by wrk (closed loop), and latency at 50, 200 and
+500 reviews/s by vegeta (open loop, Go: no generator jitter of a few milliseconds).
+
 Cold: fresh images per trial; one review of a 5-image pod against the slowest of 5 reviews of
 single-image pods, with the local registry as is (archwarden's own CPU dominates) and behind a
 proxy adding 20 ms per request (where concurrent resolution shows). Registry request counts and
@@ -35,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -448,15 +452,21 @@ async def measure(setup: Setup) -> None:
                 await asyncio.sleep(0.5)
 
         warm_requests = (await registry_traffic(plain, metrics_url))[0] - warm_before
-        saturated = {
-            target.name: [wrk(target.url, warm_pod) for _ in range(WRK_ROUNDS)]
-            for target in (archwarden, baseline)
-        }
+        # From here on the server under test has a core of its own and the load generator
+        # the other (the cluster floats): the two servers are measured alike, without the
+        # generator and the server taking turns on one core.
+        saturated: dict[str, list[Saturated]] = {}
+        for target in (archwarden, baseline):
+            with pinned(target.url) as generator:
+                saturated[target.name] = [
+                    wrk(target.url, warm_pod, generator) for _ in range(WRK_ROUNDS)
+                ]
         # Alternating servers at each rate, after the Python generator has gone quiet.
         steady: dict[str, dict[int, Steady]] = {t.name: {} for t in (archwarden, baseline)}
         for rate in VEGETA_RATES:
             for target in (archwarden, baseline):
-                steady[target.name][rate] = vegeta(target.url, warm_pod, rate)
+                with pinned(target.url) as generator:
+                    steady[target.name][rate] = vegeta(target.url, warm_pod, rate, generator)
 
     print(
         f"\nwarm cache (registry requests by archwarden during the warm runs: "
@@ -501,7 +511,8 @@ async def measure(setup: Setup) -> None:
     )
     print(
         f"\nsaturated, closed loop (wrk -t1 -c{WRK_CONNECTIONS}, {WRK_SECONDS} s, same certificate "
-        f"and body; {WRK_ROUNDS} rounds per server, best round)"
+        f"and body; {WRK_ROUNDS} rounds per server, best round; the server on a core of its own, "
+        "wrk on the other)"
     )
     best = {name: max(rounds, key=lambda r: r.rate) for name, rounds in saturated.items()}
     for name, figures in best.items():
@@ -517,7 +528,8 @@ async def measure(setup: Setup) -> None:
 
     print(
         f"\nopen loop by vegeta (Go; {VEGETA_SECONDS:g} s per rate and server, keep-alive, at most "
-        f"{VEGETA_CONNECTIONS} connections; latency of each request from when it was sent)"
+        f"{VEGETA_CONNECTIONS} connections, on one core and the server on the other; latency of "
+        "each request from when it was sent)"
     )
     print(
         f"{'rate/s':>6}  {'archwarden p50/p99/max ms':>26} {'sent/s':>6} {'ok':>6}"
@@ -606,7 +618,32 @@ class Saturated:
     p99: float
 
 
-def wrk(url: str, body: bytes) -> Saturated:
+@contextlib.contextmanager
+def pinned(url: str) -> Iterator[list[str]]:
+    """The process listening on ``url``'s port, all its threads, on the last CPU; yields the
+    command prefix that runs a load generator on the others. Undone on exit."""
+    cpus = os.cpu_count() or 1
+    if cpus < 2:
+        yield []
+        return
+    port = url.split("://", 1)[1].split("/", 1)[0].rpartition(":")[2]
+    listing = subprocess.run(
+        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    pid = listing.partition("pid=")[2].partition(",")[0]
+    if not pid.isdigit():
+        raise RuntimeError(f"no process found listening on port {port}")
+    last, others = str(cpus - 1), f"0-{cpus - 2}"
+    subprocess.run(["taskset", "-a", "-cp", last, pid], capture_output=True, check=True)
+    try:
+        yield ["taskset", "-c", others]
+    finally:
+        subprocess.run(
+            ["taskset", "-a", "-cp", f"0-{cpus - 1}", pid], capture_output=True, check=False
+        )
+
+
+def wrk(url: str, body: bytes, prefix: Sequence[str] = ()) -> Saturated:
     """Closed loop, as fast as the server answers: wrk -t1 -c8 (Debian's wrk, HTTPS)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         text = body.decode()
@@ -619,7 +656,7 @@ def wrk(url: str, body: bytes) -> Saturated:
         script.flush()
         command = ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", "--latency"]
         output = subprocess.run(
-            [*command, "-s", script.name, url], capture_output=True, text=True, check=True
+            [*prefix, *command, "-s", script.name, url], capture_output=True, text=True, check=True
         ).stdout
     rate = float(output.split("Requests/sec:")[1].split()[0])
     if "Non-2xx" in output or "Socket errors" in output:
@@ -664,7 +701,7 @@ def vegeta_binary() -> str:
     raise RuntimeError("build.sh printed no VEGETA_BIN")
 
 
-def vegeta(url: str, body: bytes, rate: int) -> Steady:
+def vegeta(url: str, body: bytes, rate: int, prefix: Sequence[str] = ()) -> Steady:
     """Open loop at ``rate`` requests/s: vegeta sends on schedule whatever the server does
     (starting more workers, up to 64, while answers are slow) and times each request from
     when it was sent."""
@@ -676,7 +713,7 @@ def vegeta(url: str, body: bytes, rate: int) -> Steady:
             f"POST {url}\nContent-Type: application/json\n@{Path(tmp) / 'body.json'}\n"
         )
         attack = subprocess.run(
-            [binary, "attack", f"-targets={targets}", f"-rate={rate}/1s",
+            [*prefix, binary, "attack", f"-targets={targets}", f"-rate={rate}/1s",
              f"-duration={VEGETA_SECONDS:g}s", "-insecure", "-http2=false", "-keepalive=true",
              f"-connections={VEGETA_CONNECTIONS}", "-workers=4", "-max-workers=64",
              "-timeout=10s"],
