@@ -97,7 +97,7 @@ class Admission:
         meters: metrics.Metrics | None = None,
         object_exists: ExistsFn | None = None,
     ) -> None:
-        self.config = config
+        self.config = config  # the setter below derives what every review reads
         self.object_exists = object_exists
         self.create_settle = CREATE_SETTLE_SECONDS
         self.resolver = resolver
@@ -114,11 +114,23 @@ class Admission:
         # Bounded by the clamped label values (webhook ids are the server's routes).
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
+    @property
+    def config(self) -> settings.Settings:
+        return self._config
+
+    @config.setter
+    def config(self, config: settings.Settings) -> None:
+        # Built once per configuration, not once per review.
+        self._config = config
+        self._mode = policy.Mode(config.mode)
+        self._failure_policy = policy.FailurePolicy(config.failure_policy)
+        self._fallbacks = config.platforms.fallbacks()
+
     def mode_for(self, namespace: str) -> policy.Mode:
         override = self.namespace_mode(namespace)
         if override in ("enforce", "warn", "audit"):
             return policy.Mode(override)
-        return policy.Mode(self.config.mode)
+        return self._mode
 
     def skip_refusal(self, namespace: str) -> str | None:
         """Why ``archwarden.io/skip`` may not be used in ``namespace``; None when it may."""
@@ -330,7 +342,7 @@ class Admission:
             return Outcome(True, warnings=(f"archwarden: cannot read this object: {exc}",))
 
         mode = self.mode_for(namespace)
-        failure_policy = policy.FailurePolicy(self.config.failure_policy)
+        failure_policy = self._failure_policy
         distinct = len(set(workload.template.images))
         limit = self.config.limits.max_images_per_review
         if distinct > limit:
@@ -368,7 +380,7 @@ class Admission:
                 ]
         nodes = self.nodes()
         capacity = self.capacity()
-        fallbacks = self.config.platforms.fallbacks()
+        fallbacks = self._fallbacks
 
         def settled(partial: Mapping[str, policy.ImageAnswer]) -> bool:
             # A DaemonSet's pods are judged with warn semantics below: never settled early.

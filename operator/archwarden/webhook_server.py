@@ -173,11 +173,17 @@ class WebhookServer(kopf.WebhookServer):
             if current != serving:
                 return
 
-    def _client_allowed(self, request: web.Request) -> bool:
+    def _peer(self, request: web.Request) -> Mapping[str, Any] | None:
+        """The caller's verified certificate; None without a client CA, when the server never
+        asks for one (reading the TLS session's empty answer costs every review microseconds)."""
+        if self.client_ca_file is None:
+            return None
+        transport = request.transport
+        return transport.get_extra_info("peercert") if transport is not None else None
+
+    def _client_allowed(self, peer: Mapping[str, Any] | None) -> bool:
         if self.client_ca_file is None or not self.client_names:
             return True
-        transport = request.transport
-        peer = transport.get_extra_info("peercert") if transport is not None else None
         return bool(certificate_names(peer) & self.client_names)
 
     def _refused(self, reason: str, request: web.Request, detail: str) -> None:
@@ -197,13 +203,14 @@ class WebhookServer(kopf.WebhookServer):
     ) -> web.Response:
         # kopf reads the body through this request; the clone carries our limit instead of the
         # application's (the body is still unread, which clone() requires).
-        if not self._client_allowed(request):
+        peer = self._peer(request)
+        if not self._client_allowed(peer):
             # Refused before the body is read: the caller is not one of webhook.clientNames.
             self._refused("client_name", request, "client certificate name not allowed")
             raise web.HTTPForbidden(reason="client certificate name not allowed")
         try:
             if self.direct is not None:
-                return await self._serve_directly(self.direct, request, self.max_review_bytes)
+                return await self._serve_directly(self.direct, request, self.max_review_bytes, peer)
             roomy = request.clone(client_max_size=self.max_review_bytes)
             response: web.Response = await super()._serve(fn, roomy)
         except web.HTTPException as exc:
@@ -217,9 +224,9 @@ class WebhookServer(kopf.WebhookServer):
         return response
 
     @staticmethod
-    async def _serve_directly(direct: ReviewFn, request: web.Request, limit: int) -> web.Response:
-        transport = request.transport
-        sslpeer = transport.get_extra_info("peercert") if transport is not None else None
+    async def _serve_directly(
+        direct: ReviewFn, request: web.Request, limit: int, sslpeer: Mapping[str, Any] | None
+    ) -> web.Response:
         webhook = request.match_info.get("id", "")
         body = await _read_bounded(request, limit)
         try:
