@@ -4,6 +4,7 @@ places mutated pods, Events and metrics record what happened."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from typing import Any
 
@@ -334,8 +335,18 @@ def test_closed_failure_policy_denies_with_the_registry_error(
     ).start()
     try:
         image = f"{dead}/team/api:1"
-        _, _, stderr = cluster.wait_for(
-            lambda: (r := apply(cluster, namespace, deployment("down", image)))[0] != 0 and r,
+        body = json.dumps(deployment("down", image))
+
+        def created() -> subprocess.CompletedProcess[str]:
+            # A server-side dry run is a CREATE every time: an apply that got in before the
+            # webhook configuration took effect would store the Deployment, and every later
+            # apply would be an UPDATE with an unchanged template, which archwarden admits.
+            return cluster.kubectl(
+                "create", "--dry-run=server", "-n", namespace, "-f", "-", input=body, check=False
+            )
+
+        stderr = cluster.wait_for(
+            lambda: (r := created()).returncode != 0 and r.stderr,
             timeout=30,
             message=lambda: "the closed-policy webhook taking effect\n" + closed.log_tail(),
         )
