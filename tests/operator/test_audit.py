@@ -78,6 +78,16 @@ class Poster:
         return [p for p in self.posted if p[2] == reason]
 
 
+async def posted(world: World, reason: str) -> list[tuple[str, str, str, str]]:
+    """The Events of ``reason``, once one is posted by a lookup in the background (at most
+    about a second later)."""
+    for _ in range(100):
+        if world.poster.reasons(reason):
+            break
+        await asyncio.sleep(0.01)
+    return world.poster.reasons(reason)
+
+
 class Reports:
     def __init__(self) -> None:
         self.synced: list[list[kube.PolicyResult]] = []
@@ -310,11 +320,7 @@ async def test_an_exec_format_error_of_an_image_never_inspected_names_its_platfo
     )
     assert world.admission.held_platforms(image) is None
     world.auditor.pod_changed(None, pod_store.project(failing))
-    for _ in range(100):
-        if world.poster.reasons("ExecFormatError"):
-            break
-        await asyncio.sleep(0.01)
-    [(kind, name, _reason, message)] = world.poster.reasons("ExecFormatError")
+    [(kind, name, _reason, message)] = await posted(world, "ExecFormatError")
     assert (kind, name) == ("Deployment", "liar")
     assert "supports linux/arm64 only" in message and "not known" not in message
 
@@ -334,11 +340,7 @@ async def test_an_exec_format_error_of_an_unreadable_image_says_why() -> None:
         ],
     )
     world.auditor.pod_changed(None, pod_store.project(failing))
-    for _ in range(100):
-        if world.poster.reasons("ExecFormatError"):
-            break
-        await asyncio.sleep(0.01)
-    [(_kind, _name, _reason, message)] = world.poster.reasons("ExecFormatError")
+    [(_kind, _name, _reason, message)] = await posted(world, "ExecFormatError")
     assert f"{image}) failed with exec format error" in message
     assert "its platforms could not be read: " in message and HOST in message
 
