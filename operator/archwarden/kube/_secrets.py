@@ -58,12 +58,10 @@ class PullSecrets:
     async def _store(
         self, namespace: str, name: str, problems: list[str]
     ) -> registry.CredentialStore:
+        held = self._held_store(namespace, name, problems)
+        if held is not None:
+            return held
         key = (namespace, name)
-        if key in self._cache:
-            return self._cache[key]
-        if key in self._missing:
-            problems.append(f"pull secret {namespace}/{name} not found")
-            return registry.CredentialStore()
         try:
             secret = await self._reader.secret(namespace, name)
         except _api.NotFound:
@@ -128,6 +126,19 @@ class PullSecrets:
             return registry.CredentialStore()
         return None
 
+    def _names(
+        self, account: Iterable[str], secret_names: Iterable[str], problems: list[str]
+    ) -> list[str]:
+        """The secrets to read: the account's, then the pod's, each once, at most
+        ``max_secrets`` (the cut is a problem worth a warning)."""
+        names = list(dict.fromkeys([*account, *secret_names]))
+        if len(names) > self._max_secrets:
+            problems.append(
+                f"only the first {self._max_secrets} of {len(names)} pull secrets were read"
+            )
+            names = names[: self._max_secrets]
+        return names
+
     def held(
         self, namespace: str, secret_names: Iterable[str], service_account: str
     ) -> tuple[registry.CredentialStore, list[str]] | None:
@@ -144,13 +155,7 @@ class PullSecrets:
         account = self._accounts.get((namespace, service_account))
         if account is None:
             return None
-        names = list(dict.fromkeys([*account, *secret_names]))
-        if len(names) > self._max_secrets:
-            problems.append(
-                f"only the first {self._max_secrets} of {len(names)} pull secrets were read"
-            )
-            names = names[: self._max_secrets]
-        for name in names:
+        for name in self._names(account, secret_names, problems):
             held = self._held_store(namespace, name, problems)
             if held is None:
                 return None
@@ -170,16 +175,8 @@ class PullSecrets:
         if self._global:
             g_ns, _, g_name = self._global.partition("/")
             stores.append(await self._store(g_ns, g_name, problems))
-        names = list(
-            dict.fromkeys(
-                [*await self._account_secrets(namespace, service_account, problems), *secret_names]
-            )
-        )
-        if len(names) > self._max_secrets:
-            problems.append(
-                f"only the first {self._max_secrets} of {len(names)} pull secrets were read"
-            )
-            names = names[: self._max_secrets]
+        account = await self._account_secrets(namespace, service_account, problems)
+        names = self._names(account, secret_names, problems)
         slots = asyncio.Semaphore(self._concurrency)
 
         async def read(name: str) -> tuple[registry.CredentialStore, list[str]]:
