@@ -235,35 +235,35 @@ def _processes() -> str:
     """Each archwarden process in a pod of the real node: its memory and CPU cgroup figures
     (a replica that stops answering is either starved, throttled or stuck in its own code)."""
     lines = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for pid in _archwarden_pids():
+        proc = Path("/proc") / pid
         try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             groups = dict(
                 line.split(":", 2)[1:] for line in (proc / "cgroup").read_text().splitlines()
             )
             status = (proc / "status").read_text()
         except (OSError, ValueError):
             continue
-        if "archwarden" not in cmdline or "kubepods" not in "".join(groups.values()):
-            continue
         rss = next((x.split()[1] for x in status.splitlines() if x.startswith("VmRSS")), "?")
         state = next((x.split()[1] for x in status.splitlines() if x.startswith("State")), "?")
-        figures = [f"pid {proc.name} state {state} rss {rss} kB"]
+        figures = [f"pid {pid} state {state} rss {rss} kB"]
+        # cgroup v1 names a hierarchy per controller (cpu alone or joined with cpuacct); v2
+        # has one, under the empty name, mounted at unified/ beside v1 in hybrid mode.
+        unified = "unified" if Path("/sys/fs/cgroup/unified").is_dir() else ""
         for controller, files in (
             ("memory", ("memory.usage_in_bytes", "memory.limit_in_bytes", "memory.failcnt")),
+            ("cpu", ("cpu.stat",)),
             ("cpu,cpuacct", ("cpu.stat",)),
-            ("memory", ("memory.current", "memory.max", "memory.events")),
-            ("", ("cpu.stat", "memory.pressure", "cpu.pressure")),
+            ("", ("memory.current", "memory.max", "memory.events", "cpu.stat", "cpu.pressure")),
         ):
-            base = Path("/sys/fs/cgroup") / controller if controller else Path("/sys/fs/cgroup")
-            group = groups.get(controller, "")
+            if controller not in groups:
+                continue
+            mount = controller or unified
+            directory = Path("/sys/fs/cgroup", mount, groups[controller].lstrip("/"))
             for name in files:
-                path = base / group.lstrip("/") / name
+                path = directory / name
                 if path.is_file():
-                    text = path.read_text().split()
-                    figures.append(f"{name}: {' '.join(text)}")
+                    figures.append(f"{name}: {' '.join(path.read_text().split())}")
         lines.append("; ".join(figures))
     return "\n".join(lines) or "(none found)"
 
