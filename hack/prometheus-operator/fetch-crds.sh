@@ -29,22 +29,9 @@ FILES=(
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DEST=$ROOT/third_party/prometheus-operator
-CACHE=${ARCHWARDEN_CACHE:-$HOME/.cache/archwarden}
-export GOMODCACHE=${ARCHWARDEN_GOMODCACHE:-$CACHE/go/mod}
-export GOTOOLCHAIN=auto GOFLAGS=-mod=mod
-command -v go >/dev/null || { echo "fetch-crds.sh: 'go' not found in PATH" >&2; exit 1; }
-
-# Outside any module, so the repository's own go.mod files play no part.
-scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
-info=$(cd "$scratch" && go mod download -json "$MODULE@$VERSION")
-field() { sed -n "s/^[[:space:]]*\"$1\": \"\\(.*\\)\",\{0,1\}\$/\\1/p" <<<"$info" | head -1; }
-dir=$(field Dir)
-got=$(field Sum)
-if [ "$got" != "$SUM" ]; then
-	echo "fetch-crds.sh: $MODULE@$VERSION has sum $got, pinned $SUM" >&2
-	exit 1
-fi
+# shellcheck source=../lib/module.sh
+. "$ROOT/hack/lib/module.sh"
+dir=$(module_dir "$MODULE" "$VERSION" "$SUM")
 [ "${1:-}" = "--download" ] && exit 0
 
 status=0
