@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -688,6 +689,7 @@ class Steady:
         return f"{ms(self.p50)}/{ms(self.p99)}/{ms(self.max)}"
 
 
+@functools.cache
 def vegeta_binary() -> str:
     """The pinned vegeta, built from its Go module into the tools cache when missing."""
     env = {**os.environ, "ARCHWARDEN_BUILD_ONLY": "vegeta"}

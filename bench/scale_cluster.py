@@ -435,9 +435,8 @@ def soak(args: argparse.Namespace, cluster: LocalCluster, process: Any, proc: Pr
         f"\nsoak: {args.soak:.0f} s, one node added, removed or relabelled per second", flush=True
     )
 
-    sent = [0]
-
-    async def churn() -> list[tuple[float, float]]:
+    async def churn() -> tuple[list[tuple[float, float]], int]:
+        """RSS samples, and the node changes made."""
         samples = [(0.0, proc.rss_mb())]
         started = time.monotonic()
         added: list[str] = []
@@ -461,14 +460,13 @@ def soak(args: argparse.Namespace, cluster: LocalCluster, process: Any, proc: Pr
                         "PATCH", f"/api/v1/nodes/{name}", patch, "application/merge-patch+json"
                     )
                 step += 1
-                sent[0] = step
                 if step % 10 == 0:
                     samples.append((elapsed, proc.rss_mb()))
                 await asyncio.sleep(max(0.0, started + step - time.monotonic()))
-        return samples
+        return samples, step
 
     changes_before = metric(process, "archwarden_node_changes_total")
-    samples = asyncio.run(churn())
+    samples, sent = asyncio.run(churn())
     time.sleep(2)  # the last changes reach archwarden
     changes = metric(process, "archwarden_node_changes_total") - changes_before
     first = [r for t, r in samples if t <= 60]
@@ -481,7 +479,7 @@ def soak(args: argparse.Namespace, cluster: LocalCluster, process: Any, proc: Pr
         flush=True,
     )
     print(
-        f"node changes archwarden saw during the soak: {changes:.0f} of {sent[0]} made"
+        f"node changes archwarden saw during the soak: {changes:.0f} of {sent} made"
         " (archwarden_node_changes_total: heartbeats not counted)",
         flush=True,
     )
