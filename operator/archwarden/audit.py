@@ -451,8 +451,9 @@ class Auditor:
     async def _explain_exec(self, pod: pod_store.Pod, problem: pod_store.ContainerProblem) -> None:
         answer, _ = await self._resolve(problem.image, None)
         if isinstance(answer, policy.ImageFailure):
-            logger.info("audit: %s not resolved after an exec format error: %s", problem.image,
-                        answer.error)  # fmt: skip
+            logger.info(
+                "audit: %s not resolved after an exec format error: %s", problem.image, answer.error
+            )
             self._post_exec(pod, problem, None, answer.error)
             return
         self._post_exec(pod, problem, tuple(answer))
