@@ -57,9 +57,9 @@ PREFIX = "audit: "
 YIELD_EVERY = 20
 """Workloads judged between two yields when nothing had to be fetched."""
 MAX_VERIFIED = 10_000
+"""Digests remembered as verified (LRU)."""
 MAX_PENDING_LOOKUPS = 64
 """Exec format errors waiting for their image's answer at once; beyond, posted without it."""
-"""Digests remembered as verified (LRU)."""
 COMPATIBLE_MESSAGE = "every image runs on the nodes this workload may be scheduled to"
 
 
