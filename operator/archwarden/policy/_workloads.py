@@ -255,6 +255,14 @@ def extract(obj: Mapping[str, Any], *, kind: str | None = None) -> Workload:
 
     ``kind`` overrides ``obj["kind"]`` (admission requests name the kind separately).
     """
+    try:
+        return _plain_workload(obj, kind)
+    except _Irregular:
+        return _careful_workload(obj, kind)
+
+
+def _careful_workload(obj: Mapping[str, Any], kind: str | None) -> Workload:
+    """The reference reader: any mapping and sequence types, every wrong type named by path."""
     body = _read.mapping(obj, "object")
     kind = kind or _read.string(body.get("kind"), "kind")
     if kind not in SPEC_PATHS:
@@ -275,6 +283,156 @@ def extract(obj: Mapping[str, Any], *, kind: str | None = None) -> Workload:
         namespace=_read.string(metadata.get("namespace"), "metadata.namespace"),
         template=_template(spec, path),
         controller_kind=_controller_kind(metadata),
+    )
+
+
+# -- the plain-JSON reader ------------------------------------------------------------------------
+# Every review reads one object, and the careful reader above costs most of a warm review: it
+# formats a field path for every read in case that read fails. What the API server sends is
+# plain, well-typed JSON (dicts, lists, strings), which the reader below takes without building
+# a single path. Anything else (another mapping type, a wrong type, an operator it does not
+# judge itself) raises _Irregular, and the careful reader reads the object again, so results
+# and error messages are the careful reader's by construction. A property test compares the
+# two on random objects.
+
+
+class _Irregular(Exception):
+    """Not plain, well-typed JSON: left to the careful reader."""
+
+
+_NO_FIELDS: Mapping[str, Any] = {}
+_CONTAINER_FIELDS = tuple((kind, kind.value) for kind in ContainerKind)
+
+
+def _str(value: object) -> str:
+    if type(value) is str:
+        return value
+    if value is None:
+        return ""
+    raise _Irregular
+
+
+def _dict(value: object) -> Mapping[str, Any]:
+    if type(value) is dict:
+        return value
+    if value is None:
+        return _NO_FIELDS
+    raise _Irregular
+
+
+def _list(value: object) -> list[Any] | tuple[()]:
+    if type(value) is list:
+        return value
+    if value is None:
+        return ()
+    raise _Irregular
+
+
+def _plain_requirement(raw: object, *, field: bool) -> Requirement:
+    body = _dict(raw)
+    key, operator = _str(body.get("key")), _str(body.get("operator"))
+    # Gt and Lt need their value checked, and wrong keys or operators an error: the careful
+    # reader does both.
+    allowed = _FIELD_OPERATORS if field else _PLAIN_OPERATORS
+    if operator not in allowed or (field and key not in _FIELD_KEYS):
+        raise _Irregular
+    return Requirement(key, operator, tuple([_str(v) for v in _list(body.get("values"))]))
+
+
+_PLAIN_OPERATORS = NODE_SELECTOR_OPERATORS - {"Gt", "Lt"}
+
+
+def _plain_terms(spec: Mapping[str, Any]) -> tuple[SelectorTerm, ...] | None:
+    node_affinity = _dict(_dict(spec.get("affinity")).get("nodeAffinity"))
+    required = node_affinity.get(_REQUIRED)
+    if required is None:
+        return None
+    terms = []
+    for raw in _list(_dict(required).get("nodeSelectorTerms")):
+        body = _dict(raw)
+        expressions = _list(body.get("matchExpressions"))
+        fields = _list(body.get("matchFields"))
+        terms.append(
+            SelectorTerm(
+                tuple([_plain_requirement(r, field=False) for r in expressions]),
+                tuple([_plain_requirement(r, field=True) for r in fields]),
+            )
+        )
+    return tuple(terms)
+
+
+def _plain_template(spec: Mapping[str, Any]) -> PodTemplate:
+    if spec.get("containers") is None:
+        raise _Irregular
+    containers = []
+    for kind, field in _CONTAINER_FIELDS:
+        for raw in _list(spec.get(field)):
+            body = _dict(raw)
+            name, image = _str(body.get("name")), _str(body.get("image")).strip()
+            if image:
+                containers.append(Container(name, kind, image))
+    selector = []
+    for key, value in _dict(spec.get("nodeSelector")).items():
+        if type(key) is not str:
+            raise _Irregular
+        selector.append((key, _str(value)))
+    selector.sort()
+    tolerations = []
+    for raw in _list(spec.get("tolerations")):
+        body = _dict(raw)
+        tolerations.append(
+            Toleration(
+                _str(body.get("key")),
+                _str(body.get("operator")) or "Equal",
+                _str(body.get("value")),
+                _str(body.get("effect")),
+            )
+        )
+    secrets = []
+    for raw in _list(spec.get("imagePullSecrets")):
+        if name := _str(_dict(raw).get("name")):
+            secrets.append(name)
+    account = _str(spec.get("serviceAccountName")) or _str(spec.get("serviceAccount"))
+    return PodTemplate(
+        containers=tuple(containers),
+        node_selector=tuple(selector),
+        required_terms=_plain_terms(spec),
+        tolerations=tuple(tolerations),
+        image_pull_secrets=tuple(secrets),
+        service_account=account or "default",
+        node_name=_str(spec.get("nodeName")),
+    )
+
+
+def _plain_workload(obj: Mapping[str, Any], kind: str | None) -> Workload:
+    body = _dict(obj)
+    kind = kind or _str(body.get("kind"))
+    spec_path = SPEC_PATHS.get(kind)
+    if spec_path is None:
+        raise _Irregular
+    metadata = _dict(body.get("metadata"))
+    name = _str(metadata.get("name")) or _str(metadata.get("generateName"))
+    spec = body
+    for part in spec_path:
+        inner = spec.get(part)
+        if type(inner) is not dict:
+            raise _Irregular  # absent (required) or not an object: named by the careful reader
+        spec = inner
+    controller_kind = ""
+    for raw in _list(metadata.get("ownerReferences")):
+        owner = _dict(raw)
+        controller = owner.get("controller")
+        if controller is not None and type(controller) is not bool:
+            raise _Irregular
+        if controller:
+            controller_kind = _str(owner.get("kind"))
+            break
+    return Workload(
+        kind=kind,
+        name=name,
+        namespace=_str(metadata.get("namespace")),
+        template=_plain_template(spec),
+        controller_kind=controller_kind,
     )
 
 
