@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 from hypothesis import assume, example, given, settings
@@ -243,8 +245,9 @@ def domains(draw: st.DrawFn) -> str:
         assume(host.lower() != host)
     else:
         labels = draw(st.lists(_domain_label, min_size=1 if kind == "port" else 2, max_size=3))
-        # A numeric last label makes the name an IPv4 address (the "ipv4" kind covers those).
-        assume(not labels[-1].isdigit())
+        # A numeric last label (decimal, or hex as inet_aton reads "0x1f") makes the name an
+        # IPv4 address (the "ipv4" kind covers those).
+        assume(not re.fullmatch(r"[0-9]+|0[xX][0-9a-fA-F]*", labels[-1]))
         host = ".".join(labels)
     port = draw(st.none() | _port) if kind != "port" else draw(_port)
     return host + (f":{port}" if port is not None else "")
