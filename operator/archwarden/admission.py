@@ -108,7 +108,7 @@ class Admission:
         self.namespace_mode = namespace_mode
         self.namespace_allows_skip = namespace_allows_skip
         self.metrics = meters or metrics.Metrics()
-        self._decisions: cachetools.LRUCache[Any, policy.Decision] = cachetools.LRUCache(
+        self._decisions: cachetools.LRUCache[_Key, policy.Decision] = cachetools.LRUCache(
             DECISIONS_HELD
         )
         # Bounded by the clamped label values (webhook ids are the server's routes).
@@ -491,16 +491,18 @@ class Admission:
         generation = getattr(nodes, "generation", None)
         key = None
         if generation is not None:
-            key = (
-                workload.kind,
-                workload.controller_kind,
-                workload.template,
-                tuple(answers.items()),
-                mode,
-                failure_policy,
-                fallbacks,
-                tuple(capacity),
-                generation,
+            key = _Key(
+                (
+                    workload.kind,
+                    workload.controller_kind,
+                    workload.template,
+                    tuple(answers.items()),
+                    mode,
+                    failure_policy,
+                    fallbacks,
+                    tuple(capacity),
+                    generation,
+                )
             )
             held = self._decisions.get(key)
             if held is not None:
@@ -519,6 +521,24 @@ class Admission:
             self._child(self.metrics.decision_cache, "miss").inc()
             self._decisions[key] = decision
         return decision
+
+
+class _Key:
+    """A decision cache key hashed once. The LRU cache hashes a key three times per lookup
+    (contains, get, move to end), and this one holds dataclasses (the template, platforms,
+    settings) whose hashes are computed in Python every time."""
+
+    __slots__ = ("_hash", "parts")
+
+    def __init__(self, parts: tuple[Any, ...]) -> None:
+        self.parts = parts
+        self._hash = hash(parts)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Key) and self.parts == other.parts
 
 
 def _constrained(decision: policy.Decision) -> str:

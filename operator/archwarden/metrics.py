@@ -44,6 +44,8 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # The Resolver's results, a handful of fixed names.
+        self._lookup_results: dict[str, prom.Counter] = {}
         self.nodes = prom.Gauge(
             "archwarden_nodes", "Nodes in the inventory by os and arch.", ["os", "arch"], registry=r
         )
@@ -162,7 +164,11 @@ class Metrics:
         self.registry_duration.labels(registry).observe(seconds)
 
     def observe_lookup(self, result: str) -> None:
-        self.cache_lookups.labels(result).inc()
+        # Once per image of every review: a label lookup costs more than the count.
+        child = self._lookup_results.get(result)
+        if child is None:
+            child = self._lookup_results[result] = self.cache_lookups.labels(result)
+        child.inc()
 
     def exposition(self) -> bytes:
         return prom.generate_latest(self.registry)

@@ -10,6 +10,7 @@ import traceback
 import httpx
 import pytest
 
+from archwarden.reference import parse
 from archwarden.registry import (
     CacheSettings,
     ClientSettings,
@@ -72,6 +73,21 @@ async def test_warm_lookup_makes_no_requests(registry: FakeRegistry, clock: Cloc
     assert second == first
     assert second.canonical == ["linux/amd64", "linux/arm/v6", "linux/arm/v7", "linux/arm64"]
     assert notes == ["miss", "hit"]
+
+
+async def test_a_warm_lookup_by_the_same_reference_hands_out_the_held_answer(
+    registry: FakeRegistry, clock: Clock
+) -> None:
+    # Admission parses each image once (lru_cache) and asks with that object on every review:
+    # the held answer itself comes back, no copy; another spelling of it gets its own copy.
+    resolver = resolver_for(registry, clock)
+    ref = parse(TAG_REF)
+    first = await resolver.resolve(ref)
+    assert resolver.fresh(ref) is first and (await resolver.resolve(ref)) is first
+    other = parse(TAG_REF)
+    again = resolver.fresh(other)
+    assert again is not None and again is not first and again.reference is other
+    assert again == first
 
 
 async def test_concurrent_lookups_share_one_set_of_requests(

@@ -31,6 +31,9 @@ READS_AT_ONCE = 4
 """Secret reads in flight per pod: each holds a thread of the default executor."""
 
 
+_NO_CREDENTIALS = registry.CredentialStore()
+
+
 class PullSecrets:
     def __init__(
         self,
@@ -160,6 +163,9 @@ class PullSecrets:
             if held is None:
                 return None
             stores.append(held)
+        # Stores are never changed once built: one (or none) needs no copy.
+        if len(stores) <= 1:
+            return (stores[0] if stores else _NO_CREDENTIALS), problems
         return registry.CredentialStore().merged(*stores), problems
 
     async def for_pod(

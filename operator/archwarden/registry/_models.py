@@ -36,6 +36,8 @@ class ImagePlatforms:
         return platforms.format_all(self.platforms)
 
     def for_reference(self, ref: references.Reference, *, stale: bool = False) -> ImagePlatforms:
+        if ref is self.reference and stale == self.stale:
+            return self  # a warm review asks with the very reference the answer was fetched for
         return dataclasses.replace(self, reference=ref, stale=stale)
 
     def to_json(self) -> dict[str, Any]:
