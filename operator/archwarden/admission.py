@@ -77,9 +77,15 @@ DECISIONS_HELD = 2048
 """Distinct (template, answers, settings, inventory) decisions remembered; each a few KB."""
 
 
+def _mapping(value: object) -> Mapping[str, Any]:
+    """``value`` if it is an object, else empty (JSON decodes to dicts: no ABC check for them)."""
+    if type(value) is dict or isinstance(value, Mapping):
+        return value
+    return {}
+
+
 def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, Mapping) else {}
+    return _mapping(obj.get("metadata"))
 
 
 class Admission:
@@ -312,11 +318,7 @@ class Admission:
     ) -> Outcome:
         meta = _metadata(obj)
         namespace = namespace or str(meta.get("namespace") or "")
-        labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
-        annotations = (
-            meta.get("annotations") if isinstance(meta.get("annotations"), Mapping) else {}
-        )
-        assert isinstance(labels, Mapping) and isinstance(annotations, Mapping)
+        annotations = _mapping(meta.get("annotations"))
         if operation not in ("CREATE", "UPDATE"):
             return Outcome(True, label="skipped")  # DELETE and CONNECT are never blocked
         if namespace in self.config.excluded_namespaces:
@@ -343,7 +345,7 @@ class Admission:
 
         mode = self.mode_for(namespace)
         failure_policy = self._failure_policy
-        distinct = len(set(workload.template.images))
+        distinct = len(workload.template.images)  # distinct already
         limit = self.config.limits.max_images_per_review
         if distinct > limit:
             return _too_many_images(distinct, limit, mode, failure_policy, mutate)

@@ -601,9 +601,9 @@ async def _review(
     """One review, whichever way it arrived; its Events are posted after the answer."""
     assert rt.admission is not None
     outcome = await rt.admission.review(
-        dict(body),
+        _plain(body),
         operation=operation,
-        old=dict(old) if old else None,
+        old=_plain(old) if old else None,
         mutate=mutate,
         webhook=webhook,
         authenticated=authenticated,
@@ -611,6 +611,11 @@ async def _review(
     if outcome.events and not dryrun:  # most reviews have none: no task to schedule
         rt.spawn(_post_events(rt, body, outcome, dryrun, operation))
     return outcome
+
+
+def _plain(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """kopf's read-only Body as a dict; the direct route's decoded JSON as it is."""
+    return obj if type(obj) is dict else dict(obj)
 
 
 async def _kopf_review(webhook: str, kw: Mapping[str, Any], *, mutate: bool) -> None:

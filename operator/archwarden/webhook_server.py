@@ -248,9 +248,11 @@ async def _read_bounded(request: web.Request, limit: int) -> bytes:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(65536):
+    # readany: what has arrived, however much (aiohttp's flow control bounds its buffer); a
+    # review usually arrives whole, and read(n) costs more per call.
+    while chunk := await request.content.readany():
         size += len(chunk)
         if size > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
         chunks.append(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

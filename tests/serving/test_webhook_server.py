@@ -43,11 +43,19 @@ class Served:
         self.ca_file = ca_file
         self.meters = meters
 
-    async def post(self, path: str, body: bytes) -> httpx.Response:
+    async def post(self, path: str, body: bytes, *, chunked: bool = False) -> httpx.Response:
+        """``chunked``: sent in 64 KiB pieces without a Content-Length, as a stream."""
         context = ssl.create_default_context(cafile=str(self.ca_file))
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for start in range(0, len(body), 65536):
+                yield body[start : start + 65536]
+
         async with httpx.AsyncClient(verify=context, timeout=10) as client:
             return await client.post(
-                self.url + path, content=body, headers={"Content-Type": "application/json"}
+                self.url + path,
+                content=pieces() if chunked else body,
+                headers={"Content-Type": "application/json"},
             )
 
     def refused(self, reason: str) -> float:
@@ -114,6 +122,17 @@ async def test_reviews_up_to_the_api_servers_limit_are_accepted(served: Served) 
     body = padded_review(f"{HOST}/team/web:1", 3 * MiB)
     answer = await served.post("/validate-deployments", body)
     assert answer.status_code == 200 and answer.json()["response"]["allowed"] is True
+
+
+async def test_a_chunked_review_is_read_whole_and_bounded_without_a_declared_length(
+    served: Served,
+) -> None:
+    body = padded_review(f"{HOST}/team/legacy:1", 2 * MiB)
+    answer = await served.post("/validate-deployments", body, chunked=True)
+    assert answer.status_code == 200 and answer.json()["response"]["allowed"] is False
+    too_big = padded_review(f"{HOST}/team/web:1", webhook_server.MAX_REVIEW_BYTES + MiB // 4)
+    assert (await served.post("/validate-deployments", too_big, chunked=True)).status_code == 413
+    assert served.refused("too_large") == 1
 
 
 async def test_refused_requests_are_counted(served: Served) -> None:
