@@ -154,3 +154,59 @@ async def test_held_answers_from_the_caches_exactly_as_for_pod_and_none_before()
     assert secrets.held("team", [], "default") is None
     assert secrets.held("team", ["absent"], "builder") is not None  # both known
     assert secrets.held("team", ["sa-cred", "new"], "builder") is None
+
+
+class GatedReader(FakeReader):
+    """Reads wait for ``gate``: as many reviews as arrive meanwhile find the cache empty."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.reads: list[tuple[str, str, str]] = []
+
+    async def secret(self, namespace: str, name: str) -> Mapping[str, Any]:
+        self.reads.append(("secret", namespace, name))
+        await self.gate.wait()
+        return await super().secret(namespace, name)
+
+    async def service_account(self, namespace: str, name: str) -> Mapping[str, Any]:
+        self.reads.append(("serviceaccount", namespace, name))
+        await self.gate.wait()
+        return await super().service_account(namespace, name)
+
+
+async def test_concurrent_reviews_share_one_read_of_each_account_and_secret() -> None:
+    # A Deployment scaled to 50 replicas sends 50 pod reviews at once; when the cache is cold
+    # (or just expired) they must not read the same ServiceAccount and Secret 50 times each.
+    reader = GatedReader()
+    reader.accounts[("team", "builder")] = {"imagePullSecrets": [{"name": "sa-cred"}]}
+    reader.secrets[("team", "sa-cred")] = dockerconfig("r.example", "sa", "s-pass")
+    secrets = kube.PullSecrets(reader)  # type: ignore[arg-type]
+    reviews = [
+        asyncio.ensure_future(secrets.for_pod("team", ["absent"], "builder")) for _ in range(50)
+    ]
+    await asyncio.sleep(0.01)
+    reader.gate.set()
+    for store, problems in await asyncio.gather(*reviews):
+        assert store.lookup("r.example").username == "sa"  # type: ignore[union-attr]
+        assert problems == ["pull secret team/absent not found"]
+    assert sorted(reader.reads) == [
+        ("secret", "team", "absent"),
+        ("secret", "team", "sa-cred"),
+        ("serviceaccount", "team", "builder"),
+    ]
+
+
+async def test_a_shared_read_outlives_a_review_that_gave_up_waiting() -> None:
+    reader = GatedReader()
+    reader.accounts[("team", "builder")] = {}
+    secrets = kube.PullSecrets(reader)  # type: ignore[arg-type]
+    first = asyncio.ensure_future(secrets.for_pod("team", [], "builder"))
+    second = asyncio.ensure_future(secrets.for_pod("team", [], "builder"))
+    await asyncio.sleep(0.01)
+    first.cancel()  # its review ran out of budget
+    await asyncio.sleep(0)
+    reader.gate.set()
+    assert (await second)[1] == []
+    assert first.cancelled()
+    assert reader.reads == [("serviceaccount", "team", "builder")]

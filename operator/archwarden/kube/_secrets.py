@@ -4,7 +4,7 @@ Secrets are cached briefly (a rotated secret is seen within the TTL) and never l
 their namespace/name appears in messages. Any pod may list thousands of names, so what one pod
 costs is bounded: names are de-duplicated, only the first ``max_secrets`` are read, a few at a
 time, and missing ones are remembered for a shorter TTL (so a secret created after the pod is
-seen soon).
+seen soon). Concurrent reviews that need the same object share one read.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import cachetools
 
@@ -57,6 +59,30 @@ class PullSecrets:
         self._accounts: cachetools.TTLCache[tuple[str, str], tuple[str, ...]] = cachetools.TTLCache(
             1024, SECRET_TTL, timer=clock
         )
+        # Reads under way, shared by every review that needs the same object meanwhile: a
+        # Deployment scaled up sends its pods' reviews at once, and each found the cache empty
+        # (or just expired) and read the same ServiceAccount and Secrets again.
+        self._reads: dict[tuple[str, str, str], asyncio.Future[Mapping[str, Any]]] = {}
+
+    async def _shared(
+        self,
+        key: tuple[str, str, str],
+        read: Callable[[str, str], Awaitable[Mapping[str, Any]]],
+    ) -> Mapping[str, Any]:
+        """``read(namespace, name)``, once for all concurrent callers. A caller that gives up
+        (its review's budget ran out) leaves the read to the others: it is shielded."""
+        future = self._reads.get(key)
+        if future is None:
+            _kind, namespace, name = key
+            future = asyncio.ensure_future(read(namespace, name))
+            self._reads[key] = future
+            future.add_done_callback(functools.partial(self._read_done, key))
+        return await asyncio.shield(future)
+
+    def _read_done(self, key: tuple[str, str, str], future: asyncio.Future[Any]) -> None:
+        self._reads.pop(key, None)
+        if not future.cancelled():
+            future.exception()  # retrieved even when every caller gave up: no asyncio warning
 
     async def _store(
         self, namespace: str, name: str, problems: list[str]
@@ -66,7 +92,7 @@ class PullSecrets:
             return held
         key = (namespace, name)
         try:
-            secret = await self._reader.secret(namespace, name)
+            secret = await self._shared(("secret", namespace, name), self._reader.secret)
         except _api.NotFound:
             self._missing[key] = True
             problems.append(f"pull secret {namespace}/{name} not found")
@@ -100,7 +126,9 @@ class PullSecrets:
         if key in self._accounts:
             return self._accounts[key]
         try:
-            body = await self._reader.service_account(namespace, account)
+            body = await self._shared(
+                ("serviceaccount", namespace, account), self._reader.service_account
+            )
         except _api.NotFound:
             names: tuple[str, ...] = ()  # not created yet: the pod will fail on its own
         except _api.ApiUnavailable as exc:
