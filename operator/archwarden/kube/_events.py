@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -17,6 +18,7 @@ __all__ = ["EventDeduper", "EventPoster"]
 logger = logging.getLogger("archwarden.events")
 COMPONENT = "archwarden"
 MESSAGE_MAX = 1024
+INSTANCE_MAX = 128  # the API server's limit for reportingInstance
 
 # Controllers re-create pods in bursts (a 50-replica rollout); one Event per window is enough.
 DEDUP_WINDOW = 600.0
@@ -43,10 +45,15 @@ class EventPoster:
     admission handlers do not have; and an admission answer must never wait for an Event.
     """
 
-    def __init__(self, api_client: Any, deduper: EventDeduper | None = None) -> None:
+    def __init__(
+        self, api_client: Any, deduper: EventDeduper | None = None, instance: str | None = None
+    ) -> None:
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._deduper = deduper or EventDeduper()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Which replica posted an Event: a pod's host name is its own name. With a constant,
+        # two replicas' Events (or two archwardens') could not be told apart.
+        self.instance = (instance or socket.gethostname() or COMPONENT)[:INSTANCE_MAX]
 
     def post(self, target: Mapping[str, Any], type: str, reason: str, message: str) -> None:
         meta = target.get("metadata") or {}
@@ -74,7 +81,7 @@ class EventPoster:
             "message": message[:MESSAGE_MAX],
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
-            "reportingInstance": COMPONENT,
+            "reportingInstance": self.instance,
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,

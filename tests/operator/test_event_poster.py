@@ -1,0 +1,42 @@
+"""EventPoster's Event bodies (a fake CoreV1Api records them; the e2e suite posts real ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from archwarden import kube
+
+POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "namespace": "team"}}
+
+
+class FakeCore:
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+
+    def create_namespaced_event(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
+        self.bodies.append(body)
+
+
+async def posted(poster: kube.EventPoster) -> list[dict[str, Any]]:
+    core = FakeCore()
+    poster._core = core  # type: ignore[assignment]
+    poster.post(POD, "Warning", "ArchitectureMismatch", "image supports linux/amd64 only")
+    await asyncio.gather(*poster._tasks)
+    return core.bodies
+
+
+async def test_each_replica_reports_its_own_instance() -> None:
+    (first,) = await posted(kube.EventPoster(None, instance="archwarden-6f7c9-abcde"))
+    (second,) = await posted(kube.EventPoster(None, instance="archwarden-6f7c9-fghij"))
+    assert first["reportingComponent"] == second["reportingComponent"] == "archwarden"
+    assert first["reportingInstance"] == "archwarden-6f7c9-abcde"
+    assert second["reportingInstance"] == "archwarden-6f7c9-fghij"
+
+
+async def test_the_instance_is_the_host_name_by_default_and_bounded() -> None:
+    (body,) = await posted(kube.EventPoster(None))
+    assert body["reportingInstance"] == socket.gethostname()[:128]
+    (long,) = await posted(kube.EventPoster(None, instance="x" * 300))
+    assert long["reportingInstance"] == "x" * 128
