@@ -6,6 +6,8 @@ import asyncio
 import socket
 from typing import Any
 
+import pytest
+
 from archwarden import kube
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "namespace": "team"}}
@@ -35,7 +37,13 @@ async def test_each_replica_reports_its_own_instance() -> None:
     assert second["reportingInstance"] == "archwarden-6f7c9-fghij"
 
 
-async def test_the_instance_is_the_host_name_by_default_and_bounded() -> None:
+async def test_the_instance_is_the_pod_name_else_the_host_name_and_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POD_NAME", "archwarden-6f7c9-klmno")  # set by the chart's Deployment
+    (body,) = await posted(kube.EventPoster(None))
+    assert body["reportingInstance"] == "archwarden-6f7c9-klmno"
+    monkeypatch.delenv("POD_NAME")
     (body,) = await posted(kube.EventPoster(None))
     assert body["reportingInstance"] == socket.gethostname()[:128]
     (long,) = await posted(kube.EventPoster(None, instance="x" * 300))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -51,9 +52,10 @@ class EventPoster:
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._deduper = deduper or EventDeduper()
         self._tasks: set[asyncio.Task[None]] = set()
-        # Which replica posted an Event: a pod's host name is its own name. With a constant,
-        # two replicas' Events (or two archwardens') could not be told apart.
-        self.instance = (instance or socket.gethostname() or COMPONENT)[:INSTANCE_MAX]
+        # Which replica posted an Event: the pod's name (the chart sets POD_NAME), else the host
+        # name. With a constant, two replicas' Events (or two archwardens') looked alike.
+        named = instance or os.environ.get("POD_NAME") or socket.gethostname() or COMPONENT
+        self.instance = named[:INSTANCE_MAX]
 
     def post(self, target: Mapping[str, Any], type: str, reason: str, message: str) -> None:
         meta = target.get("metadata") or {}
