@@ -36,6 +36,14 @@ READS_AT_ONCE = 4
 _NO_CREDENTIALS = registry.CredentialStore()
 
 
+def _merged(stores: list[registry.CredentialStore]) -> registry.CredentialStore:
+    """One store of them all, later ones winning. Stores are never changed once built, so one
+    (or none) needs no copy."""
+    if len(stores) <= 1:
+        return stores[0] if stores else _NO_CREDENTIALS
+    return registry.CredentialStore().merged(*stores)
+
+
 class PullSecrets:
     def __init__(
         self,
@@ -47,7 +55,11 @@ class PullSecrets:
         concurrency: int = READS_AT_ONCE,
     ) -> None:
         self._reader = reader
-        self._global = global_secret
+        # "namespace/name", split once: every review that needs credentials reads it.
+        self._global: tuple[str, str] | None = None
+        if global_secret:
+            global_namespace, _, global_name = global_secret.partition("/")
+            self._global = (global_namespace, global_name)
         self._max_secrets = max_secrets
         self._concurrency = concurrency
         self._missing: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
@@ -178,8 +190,7 @@ class PullSecrets:
         problems: list[str] = []
         stores: list[registry.CredentialStore] = []
         if self._global:
-            g_ns, _, g_name = self._global.partition("/")
-            held = self._held_store(g_ns, g_name, problems)
+            held = self._held_store(*self._global, problems)
             if held is None:
                 return None
             stores.append(held)
@@ -191,10 +202,7 @@ class PullSecrets:
             if held is None:
                 return None
             stores.append(held)
-        # Stores are never changed once built: one (or none) needs no copy.
-        if len(stores) <= 1:
-            return (stores[0] if stores else _NO_CREDENTIALS), problems
-        return registry.CredentialStore().merged(*stores), problems
+        return _merged(stores), problems
 
     async def for_pod(
         self, namespace: str, secret_names: Iterable[str], service_account: str
@@ -207,8 +215,7 @@ class PullSecrets:
         problems: list[str] = []
         stores: list[registry.CredentialStore] = []
         if self._global:
-            g_ns, _, g_name = self._global.partition("/")
-            stores.append(await self._store(g_ns, g_name, problems))
+            stores.append(await self._store(*self._global, problems))
         account = await self._account_secrets(namespace, service_account, problems)
         names = self._names(account, secret_names, problems)
         slots = asyncio.Semaphore(self._concurrency)
@@ -222,4 +229,4 @@ class PullSecrets:
         for store, found in await asyncio.gather(*(read(name) for name in names)):
             stores.append(store)
             problems.extend(found)
-        return registry.CredentialStore().merged(*stores), problems
+        return _merged(stores), problems
