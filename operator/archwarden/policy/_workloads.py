@@ -302,6 +302,8 @@ class _Irregular(Exception):
 
 _NO_FIELDS: Mapping[str, Any] = {}
 _CONTAINER_FIELDS = tuple((kind, kind.value) for kind in ContainerKind)
+_PLAIN_OPERATORS = NODE_SELECTOR_OPERATORS - {"Gt", "Lt"}
+"""Operators the plain reader takes; Gt and Lt need their value checked by the careful one."""
 
 
 def _str(value: object) -> str:
@@ -337,9 +339,6 @@ def _plain_requirement(raw: object, *, field: bool) -> Requirement:
     if operator not in allowed or (field and key not in _FIELD_KEYS):
         raise _Irregular
     return Requirement(key, operator, tuple([_str(v) for v in _list(body.get("values"))]))
-
-
-_PLAIN_OPERATORS = NODE_SELECTOR_OPERATORS - {"Gt", "Lt"}
 
 
 def _plain_terms(spec: Mapping[str, Any]) -> tuple[SelectorTerm, ...] | None:
