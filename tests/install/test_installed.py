@@ -39,7 +39,9 @@ def deployment(name: str, image: str, replicas: int, **pod_spec: Any) -> dict[st
     }
 
 
-def wait_event(cluster: LocalCluster, namespace: str, reason: str, kind: str, name: str) -> None:
+def wait_event(
+    cluster: LocalCluster, namespace: str, reason: str, kind: str, name: str
+) -> list[dict[str, Any]]:
     def found() -> list[dict[str, Any]]:
         return [
             e
@@ -49,7 +51,10 @@ def wait_event(cluster: LocalCluster, namespace: str, reason: str, kind: str, na
             and e["involvedObject"]["name"] == name
         ]
 
-    cluster.wait_for(found, timeout=30, message=f"a {reason} Event on {kind}/{name}")
+    events: list[dict[str, Any]] = cluster.wait_for(
+        found, timeout=30, message=f"a {reason} Event on {kind}/{name}"
+    )
+    return events
 
 
 def say(capsys: pytest.CaptureFixture[str], text: str) -> None:
@@ -151,7 +156,11 @@ def test_a_multi_arch_deployment_is_placed_and_reported(
         assert pod["metadata"]["annotations"]["archwarden.io/platforms"]
         # Placed by the scheduler on a kwok node that can run it (never the tainted real node).
         assert pod["spec"]["nodeName"] in KWOK_ARCH
-    wait_event(cluster, namespace, "NodeAffinityInjected", "Deployment", "web")
+    events = wait_event(cluster, namespace, "NodeAffinityInjected", "Deployment", "web")
+    # Each Event names the replica that posted it (POD_NAME, set by the chart).
+    replicas = {pod["metadata"]["name"] for pod in release.pods()}
+    assert {e["reportingInstance"] for e in events} <= replicas, replicas
+    assert all(e["reportingComponent"] == "archwarden" for e in events)
 
 
 def test_metrics_through_the_service_show_the_decisions(release: Release) -> None:
