@@ -662,21 +662,19 @@ def pinned(url: str) -> Iterator[list[str]]:
         raise RuntimeError(f"no process found listening on port {port}")
     last, others = str(cpus - 1), f"0-{cpus - 2}"
     subprocess.run(["taskset", "-a", "-cp", last, pid], capture_output=True, check=True)
-    moved = _move_others(int(pid), set(range(cpus - 1)))
     try:
-        yield ["taskset", "-c", others]
+        with _others_moved(int(pid), set(range(cpus - 1))):
+            yield ["taskset", "-c", others]
     finally:
-        for tid, mask in moved.items():
-            with contextlib.suppress(OSError):  # the thread may have ended
-                os.sched_setaffinity(tid, mask)
         subprocess.run(
             ["taskset", "-a", "-cp", f"0-{cpus - 1}", pid], capture_output=True, check=False
         )
 
 
-def _move_others(server: int, cpus: set[int]) -> dict[int, set[int]]:
-    """Moves every user-space thread but ``server``'s and PID 1's onto ``cpus``; their masks
-    before. Kernel threads (no command line) stay where they are."""
+@contextlib.contextmanager
+def _others_moved(server: int, cpus: set[int]) -> Iterator[None]:
+    """Every user-space thread but ``server``'s and PID 1's on ``cpus`` meanwhile, each one's
+    own mask restored on exit. Kernel threads (no command line) stay where they are."""
     moved: dict[int, set[int]] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) in (1, server):
@@ -695,7 +693,12 @@ def _move_others(server: int, cpus: set[int]) -> dict[int, set[int]]:
                     moved[tid] = before
             except OSError:
                 continue
-    return moved
+    try:
+        yield
+    finally:
+        for tid, mask in moved.items():
+            with contextlib.suppress(OSError):  # the thread may have ended
+                os.sched_setaffinity(tid, mask)
 
 
 NOISE_SECONDS = 5.0
@@ -737,18 +740,13 @@ def noise_floor() -> NoiseFloor:
     servers: how far this machine itself stretches a fixed piece of work (a vCPU that runs
     slower for milliseconds at a time shows here, with no server and no network involved)."""
     cpus = os.cpu_count() or 1
-    body = json.dumps(json.loads(review_template(pod("noise", ["registry.local/a:1"]))))
+    body = review_template(pod("noise", ["registry.local/a:1"])).decode()
     process = subprocess.Popen(
         ["taskset", "-c", str(cpus - 1), sys.executable, "-c", NOISE_SOURCE, str(NOISE_SECONDS)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    moved = _move_others(process.pid, set(range(max(cpus - 1, 1))))
-    try:
+    with _others_moved(process.pid, set(range(max(cpus - 1, 1)))):
         out, _ = process.communicate(body, timeout=NOISE_SECONDS + 30)
-    finally:
-        for tid, mask in moved.items():
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(tid, mask)
     return NoiseFloor(json.loads(out))
 
 
