@@ -60,6 +60,7 @@ demo: deps cluster-build
 bench: deps
 	$(PY) bench/registry.py
 	$(PY) bench/admission.py
+	$(PY) bench/review.py
 	$(PY) bench/hostile.py
 	$(PY) bench/watch_memory.py
 	$(PY) bench/scale.py
