@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv deps lint typecheck test test-fast demo bench bench-scale clean image lock tools-build chart-docs
+.PHONY: help venv deps lint typecheck test test-fast demo bench bench-scale clean image lock lock-check tools-build chart-docs
 
 help:
 	@echo "make demo   - local registry + cluster, archwarden running, sample workloads"
@@ -15,6 +15,7 @@ help:
 	@echo "make image IMAGE=host:port/repo:tag [PLATFORMS=linux/amd64,...] [INSECURE=1]"
 	@echo "            - build the container image for four platforms and push one OCI index"
 	@echo "make lock   - recompile requirements/image*.txt (hash-locked) from pyproject.toml"
+	@echo "make lock-check - online: does PyPI today still compile the same locks (not in make test)"
 	@echo "make chart-docs - regenerate the chart's schema, README table, dashboard and deploy/"
 
 $(STAMP): pyproject.toml
@@ -77,9 +78,14 @@ image:
 	PLATFORMS="$(PLATFORMS)" INSECURE="$(INSECURE)" hack/image/build.sh "$(IMAGE)"
 
 # Hash-locked requirements of the image, compiled with uv from pyproject.toml (universal: one
-# lock for every target platform). tests/image checks that they are fresh.
+# lock for every target platform). tests/image checks offline that they are fresh; lock-check
+# asks PyPI whether the recorded cutoff still compiles the same files, which depends on the
+# index's present state and so is never part of `make test`.
 lock: venv
 	$(PY) hack/image/lock.py
+
+lock-check: venv
+	$(PY) hack/image/lock.py --recompile-check
 
 # The chart's test tools, built from Go modules into the same cache as the cluster binaries;
 # the Prometheus Operator's module (its CRDs) and the npm packages Grafana's dashboard schema is

@@ -8,8 +8,14 @@
                                     pin every direct requirement with a matching version, carry
                                     hashes, and every package they name as a reason is pinned
     lock.py --out DIR --exclude-newer TS
-                                    recompile into DIR with a given cutoff (tests diff the result
-                                    against the committed locks)
+                                    recompile into DIR with a given cutoff
+    lock.py --recompile-check       online (`make lock-check`): recompile with each lock's recorded
+                                    cutoff and report any difference from the committed files
+
+`--check` is what `make test` runs: it reads nothing but the repository, so a package index that
+has changed since (a new release, a file uploaded later to an old one) cannot fail the suite.
+`--recompile-check` asks PyPI and answers a different question (does today's index still give
+these locks?), so it is an explicit command of its own, never part of the tests.
 
 The locks are universal (`uv pip compile --universal`): one pinned version per package for every
 target platform, with the hashes of all of that version's files (every platform's wheels and the
@@ -32,16 +38,22 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON_VERSION = "3.11"  # the image's interpreter (the wheels are cp311)
+# The image's target platforms (hack/image/build.sh, PLATFORMS): a pin whose environment marker
+# excludes one of them leaves that platform's image without the package.
+TARGET_MACHINES = ("x86_64", "aarch64", "ppc64le", "s390x")
 RUNTIME_LOCK = "image.txt"
 BUILD_LOCK = "image-build.txt"
 BUILD_INPUT = "image-build.in"
 STAMP = re.compile(r"^# inputs-sha256: (?P<digest>[0-9a-f]{64}) exclude-newer: (?P<cutoff>\S+)$")
-PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+)")
+PIN = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)\s*(?:;(?P<marker>[^\\]*))?"
+)
 
 
 class LockError(Exception):
@@ -109,9 +121,11 @@ def compile_locks(out: Path, cutoff: str, root: Path = ROOT) -> None:
             (out / name).write_text(stamp + raw.read_text())
 
 
-def _parse(text: str) -> tuple[dict[str, str], dict[str, int], set[str]]:
-    """Pins (name -> version), hash counts per pin, and every name given as a reason ("via")."""
+def _parse(text: str) -> tuple[dict[str, str], dict[str, int], set[str], dict[str, Marker]]:
+    """Pins (name -> version), hash counts per pin, every name given as a reason ("via"), and
+    the environment marker of each pin that has one."""
     pins: dict[str, str] = {}
+    markers: dict[str, Marker] = {}
     hashes: dict[str, int] = {}
     vias: set[str] = set()
     current: str | None = None
@@ -122,6 +136,8 @@ def _parse(text: str) -> tuple[dict[str, str], dict[str, int], set[str]]:
             current = canonicalize_name(pin["name"])
             pins[current] = pin["version"]
             hashes[current] = 0
+            if pin["marker"] and pin["marker"].strip():
+                markers[current] = Marker(pin["marker"].strip())
             in_via = False
             continue
         stripped = line.strip()
@@ -136,7 +152,24 @@ def _parse(text: str) -> tuple[dict[str, str], dict[str, int], set[str]]:
             vias.add(stripped.removeprefix("#").strip())
         elif not stripped.startswith("#"):
             in_via = False
-    return pins, hashes, vias
+    return pins, hashes, vias, markers
+
+
+def _environments() -> list[dict[str, str]]:
+    """The marker environment of the image's interpreter on each target platform."""
+    return [
+        {
+            "python_version": PYTHON_VERSION,
+            "python_full_version": f"{PYTHON_VERSION}.0",
+            "implementation_name": "cpython",
+            "platform_python_implementation": "CPython",
+            "sys_platform": "linux",
+            "platform_system": "Linux",
+            "os_name": "posix",
+            "platform_machine": machine,
+        }
+        for machine in TARGET_MACHINES
+    ]
 
 
 def _check_one(path: Path, requirements: list[str], digest: str) -> list[str]:
@@ -149,10 +182,17 @@ def _check_one(path: Path, requirements: list[str], digest: str) -> list[str]:
         problems.append(f"{path.name}: no '# inputs-sha256: ... exclude-newer: ...' first line")
     elif stamp["digest"] != digest:
         problems.append(f"{path.name}: compiled from other inputs than the current ones")
-    pins, hashes, vias = _parse(text)
+    pins, hashes, vias, markers = _parse(text)
     for spec in requirements:
         req = Requirement(spec)
         name = canonicalize_name(req.name)
+        for env in _environments():
+            needed = req.marker is None or req.marker.evaluate(env)
+            if needed and name in markers and not markers[name].evaluate(env):
+                problems.append(
+                    f"{path.name}: {name} is not installed on linux/{env['platform_machine']} "
+                    f"(marker {markers[name]})"
+                )
         if name not in pins:
             problems.append(f"{path.name}: {req.name} is not pinned")
         elif not req.specifier.contains(pins[name], prereleases=True):
@@ -180,9 +220,32 @@ def check(lock_dir: Path, root: Path = ROOT) -> list[str]:
     )
 
 
+def recompile_check(lock_dir: Path, root: Path = ROOT) -> list[str]:
+    """Recompile with the committed lock's cutoff; the names of the locks that came out other.
+
+    Online and dependent on PyPI's present state (a file uploaded later to an old release changes
+    the result), so it is `make lock-check`, never a test."""
+    first = (lock_dir / RUNTIME_LOCK).read_text().splitlines()[:1]
+    stamp = STAMP.match(first[0]) if first else None
+    if stamp is None:
+        raise LockError(f"{RUNTIME_LOCK}: no '# inputs-sha256: ... exclude-newer: ...' first line")
+    with tempfile.TemporaryDirectory() as scratch:
+        compile_locks(Path(scratch), stamp["cutoff"], root)
+        return [
+            f"{name}: recompiling with cutoff {stamp['cutoff']} gives another lock"
+            for name in (RUNTIME_LOCK, BUILD_LOCK)
+            if (Path(scratch) / name).read_text() != (lock_dir / name).read_text()
+        ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--check", action="store_true", help="offline freshness check only")
+    parser.add_argument(
+        "--recompile-check",
+        action="store_true",
+        help="online: recompile with the recorded cutoffs and diff against the committed locks",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "requirements", metavar="DIR")
     parser.add_argument(
         "--exclude-newer",
@@ -197,6 +260,15 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             print("lock: run `make lock` and commit requirements/", file=sys.stderr)
         return 1 if problems else 0
+    if args.recompile_check:
+        try:
+            differences = recompile_check(args.out)
+        except (LockError, subprocess.CalledProcessError) as exc:
+            print(f"lock: {exc}", file=sys.stderr)
+            return 1
+        for difference in differences:
+            print(f"lock: {difference}", file=sys.stderr)
+        return 1 if differences else 0
     cutoff = args.exclude_newer or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         compile_locks(args.out, cutoff)
