@@ -14,7 +14,15 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TypeAlias, TypeVar
 
 from archwarden import platforms
-from archwarden.policy import _capacity, _inventory, _messages, _nodes, _scheduling, _workloads
+from archwarden.policy import (
+    _capacity,
+    _inventory,
+    _messages,
+    _nodes,
+    _placement,
+    _scheduling,
+    _workloads,
+)
 
 __all__ = [
     "Decision",
@@ -90,17 +98,7 @@ ImageAnswer: TypeAlias = Sequence[platforms.Platform] | ImageFailure
 """Per image: its platforms (``ImagePlatforms.platforms``) or why they are unknown."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Placement:
-    """Where the pods can go, in node-label terms, for mutation."""
-
-    arches: tuple[str, ...]
-    """``kubernetes.io/arch`` values of the candidate nodes (and provisionable capacity)
-    that can run the pod."""
-    required: tuple[_workloads.Requirement, ...] = ()
-    """Expressions to AND into every required affinity term so the pod avoids the candidate
-    nodes that cannot run it. Each is ``In`` over labels of compatible nodes, so it never
-    excludes a node that could run the pod; empty when nothing needs excluding."""
+Placement = _placement.Placement
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,44 +231,6 @@ def _common_platforms(
     """
     pool = {p for answer in answers for p in answer if not p.is_unknown}
     return tuple(sorted(p for p in pool if all(_runs(p, answer, fallbacks) for answer in answers)))
-
-
-def _label_values(nodes: Sequence[_nodes.Node], key: str) -> tuple[str, ...] | None:
-    """Sorted values of ``key`` on all nodes; ``None`` if any node lacks the label."""
-    values = [node.label_map.get(key) for node in nodes]
-    if any(v is None for v in values):
-        return None
-    return tuple(sorted({v for v in values if v is not None}))
-
-
-def _placement(compatible: Sequence[_nodes.Node], incompatible: Sequence[_nodes.Node]) -> Placement:
-    """Label expressions that keep the pod on ``compatible`` nodes, never excluding one.
-
-    A label some compatible node lacks cannot be required, so it is left out (the
-    restriction is then partial, never wrong).
-    """
-    arches = _label_values(compatible, _nodes.LABEL_ARCH)
-    required: list[_workloads.Requirement] = []
-    if incompatible:
-        # The arch pin goes in whenever something must be excluded, even if it excludes
-        # nothing today: a node joining before the pod is scheduled is kept out too.
-        if arches is not None:
-            required.append(_workloads.Requirement(_nodes.LABEL_ARCH, "In", arches))
-        oses = _label_values(compatible, _nodes.LABEL_OS)
-        all_oses = {node.label_map.get(_nodes.LABEL_OS) for node in (*compatible, *incompatible)}
-        if oses is not None and len(all_oses) > 1:
-            required.append(_workloads.Requirement(_nodes.LABEL_OS, "In", oses))
-        # Builds only when every compatible node is Windows (and so labelled), and only when
-        # the build is what tells nodes apart: Linux images ignore it.
-        builds = _label_values(compatible, _nodes.LABEL_WINDOWS_BUILD)
-        if builds is not None:
-            requirement = _workloads.Requirement(_nodes.LABEL_WINDOWS_BUILD, "In", builds)
-            if any(
-                not _scheduling.matches_requirement(requirement, node.label_map)
-                for node in incompatible
-            ):
-                required.append(requirement)
-    return Placement(arches=arches or (), required=tuple(required))
 
 
 def _arch_pin(template: _workloads.PodTemplate) -> tuple[str, tuple[str, ...]] | None:
@@ -487,7 +447,7 @@ def _assess(
         # Provisionable offers count as nodes: an autoscaler may pick any platform the pod's
         # affinity allows, so the arch pin names each one that can run it, and only those.
         placement=(
-            _placement(
+            _placement.placement(
                 [*(c.node for c in compatible), *(o.node for o in good)],
                 [*(c.node for c in incompatible), *(o.node for o in bad)],
             )

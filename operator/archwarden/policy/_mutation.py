@@ -96,15 +96,55 @@ def _has_preference(existing: Sequence[Any], entry: Mapping[str, Any], path: Pat
     return False
 
 
+def _required_ops(
+    node_affinity: Mapping[str, Any], node_path: Path, alternatives: list[list[dict[str, Any]]]
+) -> list[PatchOperation]:
+    """AND ``alternatives`` (ORed among themselves) into the user's required terms.
+
+    One alternative is appended to each term. Several make every user term one term per
+    alternative (user term AND alternative), written as one replacement of the term list.
+    """
+    existing = _child(node_affinity, _REQUIRED, node_path)
+    if existing is None:
+        fresh = [{"matchExpressions": alternative} for alternative in alternatives]
+        return [_add((*node_path, _REQUIRED), {"nodeSelectorTerms": fresh})]
+    terms_path: Path = (*node_path, _REQUIRED, "nodeSelectorTerms")
+    # No terms at all matches no node; adding one would loosen that, so leave it alone.
+    terms = _read.list(existing.get("nodeSelectorTerms"), _dotted(terms_path))
+    ops: list[PatchOperation] = []
+    crossed: list[Any] = []
+    for i, raw in enumerate(terms):
+        term = _read.mapping(raw, _dotted((*terms_path, i)))
+        expressions_path: Path = (*terms_path, i, "matchExpressions")
+        expressions = _read.list(term.get("matchExpressions"), _dotted(expressions_path))
+        fields = _read.list(term.get("matchFields"), _dotted((*terms_path, i, "matchFields")))
+        if not expressions and not fields:
+            crossed.append(raw)  # an empty term matches nothing; an expression would widen it
+            continue
+        for alternative in alternatives:
+            missing = [r for r in alternative if r not in expressions]
+            crossed.append({**term, "matchExpressions": [*expressions, *missing]})
+            if len(alternatives) > 1 or not missing:
+                continue
+            if expressions:
+                ops.extend(_add((*expressions_path, "-"), r) for r in missing)
+            else:
+                ops.append(_add(expressions_path, missing))
+    if len(alternatives) > 1 and crossed != terms:
+        return [_add(terms_path, crossed)]
+    return ops
+
+
 def _affinity_ops(
     spec: Mapping[str, Any],
     spec_path: Path,
-    required: list[dict[str, Any]],
+    alternatives: list[list[dict[str, Any]]],
     preferred: list[dict[str, Any]],
 ) -> list[PatchOperation]:
     fresh: dict[str, Any] = {}
-    if required:
-        fresh[_REQUIRED] = {"nodeSelectorTerms": [{"matchExpressions": required}]}
+    if alternatives:
+        terms = [{"matchExpressions": alternative} for alternative in alternatives]
+        fresh[_REQUIRED] = {"nodeSelectorTerms": terms}
     if preferred:
         fresh[_PREFERRED] = preferred
     if not fresh:
@@ -116,28 +156,7 @@ def _affinity_ops(
     node_affinity = _child(affinity, "nodeAffinity", node_path[:-1])
     if node_affinity is None:
         return [_add(node_path, fresh)]
-    ops: list[PatchOperation] = []
-    existing_required = _child(node_affinity, _REQUIRED, node_path)
-    if required and existing_required is None:
-        ops.append(_add((*node_path, _REQUIRED), fresh[_REQUIRED]))
-    elif required and existing_required is not None:
-        terms_path: Path = (*node_path, _REQUIRED, "nodeSelectorTerms")
-        # No terms at all matches no node; adding one would loosen that, so leave it alone.
-        terms = _read.list(existing_required.get("nodeSelectorTerms"), _dotted(terms_path))
-        for i, raw in enumerate(terms):
-            term = _read.mapping(raw, _dotted((*terms_path, i)))
-            expressions_path: Path = (*terms_path, i, "matchExpressions")
-            expressions = _read.list(term.get("matchExpressions"), _dotted(expressions_path))
-            fields = _read.list(term.get("matchFields"), _dotted((*terms_path, i, "matchFields")))
-            if not expressions and not fields:
-                continue  # an empty term matches nothing; an expression would widen it
-            missing = [r for r in required if r not in expressions]
-            if not missing:
-                continue
-            if expressions:
-                ops.extend(_add((*expressions_path, "-"), r) for r in missing)
-            else:
-                ops.append(_add(expressions_path, missing))
+    ops = _required_ops(node_affinity, node_path, alternatives) if alternatives else []
     if preferred:
         preferred_path: Path = (*node_path, _PREFERRED)
         present = node_affinity.get(_PREFERRED)
@@ -178,9 +197,9 @@ def _patch(
     ops: list[PatchOperation] = []
     if decision.placement is not None:
         spec = _walk(root, spec_path)
-        required = [r.to_json() for r in decision.placement.required]
+        alternatives = [[r.to_json() for r in term] for term in decision.placement.terms]
         preferred = _preferences(decision.placement, preferences or {})
-        ops.extend(_affinity_ops(spec, spec_path, required, preferred))
+        ops.extend(_affinity_ops(spec, spec_path, alternatives, preferred))
     if annotate and decision.pod_platforms:
         metadata_path = (*spec_path[:-1], "metadata")
         ops.extend(_annotation_ops(root, metadata_path, ",".join(decision.pod_platforms)))
@@ -195,10 +214,11 @@ def pod_patch(
 ) -> list[PatchOperation]:
     """Operations that constrain ``pod`` to the nodes ``decision`` found able to run it.
 
-    Adds required ``kubernetes.io/arch In [...]`` (and ``kubernetes.io/os``, or the Windows
-    build, when those tell compatible nodes apart) only when some candidate node cannot run
-    the pod; ``preferences`` (``{"arm64": 50}``) adds preferred terms for arches that can run
-    it, unless already present; and sets the ``archwarden.io/platforms`` annotation.
+    Adds the placement's required terms (``kubernetes.io/arch In [...]``, and the os, the
+    Windows build or a runtime override label where those tell compatible nodes apart) only
+    when some candidate node cannot run the pod; ``preferences`` (``{"arm64": 50}``) adds
+    preferred terms for arches that can run it, unless already present; and sets the
+    ``archwarden.io/platforms`` annotation.
     Returns ``[]`` for a denied decision.
     """
     return _patch(pod, ("spec",), decision, preferences, annotate=True)

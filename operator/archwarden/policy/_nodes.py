@@ -12,6 +12,8 @@ from archwarden import platforms
 from archwarden.policy import _errors, _fields
 
 __all__ = [
+    "FALLBACK_LABELS",
+    "JUDGED_LABELS",
     "LABEL_ARCH",
     "LABEL_OS",
     "LABEL_RUNS_386",
@@ -33,6 +35,17 @@ LABEL_WINDOWS_BUILD = "node.kubernetes.io/windows-build"
 # the cluster-wide platforms.arm64RunsArm32 / platforms.amd64Runs386 settings.
 LABEL_RUNS_ARM32 = "archwarden.io/runs-arm32"
 LABEL_RUNS_386 = "archwarden.io/runs-386"
+
+# Each per-node override label and the platforms.Fallbacks field it sets. A new override is one
+# entry here: Node.fallbacks reads it and placement (policy/_placement.py) pins it.
+FALLBACK_LABELS: Mapping[str, str] = types.MappingProxyType(
+    {LABEL_RUNS_ARM32: "arm32_on_arm64", LABEL_RUNS_386: "i386_on_amd64"}
+)
+
+# Every label a judgement of a node reads, from the most fundamental to the least: nodes equal
+# in these are judged alike, and node affinity built over exactly these keeps a pod on the nodes
+# judged able to run it (policy/_placement.py).
+JUDGED_LABELS: tuple[str, ...] = (LABEL_ARCH, LABEL_OS, LABEL_WINDOWS_BUILD, *FALLBACK_LABELS)
 
 # Labels whose value is (nearly) unique per node. Nodes differing only in these are one class
 # for decisions (see Inventory.classes); a pod naming one is judged node by node.
@@ -89,9 +102,12 @@ class Node:
     def fallbacks(self, defaults: platforms.Fallbacks) -> platforms.Fallbacks:
         """The cluster's fallbacks, as this node's labels override them."""
         labels = self.label_map
-        return platforms.Fallbacks(
-            arm32_on_arm64=_flag(labels.get(LABEL_RUNS_ARM32), defaults.arm32_on_arm64),
-            i386_on_amd64=_flag(labels.get(LABEL_RUNS_386), defaults.i386_on_amd64),
+        return dataclasses.replace(
+            defaults,
+            **{
+                field: _flag(labels.get(label), getattr(defaults, field))
+                for label, field in FALLBACK_LABELS.items()
+            },
         )
 
     @functools.cached_property
