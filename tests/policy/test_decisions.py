@@ -277,10 +277,18 @@ def test_no_candidate_nodes_is_not_our_business() -> None:
     decision = _decide(raw, ARM_AND_PPC, AMD64_ONLY)
     assert decision.allowed and not decision.mismatch
     assert decision.reason == Reason.NO_CANDIDATE_NODES
-    assert decision.warnings == (
+    assert decision.message == (
         "no ready node matches this pod's nodeSelector, node affinity and tolerations; "
-        "image platforms were not checked",
+        "its images were checked against its own arch, os and build pins only"
     )
+    assert decision.warnings == (
+        "no ready node matches this pod's nodeSelector, node affinity and tolerations",
+        "its images were checked against its own arch, os and build pins only",
+    )
+    failed = _decide(raw, ARM_AND_PPC, {API: ImageFailure("401 Unauthorized")})
+    assert failed.reason == Reason.NO_CANDIDATE_NODES
+    assert failed.message.startswith("no ready node matches")
+    assert "image platforms were not checked" in failed.message
     assert _decide(raw, ARM_AND_PPC, AMD64_ONLY, mode=Mode.AUDIT).warnings == ()
     # Nodes whose platform is unknown are never judged.
     unknown = node_from_object(
@@ -290,6 +298,63 @@ def test_no_candidate_nodes_is_not_our_business() -> None:
         }
     )
     assert _decide(objects.pod(API), [unknown], AMD64_ONLY).reason == Reason.NO_CANDIDATE_NODES
+
+
+def test_a_pin_no_image_platform_satisfies_is_denied_even_with_no_node_matching() -> None:
+    # The case: a Windows-only image pinned to s390x, and no s390x node at all.
+    raw = objects.pod(WIN_IMAGE, nodeSelector={"kubernetes.io/arch": "s390x"})
+    decision = _decide(raw, ARM_AND_PPC, {WIN_IMAGE: _windows("10.0.20348.2527")})
+    assert not decision.allowed and decision.mismatch
+    assert decision.reason == Reason.ARCHITECTURE_PIN_MISMATCH
+    assert decision.message == (
+        f"nodeSelector kubernetes.io/arch=s390x contradicts image {WIN_IMAGE}, which supports "
+        "windows/amd64 [os.version=10.0.20348.2527] only; remove the pin or publish an s390x image"
+    )
+    # warn mode admits it, with the same explanation as warnings
+    warned = _decide(raw, ARM_AND_PPC, {WIN_IMAGE: _windows("10.0.20348.2527")}, mode=Mode.WARN)
+    assert warned.allowed and warned.reason == Reason.ARCHITECTURE_PIN_MISMATCH
+
+
+def test_os_and_build_pins_are_judged_too() -> None:
+    linux = objects.pod(API, nodeSelector={"kubernetes.io/os": "windows"})
+    decision = _decide(linux, ARM_AND_PPC, AMD64_ONLY)
+    assert not decision.allowed and decision.reason == Reason.ARCHITECTURE_PIN_MISMATCH
+    assert decision.message.startswith(
+        f"nodeSelector kubernetes.io/os=windows contradicts image {API}, which supports "
+    )
+    assert decision.message.endswith("; remove the pin or publish an image that node can run")
+    old_build = objects.pod(
+        WIN_IMAGE,
+        affinity=objects.arch_affinity(
+            [
+                {
+                    "key": "node.kubernetes.io/windows-build",
+                    "operator": "In",
+                    "values": ["10.0.17763"],
+                }
+            ]
+        ),
+    )
+    found = {WIN_IMAGE: _windows("10.0.20348.2527")}
+    assert _decide(old_build, ARM_AND_PPC, found).reason == Reason.ARCHITECTURE_PIN_MISMATCH
+    # The right build: nothing contradicts, the pod merely has no node yet.
+    new_build = objects.pod(
+        WIN_IMAGE, nodeSelector={"node.kubernetes.io/windows-build": "10.0.20348"}
+    )
+    assert _decide(new_build, ARM_AND_PPC, found).reason == Reason.NO_CANDIDATE_NODES
+
+
+def test_a_pin_some_node_could_run_with_a_fallback_is_not_a_contradiction() -> None:
+    # arm/v7 on arm64 runs where a node is labelled archwarden.io/runs-arm32=true: with no
+    # arm64 node now, such a node may still come, so the pod is only warned about.
+    raw = objects.pod(API, nodeSelector={"kubernetes.io/arch": "arm64", "pool": "none"})
+    decision = _decide(raw, MIXED, {API: plats("linux/arm/v7")})
+    assert decision.allowed and decision.reason == Reason.NO_CANDIDATE_NODES
+    # 386 on s390x is no fallback of any node: denied.
+    pinned = objects.pod(API, nodeSelector={"kubernetes.io/arch": "s390x"})
+    assert _decide(pinned, MIXED, {API: plats("linux/386")}).reason == (
+        Reason.ARCHITECTURE_PIN_MISMATCH
+    )
 
 
 def test_pod_without_images_is_skipped() -> None:

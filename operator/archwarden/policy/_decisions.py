@@ -19,6 +19,7 @@ from archwarden.policy import (
     _inventory,
     _messages,
     _nodes,
+    _pins,
     _placement,
     _scheduling,
     _workloads,
@@ -233,57 +234,6 @@ def _common_platforms(
     return tuple(sorted(p for p in pool if all(_runs(p, answer, fallbacks) for answer in answers)))
 
 
-def _arch_pin(template: _workloads.PodTemplate) -> tuple[str, tuple[str, ...]] | None:
-    """The user's own architecture pin, described, with the arches it allows."""
-    selected = dict(template.node_selector).get(_nodes.LABEL_ARCH)
-    if selected is not None:
-        return f"nodeSelector {_nodes.LABEL_ARCH}={selected}", (selected,)
-    terms = [t for t in template.required_terms or () if not t.empty]
-    if not terms:
-        return None
-    allowed: set[str] = set()
-    for term in terms:
-        pins = [
-            set(r.values)
-            for r in term.match_expressions
-            if r.key == _nodes.LABEL_ARCH and r.operator == "In"
-        ]
-        if not pins:
-            return None  # this term admits any architecture: no pin
-        allowed |= set.intersection(*pins)
-    arches = tuple(sorted(allowed))
-    return f"node affinity {_nodes.LABEL_ARCH} In [{', '.join(arches)}]", arches
-
-
-def _contradicts(
-    image_platforms: Sequence[platforms.Platform],
-    arches: Sequence[str],
-    fallbacks: platforms.Fallbacks,
-) -> bool:
-    return not any(
-        platforms.node_can_run(
-            platforms.normalize(p.os, arch, os_version=p.os_version), p, fallbacks
-        )
-        for p in image_platforms
-        for arch in arches
-    )
-
-
-def _pin_message(
-    pin: str, arches: Sequence[str], images: Mapping[str, Sequence[platforms.Platform]]
-) -> str:
-    named = _messages.join_and(
-        [f"image {image}, which {_messages.supports(found)}" for image, found in images.items()]
-    )
-    if len(images) == 1 and len(arches) == 1:
-        wanted = f"{_messages.article(arches[0])} {arches[0]} image"
-    elif len(arches) == 1:
-        wanted = f"{arches[0]} images"
-    else:
-        wanted = ("an image" if len(images) == 1 else "images") + " for " + " or ".join(arches)
-    return f"{pin} contradicts {named}; remove the pin or publish {wanted}"
-
-
 def _provision(offers: Iterable[_capacity.Offer]) -> str:
     """``NodePool a can provision linux/amd64 and linux/arm64 (at its limits now) and ...``"""
     by_class: dict[_capacity.ProvisionableClass, list[str]] = {}
@@ -319,14 +269,11 @@ def _mismatch(
     defaults: platforms.Fallbacks,
     offers: Sequence[_capacity.Offer] = (),
 ) -> tuple[Reason, str]:
-    pin = _arch_pin(template)
-    if pin is not None:
-        described, arches = pin
-        against = {
-            i: found for i, found in resolved.items() if _contradicts(found, arches, defaults)
-        }
-        if against:
-            return Reason.ARCHITECTURE_PIN_MISMATCH, _pin_message(described, arches, against)
+    # With candidate nodes to name, only an arch pin is blamed: the nodes say the rest.
+    pinned = tuple(pin for pin in _pins.pins(template) if pin.key == _nodes.LABEL_ARCH)
+    against = _pins.contradicted(pinned, resolved, defaults)
+    if against:
+        return Reason.ARCHITECTURE_PIN_MISMATCH, _pins.message(pinned, against)
     kinds = sorted(
         {_kind(c.node, defaults) for c in candidates} | {_kind(o.node, defaults) for o in offers}
     )
@@ -416,11 +363,25 @@ def _assess(
     candidates = [c for c in _classes(workload, nodes) if admits(c.node) and c.node.known]
     offers = _offers(workload, capacity)
     if not candidates and not offers:
+        # No node to judge against, but the pod's own pins still say what any node it could
+        # ever use is. Judged with every fallback a node may be labelled to have: only an image
+        # no such node could run is a contradiction.
+        pinned = _pins.pins(workload.template)
+        against = _pins.contradicted(pinned, resolved, platforms.ALL_FALLBACKS)
+        if against:
+            return _Findings(
+                Reason.ARCHITECTURE_PIN_MISMATCH, _pins.message(pinned, against), failures=failed
+            )
         provisionable = ", and no provisionable capacity does" if capacity else ""
+        checked = (
+            "its images were checked against its own arch, os and build pins only"
+            if resolved
+            else "image platforms were not checked"
+        )
         return _Findings(
             Reason.NO_CANDIDATE_NODES,
             "no ready node matches this pod's nodeSelector, node affinity and tolerations"
-            f"{provisionable}; image platforms were not checked",
+            f"{provisionable}; {checked}",
             failures=failed,
         )
     # Judge each distinct kind of node once: clusters have many nodes but few platforms.
