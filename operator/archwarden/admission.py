@@ -52,12 +52,15 @@ class EventNote:
     message: str
 
 
+Operation = policy.PatchOperation | policy.RemoveOperation | policy.TestOperation
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     allowed: bool
     message: str = ""
     warnings: tuple[str, ...] = ()
-    patch: tuple[policy.PatchOperation, ...] = ()
+    patch: tuple[Operation, ...] = ()
     events: tuple[EventNote, ...] = ()
     decision: policy.Decision | None = None
     label: str = "allowed"
@@ -66,6 +69,14 @@ class Outcome:
     """For metrics, when denied: the decision's policy.Reason value, or TooManyImages."""
     authenticated: bool = False
     """The review came from a client the webhook server authenticated (webhook.clientCAFile)."""
+    decided: bool = True
+    """archwarden reached a decision (every image answered, or the answers already settled a
+    denial); False when it admits without one (registry failures, too many images)."""
+
+    @property
+    def releases_gate(self) -> bool:
+        """The patch removes archwarden's scheduling gate."""
+        return any(op["op"] == "remove" for op in self.patch)
 
 
 OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
@@ -131,6 +142,7 @@ class Admission:
         self._mode = policy.Mode(config.mode)
         self._failure_policy = policy.FailurePolicy(config.failure_policy)
         self._fallbacks = config.platforms.fallbacks()
+        self._gate_mode = policy.GateMode(config.scheduling_gates.mode)
 
     def mode_for(self, namespace: str) -> policy.Mode:
         override = self.namespace_mode(namespace)
@@ -247,8 +259,14 @@ class Admission:
         mutate: bool = False,
         webhook: str = "validate",
         authenticated: bool = False,
+        budget: float | None = None,
+        gated: bool = False,
     ) -> Outcome:
-        """``authenticated``: the webhook server verified the caller's client certificate."""
+        """``authenticated``: the webhook server verified the caller's client certificate.
+
+        ``budget``: seconds for the images (default ``webhook.budgetSeconds``; the background
+        decision of gated pods has longer). ``gated``: the pod exists and waits on archwarden's
+        gate, so its affinity may only be narrowed."""
         started = time.perf_counter()
         # Label values from the review are clamped: anyone reaching the port could otherwise
         # mint a series per made-up kind or operation.
@@ -256,7 +274,7 @@ class Admission:
         kind = kind if kind in policy.SPEC_PATHS else "other"
         operation_label = operation if operation in OPERATIONS else "other"
         try:
-            outcome = await self._review(obj, operation, old, namespace, mutate)
+            outcome = await self._review(obj, operation, old, namespace, mutate, budget, gated)
         finally:
             self._child(self.metrics.admission_duration, webhook).observe(
                 time.perf_counter() - started
@@ -315,6 +333,42 @@ class Admission:
         old: Mapping[str, Any] | None,
         namespace: str,
         mutate: bool,
+        budget: float | None = None,
+        gated: bool = False,
+    ) -> Outcome:
+        outcome = await self._judge(obj, operation, old, namespace, mutate, budget, gated)
+        if not mutate or str(obj.get("kind") or "") != "Pod" or operation != "CREATE":
+            return outcome
+        return self._gate(obj, outcome)
+
+    def _gate(self, pod: Mapping[str, Any], outcome: Outcome) -> Outcome:
+        """The scheduling gate's part of a pod's patch: removed once decided, kept (or, with
+        schedulingGates.mode webhook, added) while archwarden admits the pod undecided."""
+        mode = self._gate_mode
+        if mode is policy.GateMode.OFF or not outcome.allowed:
+            return outcome
+        if outcome.decided:
+            ops: list[Operation] = list(policy.release_ops(pod))
+        elif mode is policy.GateMode.WEBHOOK:
+            ops = [
+                {"op": "add", "path": op["path"], "value": op["value"]}
+                for op in policy.hold_ops(pod)
+            ]
+        else:
+            return outcome  # the policy's gate stays: the pod waits for the background decision
+        if not ops:
+            return outcome
+        return dataclasses.replace(outcome, patch=(*outcome.patch, *ops))
+
+    async def _judge(
+        self,
+        obj: Mapping[str, Any],
+        operation: str,
+        old: Mapping[str, Any] | None,
+        namespace: str,
+        mutate: bool,
+        budget: float | None,
+        gated: bool,
     ) -> Outcome:
         meta = _metadata(obj)
         namespace = namespace or str(meta.get("namespace") or "")
@@ -351,7 +405,8 @@ class Admission:
             return _too_many_images(distinct, limit, mode, failure_policy, mutate)
 
         loop = asyncio.get_running_loop()
-        budget = self.config.webhook.budget_seconds
+        if budget is None:
+            budget = self.config.webhook.budget_seconds
         deadline = loop.time() + budget
         problems: list[str] = []
         creds: registry.CredentialStore | None = None
@@ -447,7 +502,7 @@ class Admission:
         if mutate and decision.allowed and wanted:
             preferences = self.config.preferred_architectures
             patch = tuple(
-                policy.pod_patch(obj, decision, preferences=preferences)
+                policy.pod_patch(obj, decision, preferences=preferences, narrow_only=gated)
                 if workload.kind == "Pod"
                 else policy.template_patch(obj, decision, preferences=preferences)
             )
@@ -474,6 +529,7 @@ class Admission:
             decision=decision,
             label=label,
             reason=decision.reason.value,
+            decided=decision.reason is not policy.Reason.IMAGE_INSPECTION_FAILED,
         )
 
     def _decide(
@@ -581,7 +637,11 @@ def _too_many_images(
         )
     )
     if mutate:
-        return Outcome(True, label="allowed")  # the validating webhook reports it
+        # The validating webhook reports it; a gated pod keeps waiting (decided=False), and
+        # the background decision reads the reason and message.
+        return Outcome(
+            True, message=message, label="allowed", reason="TooManyImages", decided=False
+        )
     warnings = (message,) if not denied and mode is not policy.Mode.AUDIT else ()
     return Outcome(
         allowed=not denied,
@@ -590,4 +650,5 @@ def _too_many_images(
         events=(EventNote("Warning", "ImageInspectionFailed", message),),
         label="denied" if denied else ("warned" if warnings else "allowed"),
         reason="TooManyImages",
+        decided=False,
     )

@@ -446,21 +446,74 @@ def _identity() -> str:
     return pod or f"archwarden@{socket.gethostname()}/{os.getpid()}"
 
 
-def _remove_webhooks(args: argparse.Namespace) -> int:
+UNINSTALL_RELEASE = (
+    "archwarden is being uninstalled (helm uninstall): its scheduling gate was released and "
+    "this pod was not checked"
+)
+UNGATE_RELEASE = (
+    "released by archwarden ungate (an emergency release): this pod was not checked against "
+    "its images' platforms"
+)
+
+
+def _cluster(kubeconfig: str | None) -> Any:
+    """The API client, or None after saying why there is none (one line)."""
     from archwarden import kube
 
     try:
-        client = kube.load_api_client(args.kubeconfig)
-        for name in args.names:
-            deleted = kube.remove_webhook_configurations(client, name)
-            print(f"{name}: deleted {', '.join(deleted)}" if deleted else f"{name}: none left")
-    except kube.WebhookRemovalError as exc:
-        print(f"archwarden: error: {exc}", file=sys.stderr)
-        return 1
+        return kube.load_api_client(kubeconfig)
     except Exception as exc:  # no kubeconfig and not in a cluster
         print(f"archwarden: error: no cluster credentials: {type(exc).__name__}", file=sys.stderr)
+        return None
+
+
+def _release(client: Any, namespace: str | None, why: str) -> int:
+    from archwarden import kube
+
+    try:
+        released, failures = kube.release_gates(client, namespace, why, kube.instance_name())
+    except kube.GateReleaseError as exc:
+        print(f"archwarden: error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    where = f"namespace {namespace}" if namespace else "all namespaces"
+    print(f"released the scheduling gate of {len(released)} pods in {where}")
+    for line in released:
+        print(f"  {line}")
+    for failure in failures:
+        print(f"archwarden: error: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _remove_webhooks(args: argparse.Namespace) -> int:
+    from archwarden import kube
+
+    client = _cluster(args.kubeconfig)
+    if client is None:
+        return 1
+    try:
+        for name in args.names:
+            deleted = kube.remove_webhook_configurations(client, name)
+            if args.ungate:
+                # The policy first: no new pod is gated once nothing is left to release it.
+                deleted += kube.remove_gate_policy(client, name)
+            print(f"{name}: deleted {', '.join(deleted)}" if deleted else f"{name}: none left")
+    except (kube.WebhookRemovalError, kube.GateReleaseError) as exc:
+        print(f"archwarden: error: {exc}", file=sys.stderr)
+        return 1
+    return _release(client, None, UNINSTALL_RELEASE) if args.ungate else 0
+
+
+def _ungate(args: argparse.Namespace) -> int:
+    if not args.all_namespaces and not args.namespace:
+        print(
+            "archwarden: error: name a namespace (-n NAMESPACE) or --all-namespaces",
+            file=sys.stderr,
+        )
+        return 2
+    client = _cluster(args.kubeconfig)
+    if client is None:
+        return 1
+    return _release(client, None if args.all_namespaces else args.namespace, UNGATE_RELEASE)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -593,9 +646,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     remove.add_argument("names", nargs="+", metavar="NAME", help="configuration names")
     remove.add_argument(
+        "--ungate",
+        action="store_true",
+        help="also delete the MutatingAdmissionPolicy and binding of that name, then release "
+        "archwarden's scheduling gate from every pod (each recorded in an Event)",
+    )
+    remove.add_argument(
         "--kubeconfig", metavar="FILE", help="kubeconfig (default: the usual lookup)"
     )
     remove.set_defaults(handler=None, sync_handler=_remove_webhooks)
+
+    ungate = commands.add_parser(
+        "ungate",
+        help="emergency: release archwarden's scheduling gate (archwarden.io/platforms) from "
+        "pods unchecked, each recorded in a Warning Event SchedulingGateReleased",
+    )
+    where = ungate.add_mutually_exclusive_group()
+    where.add_argument("-n", "--namespace", metavar="NAMESPACE", help="pods of this namespace")
+    where.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="pods of every namespace"
+    )
+    ungate.add_argument(
+        "--kubeconfig", metavar="FILE", help="kubeconfig (default: the usual lookup)"
+    )
+    ungate.set_defaults(handler=None, sync_handler=_ungate)
     return parser
 
 

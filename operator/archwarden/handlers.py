@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import gc
 import json
 import logging
@@ -22,6 +23,7 @@ import kopf
 from archwarden import (
     admission,
     audit,
+    gatekeeper,
     kube,
     metrics,
     pod_store,
@@ -87,6 +89,8 @@ class Runtime:
     pods: pod_store.PodStore = dataclasses.field(default_factory=pod_store.PodStore)
     auditor: audit.Auditor | None = None
     """Built at start-up once admission is; judges what already runs (``archwarden.audit``)."""
+    gatekeeper: gatekeeper.GateKeeper | None = None
+    """Built at start-up once admission is; decides pods held by the scheduling gate."""
     changed_classes: set[policy.Node] = dataclasses.field(default_factory=set)
     """Node classes (before and after) changed since the last re-evaluation."""
     reevaluate_all: bool = True
@@ -234,6 +238,7 @@ class Runtime:
         self.watches += [self._capacity_watch(connection, r) for r in self.capacity_sources]
         workloads = self.workloads.watches(connection)
         self.pods.on_changed = self._pod_changed
+        self.pods.on_deleted = self._pod_deleted
         pods = self.pods.watch(connection)
         for watch in [*self.watches, *workloads, pods]:
             self.spawn(watch.run())
@@ -246,11 +251,20 @@ class Runtime:
                     await watch.synced.wait()
 
             self.spawn(self.auditor.run(listed))
+        if self.gatekeeper is not None:
+            self.spawn(self.gatekeeper.run(self.ready.wait))
 
     def _pod_changed(self, old: pod_store.Pod | None, pod: pod_store.Pod) -> None:
+        # Held pods are decided once the nodes are listed (GateKeeper.run waits for that).
+        if self.gatekeeper is not None:
+            self.gatekeeper.pod_changed(pod)
         # Before the nodes are listed, a pod's node and the node platforms are not known yet.
         if self.auditor is not None and self.ready.is_set():
             self.auditor.pod_changed(old, pod)
+
+    def _pod_deleted(self, namespace: str, name: str) -> None:
+        if self.gatekeeper is not None:
+            self.gatekeeper.pod_deleted(namespace, name)
 
     def _capacity_watch(
         self, connection: kube.Connection, resource: kube.CapacityResource
@@ -405,6 +419,14 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         meters=rt.metrics,
         reports=reports,
     )
+    rt.gatekeeper = gatekeeper.GateKeeper(
+        rt.admission,
+        functools.partial(rt.reader.read, "Pod"),
+        kube.PodPatcher(api_client).patch,
+        rt.poster.post,
+        rt.metrics,
+        config.scheduling_gates,
+    )
     rt.set_static_capacity(kube.static_capacity(config.capacity))
     rt.start_watches(kube.Connection.from_api_client(api_client))
     rt.health = serving.HealthServer(rt.metrics, rt.ready)
@@ -491,6 +513,8 @@ async def _reevaluate(rt: Runtime) -> None:
             rt.poster.post(entry.ref, "Warning", "ArchitectureUnavailable", message)
     rt.metrics.reevaluated.inc(judged)
     rt._count_stranded()
+    if rt.gatekeeper is not None:
+        rt.gatekeeper.capacity_changed()
 
 
 # -- provisionable capacity ----------------------------------------------------------------------

@@ -153,6 +153,25 @@ class Metrics:
             "Pending pods explained: no node matches their images' platforms and arch pin.",
             registry=r,
         )
+        self.pods_gated = prom.Gauge(
+            "archwarden_pods_gated",
+            "Pods held by archwarden's scheduling gate, by why: Pending (not decided yet), "
+            "ImageInspectionFailed (retried), ArchitectureMismatch and the like (no capacity "
+            "can run them).",
+            ["reason"],
+            registry=r,
+        )
+        self.gated_oldest = prom.Gauge(
+            "archwarden_gated_pod_oldest_seconds",
+            "Seconds the longest-held pod has waited on archwarden's scheduling gate (0: none).",
+            registry=r,
+        )
+        self.gates_released = prom.Counter(
+            "archwarden_gates_released_total",
+            "Scheduling gates archwarden removed from existing pods after deciding, by path.",
+            ["path"],
+            registry=r,
+        )
         self.images_mislabelled = prom.Counter(
             "archwarden_images_mislabelled_total",
             "Workloads told that an image's index names platforms its configs contradict.",

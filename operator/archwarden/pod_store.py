@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from archwarden import kube
+from archwarden import kube, policy
 
 __all__ = ["MAX_PODS", "ContainerProblem", "Key", "Pod", "PodStore", "project"]
 
@@ -67,6 +67,10 @@ class Pod:
     pinned_arches: tuple[str, ...] = ()
     """Architectures the pod's ``kubernetes.io/arch`` node selector or required affinity allows
     (() when it does not pin one)."""
+    gated: bool = False
+    """The pod carries archwarden's scheduling gate (it waits for archwarden's decision)."""
+    created: str = ""
+    """``metadata.creationTimestamp`` as written (RFC 3339), for how long a gated pod waited."""
 
     @property
     def ref(self) -> dict[str, Any]:
@@ -163,7 +167,11 @@ def project(body: Mapping[str, Any]) -> Pod:
             and condition.get("reason") == "Unschedulable"
         ):
             unschedulable = _text(condition.get("message"))
+    gates = spec.get("schedulingGates")
     return Pod(
+        gated=isinstance(gates, list)
+        and any(isinstance(g, Mapping) and g.get("name") == policy.GATE for g in gates),
+        created=_name(meta.get("creationTimestamp"))[:40] if gates else "",
         pinned_arches=_arch_pin(spec),
         namespace=_name(meta.get("namespace")),
         name=str(meta.get("name") or ""),
@@ -212,6 +220,8 @@ class PodStore:
         """Pods not kept because the store was full."""
         self.on_changed: Callable[[Pod | None, Pod], None] = lambda _old, _new: None
         """Told of every kept pod whose projection changed: (previous or None, current)."""
+        self.on_deleted: Callable[[str, str], None] = lambda _namespace, _name: None
+        """Told of every kept pod that went away: (namespace, name)."""
 
     def __len__(self) -> int:
         return len(self._pods)
@@ -247,12 +257,15 @@ class PodStore:
 
     def delete(self, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
-        self._pods.pop((str(meta.get("namespace") or ""), str(meta.get("name") or "")), None)
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        if self._pods.pop(key, None) is not None:
+            self.on_deleted(*key)
 
     def keep_only(self, names: set[str]) -> None:
         """After a complete list: drop pods deleted while the stream was down."""
         for key in [k for k in self._pods if f"{k[0]}/{k[1]}" not in names]:
             del self._pods[key]
+            self.on_deleted(*key)
 
     def on_node(self, node: str) -> list[Pod]:
         """Pods placed on ``node``."""

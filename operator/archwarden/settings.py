@@ -20,6 +20,7 @@ __all__ = ["ConfigError", "Settings", "load"]
 MODES = ("enforce", "warn", "audit")
 FAILURE_POLICIES = ("open", "closed")
 SKIP_POLICIES = ("everyone", "labelledNamespaces", "nobody")
+GATE_MODES = ("off", "webhook", "policy")
 
 
 class ConfigError(ValueError):
@@ -178,6 +179,23 @@ class ReportsSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class SchedulingGateSettings:
+    """The scheduling gate ``archwarden.io/platforms``: pods wait for their check."""
+
+    mode: str = "off"
+    """off (pods archwarden cannot decide in time are admitted unchecked), webhook (the webhook
+    gates a pod it cannot decide within its budget) or policy (the chart's
+    MutatingAdmissionPolicy gates every pod in scope inside the API server; the chart's default
+    wherever the API server serves it). In both gated modes archwarden removes the gate once it
+    has decided, and keeps it on pods no capacity can run."""
+    retry_seconds: float = 10.0
+    """How soon a gated pod whose images could not be read is tried again (doubling up to
+    ten times this while the registry keeps failing)."""
+    max_concurrent: int = 4
+    """Gated pods decided at once in the background."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     mode: str = "enforce"
     """enforce (deny), warn (allow with a warning and an Event) or audit (Event and metric)."""
@@ -203,6 +221,9 @@ class Settings:
     capacity: CapacitySettings = dataclasses.field(default_factory=CapacitySettings)
     audit: AuditSettings = dataclasses.field(default_factory=AuditSettings)
     reports: ReportsSettings = dataclasses.field(default_factory=ReportsSettings)
+    scheduling_gates: SchedulingGateSettings = dataclasses.field(
+        default_factory=SchedulingGateSettings
+    )
 
     def client_settings(self) -> registry.ClientSettings:
         return registry.ClientSettings(
@@ -427,6 +448,32 @@ def _audit(data: Any) -> AuditSettings:
     )
 
 
+def _scheduling_gates(data: Any) -> SchedulingGateSettings:
+    section = _expect(data, dict, "schedulingGates")
+    _only(section, {"mode", "retrySeconds", "maxConcurrent"}, "schedulingGates")
+    d = SchedulingGateSettings()
+    mode = _expect(section.get("mode", d.mode), str, "schedulingGates.mode")
+    if mode not in GATE_MODES:
+        raise ConfigError(
+            f"schedulingGates.mode: expected one of {', '.join(GATE_MODES)}, got {mode!r}"
+        )
+    retry = float(
+        _expect(
+            section.get("retrySeconds", d.retry_seconds),
+            (int, float),
+            "schedulingGates.retrySeconds",
+        )
+    )
+    if retry <= 0:
+        raise ConfigError(f"schedulingGates.retrySeconds: must be above 0, got {retry:g}")
+    concurrent = _expect(
+        section.get("maxConcurrent", d.max_concurrent), int, "schedulingGates.maxConcurrent"
+    )
+    if not 1 <= concurrent <= 64:
+        raise ConfigError(f"schedulingGates.maxConcurrent: must be 1..64, got {concurrent}")
+    return SchedulingGateSettings(mode=mode, retry_seconds=retry, max_concurrent=concurrent)
+
+
 def _reports(data: Any) -> ReportsSettings:
     section = _expect(data, dict, "reports")
     _only(section, {"enabled"}, "reports")
@@ -457,6 +504,7 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
             "capacity",
             "audit",
             "reports",
+            "schedulingGates",
         },
         "",
     )
@@ -572,6 +620,7 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
         capacity=_capacity(data.get("capacity", {})),
         audit=_audit(data.get("audit", {})),
         reports=_reports(data.get("reports", {})),
+        scheduling_gates=_scheduling_gates(data.get("schedulingGates", {})),
     )
 
 

@@ -173,3 +173,19 @@ def test_audit_and_reports_settings() -> None:
     ):
         with pytest.raises(settings.ConfigError, match=named.replace(".", r"\.")):
             settings.from_mapping(bad)
+
+
+def test_scheduling_gate_settings() -> None:
+    assert settings.load(None).scheduling_gates.mode == "off"
+    parsed = settings.from_mapping(
+        {"schedulingGates": {"mode": "policy", "retrySeconds": 2, "maxConcurrent": 8}}
+    )
+    assert parsed.scheduling_gates == settings.SchedulingGateSettings("policy", 2.0, 8)
+    for bad, named in (
+        ({"schedulingGates": {"mode": "always"}}, "schedulingGates.mode: expected one of off"),
+        ({"schedulingGates": {"retrySeconds": 0}}, "schedulingGates.retrySeconds"),
+        ({"schedulingGates": {"maxConcurrent": 0}}, "schedulingGates.maxConcurrent"),
+        ({"schedulingGates": {"gate": "x"}}, "unknown key schedulingGates.gate"),
+    ):
+        with pytest.raises(settings.ConfigError, match=named.replace(".", r"\.")):
+            settings.from_mapping(bad)

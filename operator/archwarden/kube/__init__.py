@@ -2,7 +2,7 @@
 whether an object exists, which capacity sources (NodePools, Cluster API node groups) the
 cluster serves (the kubernetes client); nodes, namespaces, workloads and capacity as they change
 (one list-and-watch stream per kind); Event de-duplication; OpenReports policy reports; removing
-the webhook configurations on uninstall."""
+the webhook configurations on uninstall; patching gated pods and releasing their gates."""
 
 from archwarden.kube._api import ApiReader, ApiUnavailable, load_api_client
 from archwarden.kube._capacity import (
@@ -15,6 +15,15 @@ from archwarden.kube._capacity import (
     static_capacity,
 )
 from archwarden.kube._events import EventDeduper, EventPoster
+from archwarden.kube._gates import (
+    RELEASED_REASON,
+    GateReleaseError,
+    PatchConflict,
+    PodPatcher,
+    instance_name,
+    release_gates,
+    remove_gate_policy,
+)
 from archwarden.kube._objects import ObjectChecker
 from archwarden.kube._reports import PolicyResult, ReportWriteError, ReportWriter, Result
 from archwarden.kube._secrets import PullSecrets
@@ -22,6 +31,7 @@ from archwarden.kube._watch import Connection, Watch, WatchError, object_key
 from archwarden.kube._webhooks import WebhookRemovalError, remove_webhook_configurations
 
 __all__ = [
+    "RELEASED_REASON",
     "SOURCES",
     "ApiReader",
     "ApiUnavailable",
@@ -29,7 +39,10 @@ __all__ = [
     "Connection",
     "EventDeduper",
     "EventPoster",
+    "GateReleaseError",
     "ObjectChecker",
+    "PatchConflict",
+    "PodPatcher",
     "PolicyResult",
     "PullSecrets",
     "ReportWriteError",
@@ -40,9 +53,12 @@ __all__ = [
     "WebhookRemovalError",
     "available_sources",
     "capacity_from_object",
+    "instance_name",
     "list_capacity",
     "load_api_client",
     "object_key",
+    "release_gates",
+    "remove_gate_policy",
     "remove_webhook_configurations",
     "source_of",
     "static_capacity",

@@ -39,6 +39,39 @@ class EventDeduper:
         return True
 
 
+def event_body(
+    target: Mapping[str, Any], type: str, reason: str, message: str, instance: str
+) -> dict[str, Any]:
+    """A core/v1 Event about ``target`` (an object's apiVersion, kind and metadata)."""
+    meta = target.get("metadata") or {}
+    namespace = str(meta.get("namespace") or "default")
+    name = str(meta.get("name") or "")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    involved = {
+        "apiVersion": target.get("apiVersion"),
+        "kind": str(target.get("kind") or ""),
+        "name": name,
+        "namespace": namespace,
+    }
+    if meta.get("uid"):
+        involved["uid"] = meta["uid"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{name[:200]}.", "namespace": namespace},
+        "involvedObject": involved,
+        "type": type,
+        "reason": reason,
+        "message": message[:MESSAGE_MAX],
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": instance[:INSTANCE_MAX],
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
 class EventPoster:
     """Posts core/v1 Events in the background.
 
@@ -64,30 +97,7 @@ class EventPoster:
         kind = str(target.get("kind") or "")
         if not name or not self._deduper.first(kind, namespace, name, reason, message):
             return
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        involved = {
-            "apiVersion": target.get("apiVersion"),
-            "kind": kind,
-            "name": name,
-            "namespace": namespace,
-        }
-        if meta.get("uid"):
-            involved["uid"] = meta["uid"]
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{name[:200]}.", "namespace": namespace},
-            "involvedObject": involved,
-            "type": type,
-            "reason": reason,
-            "message": message[:MESSAGE_MAX],
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": self.instance,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        body = event_body(target, type, reason, message, self.instance)
         task = asyncio.get_running_loop().create_task(self._send(namespace, body))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

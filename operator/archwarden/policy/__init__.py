@@ -58,6 +58,15 @@ from archwarden.policy._findings import (
     lost_platforms,
     pending_message,
 )
+from archwarden.policy._gates import (
+    GATE,
+    GateMode,
+    RemoveOperation,
+    TestOperation,
+    gated,
+    hold_ops,
+    release_ops,
+)
 from archwarden.policy._inventory import Inventory, NodeClass, class_of, metric_key
 from archwarden.policy._mutation import (
     ANNOTATION_PLATFORMS,
@@ -97,6 +106,7 @@ from archwarden.policy._workloads import (
 __all__ = [
     "ANNOTATION_PLATFORMS",
     "CAPI_KINDS",
+    "GATE",
     "KARPENTER_WELL_KNOWN_LABELS",
     "LABEL_ARCH",
     "LABEL_OS",
@@ -107,6 +117,7 @@ __all__ = [
     "ContainerKind",
     "Decision",
     "FailurePolicy",
+    "GateMode",
     "ImageAnswer",
     "ImageFailure",
     "InvalidCapacity",
@@ -126,10 +137,12 @@ __all__ = [
     "Provisionable",
     "ProvisionableClass",
     "Reason",
+    "RemoveOperation",
     "Requirement",
     "SelectorTerm",
     "Source",
     "Taint",
+    "TestOperation",
     "Toleration",
     "Workload",
     "arch_unschedulable",
@@ -141,6 +154,8 @@ __all__ = [
     "exec_format_error",
     "exec_format_message",
     "extract",
+    "gated",
+    "hold_ops",
     "lost_platforms",
     "metric_key",
     "node_from_object",
@@ -151,6 +166,7 @@ __all__ = [
     "offer_admits",
     "pending_message",
     "pod_patch",
+    "release_ops",
     "scheduling_changed",
     "settled",
     "stranded",

@@ -97,12 +97,17 @@ def _has_preference(existing: Sequence[Any], entry: Mapping[str, Any], path: Pat
 
 
 def _required_ops(
-    node_affinity: Mapping[str, Any], node_path: Path, alternatives: list[list[dict[str, Any]]]
+    node_affinity: Mapping[str, Any],
+    node_path: Path,
+    alternatives: list[list[dict[str, Any]]],
+    narrow_only: bool,
 ) -> list[PatchOperation]:
     """AND ``alternatives`` (ORed among themselves) into the user's required terms.
 
     One alternative is appended to each term. Several make every user term one term per
-    alternative (user term AND alternative), written as one replacement of the term list.
+    alternative (user term AND alternative), written as one replacement of the term list;
+    with ``narrow_only`` (a pod that exists: only expressions may be added to its terms) the
+    first, widest, alternative alone is appended instead.
     """
     existing = _child(node_affinity, _REQUIRED, node_path)
     if existing is None:
@@ -111,6 +116,8 @@ def _required_ops(
     terms_path: Path = (*node_path, _REQUIRED, "nodeSelectorTerms")
     # No terms at all matches no node; adding one would loosen that, so leave it alone.
     terms = _read.list(existing.get("nodeSelectorTerms"), _dotted(terms_path))
+    if narrow_only and terms:
+        alternatives = alternatives[:1]
     ops: list[PatchOperation] = []
     crossed: list[Any] = []
     for i, raw in enumerate(terms):
@@ -140,6 +147,7 @@ def _affinity_ops(
     spec_path: Path,
     alternatives: list[list[dict[str, Any]]],
     preferred: list[dict[str, Any]],
+    narrow_only: bool = False,
 ) -> list[PatchOperation]:
     fresh: dict[str, Any] = {}
     if alternatives:
@@ -156,7 +164,7 @@ def _affinity_ops(
     node_affinity = _child(affinity, "nodeAffinity", node_path[:-1])
     if node_affinity is None:
         return [_add(node_path, fresh)]
-    ops = _required_ops(node_affinity, node_path, alternatives) if alternatives else []
+    ops = _required_ops(node_affinity, node_path, alternatives, narrow_only) if alternatives else []
     if preferred:
         preferred_path: Path = (*node_path, _PREFERRED)
         present = node_affinity.get(_PREFERRED)
@@ -191,6 +199,7 @@ def _patch(
     preferences: Mapping[str, int] | None,
     *,
     annotate: bool,
+    narrow_only: bool = False,
 ) -> list[PatchOperation]:
     if not decision.allowed:
         return []
@@ -199,7 +208,7 @@ def _patch(
         spec = _walk(root, spec_path)
         alternatives = [[r.to_json() for r in term] for term in decision.placement.terms]
         preferred = _preferences(decision.placement, preferences or {})
-        ops.extend(_affinity_ops(spec, spec_path, alternatives, preferred))
+        ops.extend(_affinity_ops(spec, spec_path, alternatives, preferred, narrow_only))
     if annotate and decision.pod_platforms:
         metadata_path = (*spec_path[:-1], "metadata")
         ops.extend(_annotation_ops(root, metadata_path, ",".join(decision.pod_platforms)))
@@ -211,6 +220,7 @@ def pod_patch(
     decision: _decisions.Decision,
     *,
     preferences: Mapping[str, int] | None = None,
+    narrow_only: bool = False,
 ) -> list[PatchOperation]:
     """Operations that constrain ``pod`` to the nodes ``decision`` found able to run it.
 
@@ -219,9 +229,10 @@ def pod_patch(
     when some candidate node cannot run the pod; ``preferences`` (``{"arm64": 50}``) adds
     preferred terms for arches that can run it, unless already present; and sets the
     ``archwarden.io/platforms`` annotation.
-    Returns ``[]`` for a denied decision.
+    Returns ``[]`` for a denied decision. ``narrow_only``: the pod exists (gated), so its own
+    required terms may only gain expressions, never be multiplied.
     """
-    return _patch(pod, ("spec",), decision, preferences, annotate=True)
+    return _patch(pod, ("spec",), decision, preferences, annotate=True, narrow_only=narrow_only)
 
 
 def template_patch(

@@ -161,5 +161,9 @@ def placement(compatible: Sequence[_nodes.Node], incompatible: Sequence[_nodes.N
     excluded = [_values(node) for node in incompatible]
     groups = list(dict.fromkeys(tuple(_values(node).items()) for node in compatible))
     terms = _merged([_narrowest(dict(group), excluded, forced) for group in groups])
+    # The widest alternative first: a pod already created (gated) may only narrow each of its
+    # own terms, so it gets the first alone (a subset of the nodes able to run it).
+    values = [_values(node) for node in compatible]
+    terms.sort(key=lambda term: -sum(_matches(term, v) for v in values))
     rendered = tuple(dict.fromkeys(_requirements(term) for term in terms))
     return Placement(arches=arches, terms=rendered)
