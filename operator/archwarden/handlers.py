@@ -419,14 +419,17 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         meters=rt.metrics,
         reports=reports,
     )
-    rt.gatekeeper = gatekeeper.GateKeeper(
-        rt.admission,
-        functools.partial(rt.reader.read, "Pod"),
-        kube.PodPatcher(api_client).patch,
-        rt.poster.post,
-        rt.metrics,
-        config.scheduling_gates,
-    )
+    if config.scheduling_gates.mode != policy.GateMode.OFF.value:
+        # Off: gated pods are not archwarden's (switching off with pods still held is followed
+        # by `archwarden ungate -A`; the chart's uninstall hook releases them itself).
+        rt.gatekeeper = gatekeeper.GateKeeper(
+            rt.admission,
+            functools.partial(rt.reader.read, "Pod"),
+            kube.PodPatcher(api_client).patch,
+            rt.poster.post,
+            rt.metrics,
+            config.scheduling_gates,
+        )
     rt.set_static_capacity(kube.static_capacity(config.capacity))
     rt.start_watches(kube.Connection.from_api_client(api_client))
     rt.health = serving.HealthServer(rt.metrics, rt.ready)
