@@ -452,7 +452,10 @@ def _scheduling_gates(data: Any) -> SchedulingGateSettings:
     section = _expect(data, dict, "schedulingGates")
     _only(section, {"mode", "retrySeconds", "maxConcurrent"}, "schedulingGates")
     d = SchedulingGateSettings()
-    mode = _expect(section.get("mode", d.mode), str, "schedulingGates.mode")
+    mode = section.get("mode", d.mode)
+    if mode is False:
+        mode = "off"  # YAML 1.1 reads an unquoted `off` as false
+    mode = _expect(mode, str, "schedulingGates.mode")
     if mode not in GATE_MODES:
         raise ConfigError(
             f"schedulingGates.mode: expected one of {', '.join(GATE_MODES)}, got {mode!r}"

@@ -181,6 +181,10 @@ def test_scheduling_gate_settings() -> None:
         {"schedulingGates": {"mode": "policy", "retrySeconds": 2, "maxConcurrent": 8}}
     )
     assert parsed.scheduling_gates == settings.SchedulingGateSettings("policy", 2.0, 8)
+    # `mode: off` unquoted is YAML's false.
+    assert (
+        settings.from_mapping({"schedulingGates": {"mode": False}}).scheduling_gates.mode == "off"
+    )
     for bad, named in (
         ({"schedulingGates": {"mode": "always"}}, "schedulingGates.mode: expected one of off"),
         ({"schedulingGates": {"retrySeconds": 0}}, "schedulingGates.retrySeconds"),
