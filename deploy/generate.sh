@@ -9,6 +9,9 @@
 # chart-generated certificate would differ on every run (helm template cannot look up the
 # Secret of a previous install), while cert-manager mode renders no key material at all, so the
 # output is deterministic and stays valid across re-applies. Requires cert-manager in the cluster.
+# Offline, helm does not know whether the cluster serves MutatingAdmissionPolicy, so
+# schedulingGates.mode auto resolves to webhook: no policy, valid on every Kubernetes version the
+# chart supports.
 #
 # helm is found as in tests/chart: $ARCHWARDEN_HELM, .cluster/bin/helm, the binary cache of
 # hack/cluster/build.sh, then PATH.

@@ -21,6 +21,7 @@ import yaml
 
 __all__ = [
     "CHART",
+    "MUTATING_POLICY_API",
     "REPO_ROOT",
     "HelmError",
     "find_helm",
@@ -36,6 +37,9 @@ RELEASE = "aw"
 NAMESPACE = "archwarden-system"
 # helm template is offline and fast; a generous bound still catches a hung binary.
 TIMEOUT = 60
+# The API the chart's scheduling-gate policy needs (schedulingGates.mode auto picks the policy
+# when the cluster serves it); offline renders see it only through --api-versions.
+MUTATING_POLICY_API = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
 
 
 class HelmError(AssertionError):
@@ -130,10 +134,17 @@ def render(
     show_only: Iterable[str] = (),
     release: str = RELEASE,
     namespace: str = NAMESPACE,
+    api_versions: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
-    """``helm template`` with ``--set key=value`` per item; the parsed objects, in order."""
+    """``helm template`` with ``--set key=value`` per item; the parsed objects, in order.
+
+    ``api_versions`` are added to what helm assumes the cluster serves (``--api-versions``, as
+    ``.Capabilities.APIVersions`` sees them), e.g. ``group/version/Kind``.
+    """
     args = ["template", release, str(chart), "--namespace", namespace]
     args += set_args(values or {})
+    for api_version in api_versions:
+        args += ["--api-versions", api_version]
     for template in show_only:
         args += ["--show-only", template]
     key = tuple(args)

@@ -26,6 +26,7 @@ import yaml
 from archwarden import settings
 from tests.chart.helm import (
     CHART,
+    MUTATING_POLICY_API,
     NAMESPACE,
     RELEASE,
     REPO_ROOT,
@@ -96,7 +97,22 @@ MODES: dict[str, dict[str, Any]] = {
         "networkPolicy.webhookFrom[0].ipBlock.cidr": "10.0.0.10/32",
         "commonLabels.team": "platform",
     },
+    # A cluster that serves MutatingAdmissionPolicy (MODE_API_VERSIONS): the scheduling-gate
+    # policy and its binding, with the skip rule that reads the namespace's labels.
+    "policy-gates": {
+        "schedulingGates.mode": "policy",
+        "config.skip.allowed": "labelledNamespaces",
+        "prometheusRule.enabled": True,
+        "commonLabels.team": "platform",
+    },
 }
+# What helm is told the cluster serves (--api-versions), for the modes that need more than the
+# built-in group versions.
+MODE_API_VERSIONS: dict[str, tuple[str, ...]] = {"policy-gates": (MUTATING_POLICY_API,)}
+
+
+def render_mode(mode: str, **kwargs: Any) -> list[dict[str, Any]]:
+    return render(MODES[mode], api_versions=MODE_API_VERSIONS.get(mode, ()), **kwargs)
 
 
 def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -154,7 +170,7 @@ def test_lint_strict(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_object_has_the_standard_labels(mode: str) -> None:
-    rendered = render(MODES[mode])
+    rendered = render_mode(mode)
     assert rendered
     for obj in rendered:
         labels = obj["metadata"].get("labels", {})
@@ -165,7 +181,7 @@ def test_every_object_has_the_standard_labels(mode: str) -> None:
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         assert all(len(str(value)) <= 63 for value in labels.values()), where
-        if mode == "everything":
+        if "commonLabels.team" in MODES[mode]:
             assert labels["team"] == "platform"
     pod_labels = one(rendered, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert all(label in pod_labels for label in REQUIRED_LABELS)
@@ -178,8 +194,10 @@ def test_namespaced_objects_carry_the_release_namespace(mode: str) -> None:
         "ClusterRoleBinding",
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
     }
-    for obj in render(MODES[mode]):
+    for obj in render_mode(mode):
         namespace = obj["metadata"].get("namespace")
         if obj["kind"] in cluster_scoped:
             assert namespace is None
@@ -202,8 +220,8 @@ def test_selector_labels_select_the_pods_and_nothing_more(deployment: dict[str, 
 
 def test_long_release_names_are_truncated_keeping_suffixes() -> None:
     release = "r" * 53  # helm caps release names at 53 characters
-    for mode in ("defaults", "cert-manager"):
-        rendered = render(MODES[mode], release=release)
+    for mode in ("defaults", "cert-manager", "policy-gates"):
+        rendered = render_mode(mode, release=release)
         names = {obj["kind"] + "/" + obj["metadata"]["name"] for obj in rendered}
         for obj in rendered:
             name = obj["metadata"]["name"]
@@ -218,7 +236,7 @@ def test_long_release_names_are_truncated_keeping_suffixes() -> None:
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_no_unresolved_template_values(mode: str) -> None:
-    text = yaml.safe_dump_all(render(MODES[mode]))
+    text = yaml.safe_dump_all(render_mode(mode))
     assert "<no value>" not in text
     assert "%!" not in text  # printf verb errors
 
@@ -386,8 +404,12 @@ def test_failure_and_reinvocation_policies_are_configurable() -> None:
     assert config["webhook"]["timeoutSeconds"] == 10 and config["webhook"]["budgetSeconds"] == 8
 
 
-def test_no_mutating_webhook_when_mutation_is_off() -> None:
-    assert not by_kind(render({"config.mutate": False}), "MutatingWebhookConfiguration")
+def test_no_mutating_webhook_when_mutation_and_gates_are_off() -> None:
+    off = {"config.mutate": False, "schedulingGates.mode": "off"}
+    assert not by_kind(render(off), "MutatingWebhookConfiguration")
+    # With gates, the pod webhook stays: it removes the gate of a pod it has decided.
+    (gated,) = by_kind(render({"config.mutate": False}), "MutatingWebhookConfiguration")
+    assert [w["name"].split(".")[0] for w in gated["webhooks"]] == ["mutate-pods"]
 
 
 # --- the serving certificate: one owner for caBundle ------------------------------------------
@@ -756,24 +778,36 @@ def test_uninstall_removes_the_webhook_configurations_first(objects: list[dict[s
     weights = {o["kind"]: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in hooks}
     assert weights["Job"] > weights["ClusterRoleBinding"]  # RBAC exists before the Job runs
     role = next(o for o in hooks if o["kind"] == "ClusterRole")
-    # The hook may delete these two configurations and nothing else.
-    assert role["rules"] == [
-        {
-            "apiGroups": ["admissionregistration.k8s.io"],
-            "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
-            "resourceNames": [FULLNAME],
-            "verbs": ["delete"],
-        }
-    ]
+    # The hook may delete these configurations, the policy and its binding, and (scheduling
+    # gates on: schedulingGates.mode auto is webhook offline) release gated pods; nothing else.
+    assert role["rules"] == [UNINSTALL_DELETE_RULE, *UNINSTALL_UNGATE_RULES]
     assert one(objects, "ValidatingWebhookConfiguration")["metadata"]["name"] == FULLNAME
     assert one(objects, "MutatingWebhookConfiguration")["metadata"]["name"] == FULLNAME
     job = next(o for o in hooks if o["kind"] == "Job")
     pod = job["spec"]["template"]["spec"]
-    assert pod["containers"][0]["args"] == ["remove-webhooks", FULLNAME]
+    assert pod["containers"][0]["args"] == ["remove-webhooks", FULLNAME, "--ungate"]
     assert pod["serviceAccountName"] == role["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
     assert not [o for o in render({"webhook.removeOnUninstall": False}) if o["kind"] == "Job"]
+
+
+UNINSTALL_DELETE_RULE = {
+    "apiGroups": ["admissionregistration.k8s.io"],
+    "resources": [
+        "validatingwebhookconfigurations",
+        "mutatingwebhookconfigurations",
+        "mutatingadmissionpolicies",
+        "mutatingadmissionpolicybindings",
+    ],
+    "resourceNames": [FULLNAME],
+    "verbs": ["delete"],
+}
+# `remove-webhooks NAME --ungate`: every pod still gated, released with an Event on it.
+UNINSTALL_UNGATE_RULES = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]
 
 
 # --- RBAC ------------------------------------------------------------------------------------
@@ -791,7 +825,9 @@ ALLOWED_RULES = {
     ("batch", "jobs"): READ,
     ("batch", "cronjobs"): READ,
     ("", "serviceaccounts"): {"get"},
-    ("", "pods"): READ,
+    # patch: releasing the pods archwarden's scheduling gate holds (schedulingGates.mode not off;
+    # auto is webhook offline).
+    ("", "pods"): READ | {"patch"},
     ("", "secrets"): {"get"},
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
@@ -826,7 +862,7 @@ def _granted(
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_rbac_has_no_wildcards(mode: str) -> None:
-    for obj in render(MODES[mode]):
+    for obj in render_mode(mode):
         if obj["kind"] in {"ClusterRole", "Role"}:
             for rule in obj["rules"]:
                 for field in ("apiGroups", "resources", "verbs"):
@@ -920,6 +956,8 @@ def test_rbac_can_be_left_to_the_cluster_admin() -> None:
         ({"webhook.clientAuth.ca": "x"}, "ca"),
         ({"networkPolicy.webhookFrom": "10.0.0.0/8"}, "/networkPolicy/webhookFrom"),
         ({"networkPolicy.enabled": "true-ish"}, "/networkPolicy/enabled"),
+        ({"schedulingGates.mode": "always"}, "/schedulingGates/mode"),
+        ({"schedulingGates.alertAfterSeconds": 0}, "/schedulingGates/alertAfterSeconds"),
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
@@ -974,6 +1012,11 @@ INCOMPATIBLE: list[tuple[dict[str, Any], str]] = [
     ),
     ({"networkPolicy.enabled": True}, "networkPolicy.enabled needs networkPolicy.webhookFrom"),
     ({"hostNetwork": True, "webhook.port": 10250}, "that node port is the kubelet's"),
+    (
+        {"schedulingGates.mode": "policy"},
+        "schedulingGates.mode=policy needs the API server to serve "
+        "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy",
+    ),
 ]
 
 
@@ -1019,8 +1062,12 @@ def probe_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return chart
 
 
-def notes(chart: Path, values: dict[str, Any] | None = None) -> str:
-    (probe,) = render(values, chart=chart, show_only=["templates/zz-notes-probe.yaml"])
+def notes(
+    chart: Path, values: dict[str, Any] | None = None, api_versions: tuple[str, ...] = ()
+) -> str:
+    (probe,) = render(
+        values, chart=chart, show_only=["templates/zz-notes-probe.yaml"], api_versions=api_versions
+    )
     return str(probe["data"]["notes"])
 
 
@@ -1032,8 +1079,16 @@ def test_notes_rendered(probe_chart: Path) -> None:
     assert f"kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}" in text
     assert "generated by the chart, kept across upgrades" in text
     assert "webhook.validating.failurePolicy=Fail" in text  # the strict-enforcement hint
+    assert "Scheduling gate archwarden.io/platforms: added by the webhook to pods it cannot" in text
     assert "WARNING" not in text
     assert "<no value>" not in text and "%!" not in text
+
+
+def test_notes_name_who_adds_the_scheduling_gate(probe_chart: Path) -> None:
+    policy = notes(probe_chart, api_versions=(MUTATING_POLICY_API,))
+    assert f"added to every new pod in scope by MutatingAdmissionPolicy {FULLNAME};" in policy
+    off = notes(probe_chart, {"schedulingGates.mode": "off"})
+    assert "Scheduling gate archwarden.io/platforms: off.\n" in off
 
 
 def test_notes_warn_about_fail_with_one_replica(probe_chart: Path) -> None:

@@ -25,7 +25,7 @@ from tests.chart.helm import (
     helm,
     render,
 )
-from tests.chart.test_chart import MODES, _webhooks, one
+from tests.chart.test_chart import MODE_API_VERSIONS, MODES, _webhooks, one
 
 pytestmark = pytest.mark.skipif(
     find_helm() is None, reason="helm not found (make cluster-build builds it)"
@@ -347,7 +347,8 @@ def test_no_duplicate_yaml_keys(mode: str) -> None:
         "prometheusRule.labels.tier": "rules",
         "grafanaDashboard.enabled": True,
     }
-    text = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *set_args(values))
+    args = [f"--api-versions={api}" for api in MODE_API_VERSIONS.get(mode, ())]
+    text = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *set_args(values), *args)
     documents = [doc for doc in yaml.load_all(text, Loader=_UniqueKeyLoader) if doc]
     (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
     # podLabels wins over commonLabels on the pods; commonLabels everywhere else.

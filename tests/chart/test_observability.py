@@ -117,6 +117,7 @@ def test_prometheus_rule_is_optional_and_labelled() -> None:
             "prometheusRule.selector": 'job="archwarden"',
             "prometheusRule.for": "10m",
             "webhook.timeoutSeconds": 10,
+            "schedulingGates.alertAfterSeconds": 600,
         },
     ],
     ids=["defaults", "options"],
@@ -126,7 +127,7 @@ def test_promtool_checks_the_rendered_rules(values: dict[str, Any], tmp_path: Pa
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(spec))
     result = run_promtool("check", "rules", "rules.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 5 rules found" in result.stdout
+    assert "SUCCESS: 6 rules found" in result.stdout
     alerts = {rule["alert"]: rule for rule in spec["groups"][0]["rules"]}
     assert set(alerts) == {
         "ArchwardenNoReadyReplica",
@@ -134,6 +135,7 @@ def test_promtool_checks_the_rendered_rules(values: dict[str, Any], tmp_path: Pa
         "ArchwardenAdmissionLatencyHigh",
         "ArchwardenRegistryFailures",
         "ArchwardenUnschedulableWorkloads",
+        "ArchwardenPodGatedTooLong",
     }
     known = exported() | FOREIGN
     for name, rule in alerts.items():
@@ -143,10 +145,15 @@ def test_promtool_checks_the_rendered_rules(values: dict[str, Any], tmp_path: Pa
         if values:
             assert rule["labels"]["team"] == "platform"
             assert 'job="archwarden"' in rule["expr"] or "apiserver_" in rule["expr"]
+    gated = alerts["ArchwardenPodGatedTooLong"]
+    assert gated["for"] == "1m" and gated["labels"]["severity"] == "warning"
     if values:
         # 0.8 of the 10 s timeout
         assert alerts["ArchwardenAdmissionLatencyHigh"]["expr"].endswith("> 8")
         assert alerts["ArchwardenNoReadyReplica"]["for"] == "10m"
+        assert gated["expr"].endswith("> 600")
+    else:
+        assert gated["expr"].endswith("> 300")
 
 
 def test_promtool_unit_tests_of_the_alerts(tmp_path: Path) -> None:

@@ -93,19 +93,54 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-Namespaces archwarden never sees: kube-system, the release namespace (so that archwarden's own
-pods are admitted even while no replica is up, whatever the failurePolicy) and the listed ones.
-Rendered as a JSON list; used by the ConfigMap and the webhooks' namespaceSelector alike.
-*/}}
-{{/*
 ConfigMap holding the CA bundle that verifies the API server's client certificate (key ca.crt).
 */}}
 {{- define "archwarden.clientCAConfigMap" -}}
 {{- .Values.webhook.clientAuth.existingConfigMap | default (include "archwarden.suffixed" (list . "client-ca")) }}
 {{- end }}
 
+{{/*
+Namespaces archwarden never sees: kube-system, the release namespace (so that archwarden's own
+pods are admitted even while no replica is up, whatever the failurePolicy) and the listed ones.
+Rendered as a JSON list; used by the ConfigMap and archwarden.namespaceSelector alike.
+*/}}
 {{- define "archwarden.excludedNamespaces" -}}
 {{- concat (list "kube-system" .Release.Namespace) .Values.config.excludedNamespaces | uniq | toJson }}
+{{- end }}
+
+{{/*
+The namespaceSelector of everything that acts on pods at admission: the webhooks and the
+scheduling-gate policy. One definition, so that the policy never gates a pod in a namespace the
+webhooks do not see (archwarden would never release it) nor misses one they check. The excluded
+namespaces (see archwarden.excludedNamespaces), ANDed with webhook.matchExpressions. Rendered as
+a YAML mapping.
+*/}}
+{{- define "archwarden.namespaceSelector" -}}
+{{- $excluded := dict "key" "kubernetes.io/metadata.name" "operator" "NotIn" "values" (include "archwarden.excludedNamespaces" . | fromJsonArray) }}
+{{- toYaml (dict "matchExpressions" (prepend .Values.webhook.matchExpressions $excluded)) }}
+{{- end }}
+
+{{/*
+The API a MutatingAdmissionPolicy needs, as .Capabilities.APIVersions names it: served by the
+cluster (helm install/upgrade ask its discovery), or given to an offline render with
+--api-versions.
+*/}}
+{{- define "archwarden.mutatingPolicyAPI" -}}
+admissionregistration.k8s.io/v1/MutatingAdmissionPolicy
+{{- end }}
+
+{{/*
+schedulingGates.mode resolved: policy, webhook or off, never auto. Every template that depends on
+the mode (ConfigMap, policy, RBAC, uninstall hook) uses this, so they cannot disagree. mode
+policy without the API is refused by archwarden.validate.
+*/}}
+{{- define "archwarden.schedulingGatesMode" -}}
+{{- $mode := .Values.schedulingGates.mode }}
+{{- if eq $mode "auto" }}
+{{- ternary "policy" "webhook" (.Capabilities.APIVersions.Has (include "archwarden.mutatingPolicyAPI" .)) }}
+{{- else }}
+{{- $mode }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -174,6 +209,9 @@ Included once, from the ConfigMap template (always rendered).
 {{- end }}
 {{- if and .Values.hostNetwork (has 10250 (list (int .Values.webhook.port) (int .Values.metrics.port))) }}
 {{- include "archwarden.fail" "hostNetwork with webhook.port or metrics.port 10250: that node port is the kubelet's (10250 is for pod networking, e.g. GKE private clusters)" }}
+{{- end }}
+{{- if and (eq .Values.schedulingGates.mode "policy") (not (.Capabilities.APIVersions.Has (include "archwarden.mutatingPolicyAPI" .))) }}
+{{- include "archwarden.fail" (printf "schedulingGates.mode=policy needs the API server to serve %s (Kubernetes 1.36 or later): use mode auto or webhook on this cluster (an offline render needs --api-versions %s)" (include "archwarden.mutatingPolicyAPI" .) (include "archwarden.mutatingPolicyAPI" .)) }}
 {{- end }}
 {{- if and (eq .Values.podAntiAffinity "hard") .Values.affinity }}
 {{- include "archwarden.fail" "podAntiAffinity=hard is ignored when affinity is set: put the anti-affinity into affinity, or set podAntiAffinity=none" }}
