@@ -38,6 +38,11 @@ PENDING = "Pending"
 """``archwarden_pods_gated`` reason of a pod not decided yet."""
 TICK_SECONDS = 1.0
 """How often retries come due and the gauges are refreshed."""
+RETRIES_PER_WORKER = 5
+"""Retries started per tick and worker: 20 pod reads a second with the default 4 workers."""
+MAX_BACKOFF = 5
+"""A failing pod's retries back off to ``retrySeconds`` x this at most (10 s by default), so
+the pods held while a registry was down are placed within seconds of its return."""
 BUDGET_SECONDS = 20.0
 """Time for one gated pod's images: no API server waits on this answer, so the registries get
 far longer than an admission's budget (still bounded: a hung registry must not hold a worker)."""
@@ -139,10 +144,14 @@ class GateKeeper:
         now = self.clock()
         counts: dict[str, int] = {}
         oldest = 0.0
+        # Retries come due together when a registry or the API server was away; each costs a
+        # read of the pod from the API server, so at most this many start per tick.
+        budget = self.config.max_concurrent * RETRIES_PER_WORKER
         for key, held in self.held.items():
             counts[held.reason] = counts.get(held.reason, 0) + 1
             oldest = max(oldest, now - held.since)
-            if held.due and held.due <= now:
+            if held.due and held.due <= now and budget > 0:
+                budget -= 1
                 self._enqueue(key)
         self.metrics.pods_gated.clear()
         for reason, count in counts.items():
@@ -163,7 +172,7 @@ class GateKeeper:
         if held is None:
             return
         held.failures += 1
-        delay = self.config.retry_seconds * min(2 ** (held.failures - 1), 10) * factor
+        delay = self.config.retry_seconds * min(2 ** (held.failures - 1), MAX_BACKOFF) * factor
         held.due = self.clock() + delay
 
     async def decide(self, namespace: str, name: str) -> None:

@@ -188,9 +188,9 @@ class SchedulingGateSettings:
     MutatingAdmissionPolicy gates every pod in scope inside the API server; the chart's default
     wherever the API server serves it). In both gated modes archwarden removes the gate once it
     has decided, and keeps it on pods no capacity can run."""
-    retry_seconds: float = 10.0
-    """How soon a gated pod whose images could not be read is tried again (doubling up to
-    ten times this while the registry keeps failing)."""
+    retry_seconds: float = 2.0
+    """How soon a gated pod whose images (or whose object) could not be read is tried again,
+    doubling up to five times this while the failure lasts."""
     max_concurrent: int = 4
     """Gated pods decided at once in the background."""
 

@@ -285,3 +285,16 @@ async def test_a_pod_deleted_or_released_elsewhere_is_dropped(gone: str) -> None
         api.pods[("team", "p")]["spec"]["schedulingGates"] = []
     await gk.decide("team", "p")
     assert gk.held == {} and api.patches == 0
+
+
+def test_retries_that_come_due_together_start_a_bounded_number_per_tick() -> None:
+    api = FakeApi()
+    gk = keeper(api, Registry(), MIXED)
+    for i in range(50):
+        gk.held[("team", f"p{i}")] = gatekeeper._Held(since=0.0, due=1.0)
+    gk._tick()
+    assert gk._queue.qsize() == gk.config.max_concurrent * gatekeeper.RETRIES_PER_WORKER == 20
+    # The rest start on the next ticks; nothing is queued twice.
+    gk._tick()
+    gk._tick()
+    assert gk._queue.qsize() == 50
