@@ -350,10 +350,7 @@ class Admission:
         if outcome.decided:
             ops: list[Operation] = list(policy.release_ops(pod))
         elif mode is policy.GateMode.WEBHOOK:
-            ops = [
-                {"op": "add", "path": op["path"], "value": op["value"]}
-                for op in policy.hold_ops(pod)
-            ]
+            ops = list(policy.hold_ops(pod))
         else:
             return outcome  # the policy's gate stays: the pod waits for the background decision
         if not ops:

@@ -201,3 +201,40 @@ def test_pods_wait_while_archwarden_is_away_and_are_placed_when_it_returns(
         e["reason"] == "SchedulingGateReleased" and e["involvedObject"]["name"] == "mainframe"
         for e in events
     )
+
+
+def test_the_uninstall_command_deletes_the_policy_and_releases_every_gate(
+    cluster: LocalCluster, namespace: str, images: Images, policy: list[dict[str, Any]]
+) -> None:
+    # What the chart's pre-delete hook runs: with the policy left behind, every pod in its
+    # scope would wait for an archwarden that is gone (archwarden's own too, in a reinstall).
+    cluster.kubectl(
+        "create", "-n", namespace, "-f", "-", input=json.dumps(pod("held", images.multi))
+    )
+    assert gated(cluster.get_json("pod", "held", "-n", namespace))
+    name = policy[0]["metadata"]["name"]
+    removed = subprocess.run(
+        [str(ARCHWARDEN), "remove-webhooks", name, "--ungate",
+         "--kubeconfig", str(cluster.kubeconfig)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    assert f"MutatingAdmissionPolicyBinding/{name}" in removed.stdout
+    assert f"MutatingAdmissionPolicy/{name}" in removed.stdout
+    for kind in ("mutatingadmissionpolicy", "mutatingadmissionpolicybinding"):
+        assert cluster.kubectl("get", kind, name, check=False).returncode != 0
+    assert f"{namespace}/held" in removed.stdout
+    assert not gated(cluster.get_json("pod", "held", "-n", namespace))
+    # No gate any more for new pods.
+    cluster.wait_for(
+        lambda: not gated(
+            json.loads(
+                cluster.kubectl(
+                    "create", "--dry-run=server", "-n", namespace, "-o", "json", "-f", "-",
+                    input=json.dumps(pod("after", images.multi)),
+                ).stdout
+            )
+        ),
+        timeout=30,
+        message="new pods created ungated",
+    )  # fmt: skip

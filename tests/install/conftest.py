@@ -268,6 +268,16 @@ def _processes() -> str:
     return "\n".join(lines) or "(none found)"
 
 
+def wait_replaced(release: Release, old: set[str], timeout: float = 180) -> None:
+    """Until two replicas are Ready, none of them one of ``old``."""
+    release.cluster.wait_for(
+        lambda: len(ready := set(release.ready_pods())) == 2 and not ready & old,
+        timeout=timeout,
+        interval=0.5,
+        message=lambda: "two new ready replicas\n" + release.describe(),
+    )
+
+
 def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict):

@@ -14,7 +14,13 @@ import httpx
 import pytest
 
 from tests.cluster.cluster import LocalCluster
-from tests.install.conftest import Images, ProcessSampler, Release, apiserver_webhook_counts
+from tests.install.conftest import (
+    Images,
+    ProcessSampler,
+    Release,
+    apiserver_webhook_counts,
+    wait_replaced,
+)
 from tests.support.admission_load import AdmissionLoad, LoadReport
 
 pytestmark = pytest.mark.install
@@ -230,15 +236,6 @@ def assert_nothing_lost(
     assert report.answered == report.sent > 30
     assert apiserver["fail_open"] == 0
     assert apiserver["rejected_without_answer"] == 0
-
-
-def wait_replaced(release: Release, old: set[str], timeout: float = 180) -> None:
-    release.cluster.wait_for(
-        lambda: len(ready := set(release.ready_pods())) == 2 and not ready & old,
-        timeout=timeout,
-        interval=0.5,
-        message=lambda: "two new ready replicas\n" + release.describe(),
-    )
 
 
 def test_a_replica_killed_mid_load_loses_no_admission(

@@ -122,20 +122,14 @@ def release_gates(
 def remove_gate_policy(api_client: Any, name: str) -> list[str]:
     """Delete the MutatingAdmissionPolicyBinding and MutatingAdmissionPolicy called ``name``
     (absent ones are fine: mode webhook or off, or an API server without the API)."""
+    api = kubernetes.client.AdmissionregistrationV1Api(api_client)
     deleted = []
-    for plural, kind in (
-        ("mutatingadmissionpolicybindings", "MutatingAdmissionPolicyBinding"),
-        ("mutatingadmissionpolicies", "MutatingAdmissionPolicy"),
+    for kind, delete in (
+        ("MutatingAdmissionPolicyBinding", api.delete_mutating_admission_policy_binding),
+        ("MutatingAdmissionPolicy", api.delete_mutating_admission_policy),
     ):
         try:
-            api_client.call_api(
-                f"/apis/admissionregistration.k8s.io/v1/{plural}/{name}",
-                "DELETE",
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-            )
+            delete(name, _preload_content=False)
         except kubernetes.client.exceptions.ApiException as exc:
             if exc.status == 404:
                 continue

@@ -15,6 +15,8 @@ import enum
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict
 
+from archwarden.policy import _mutation
+
 __all__ = [
     "GATE",
     "GateMode",
@@ -84,7 +86,7 @@ def release_ops(pod: Mapping[str, Any]) -> list[RemoveOperation | TestOperation]
     return [{"op": "test", "path": path, "value": {"name": GATE}}, {"op": "remove", "path": path}]
 
 
-def hold_ops(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+def hold_ops(pod: Mapping[str, Any]) -> list[_mutation.PatchOperation]:
     """Operations adding archwarden's gate at creation (none when present, or when the pod is
     bound to a node by ``spec.nodeName``: the API refuses gates there, and the scheduler is
     not involved)."""
