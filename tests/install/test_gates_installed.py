@@ -219,7 +219,19 @@ def test_no_pod_runs_unchecked_or_misplaced_through_kills_and_a_blackholed_regis
             time.sleep(5)
         _wait_decided(cluster, namespace, load, timings, "after the partition", healed)
     finally:
-        release.install_or_upgrade("upgrade")  # the fixture's values: failurePolicy Fail
+        # As test_installed.py expects the release: the fixture's values (failurePolicy Fail)
+        # and replicas that were never killed.
+        release.install_or_upgrade("upgrade")
+        old = set(release.ready_pods())
+        cluster.kubectl(
+            "rollout", "restart", "deployment", release.fullname, "-n", release.namespace
+        )
+        wait_replaced(release, old)
+        cluster.wait_for(
+            lambda: not {p["metadata"]["name"] for p in release.pods()} & old,
+            timeout=120,
+            message=lambda: "the killed replicas gone\n" + release.describe(),
+        )
     pods = cluster.pods(namespace)
     wrong, unchecked, held_runnable = [], [], []
     for body in pods:

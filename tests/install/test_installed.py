@@ -279,12 +279,31 @@ def test_helm_upgrade_rolls_both_replicas_under_load(
 
 
 def test_uninstall_leaves_no_webhook_behind(
-    cluster: LocalCluster, release: Release, images: Images
+    cluster: LocalCluster, release: Release, images: Images, namespace: str
 ) -> None:
+    # A pod archwarden holds: its image's registry does not answer (failure policy open admits
+    # it undecided, and the chart's policy gate stays until archwarden can decide).
+    held = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "held"},
+        "spec": {"containers": [{"name": "c", "image": "127.0.0.1:9/nowhere/app:1"}]},
+    }
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(held))
+    body = cluster.get_json("pod", "held", "-n", namespace)
+    assert [g["name"] for g in body["spec"]["schedulingGates"]] == ["archwarden.io/platforms"]
     release.helm("uninstall", release.name, "--wait", "--timeout", "120s")
-    for kind in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+    for kind in (
+        "validatingwebhookconfigurations",
+        "mutatingwebhookconfigurations",
+        "mutatingadmissionpolicies",
+        "mutatingadmissionpolicybindings",
+    ):
         left = cluster.kubectl("get", kind, release.fullname, check=False)
         assert left.returncode != 0 and "NotFound" in left.stderr, left.stdout
+    # The hook released the gate it would otherwise leave behind, and said so on the pod.
+    assert not cluster.get_json("pod", "held", "-n", namespace)["spec"].get("schedulingGates")
+    wait_event(cluster, namespace, "SchedulingGateReleased", "Pod", "held")
     # With failurePolicy Fail, a configuration left behind would reject this pod.
     other = f"after-{release.name}"
     cluster.create_namespace(other)
@@ -295,7 +314,10 @@ def test_uninstall_leaves_no_webhook_behind(
             "metadata": {"name": "free"},
             "spec": {"containers": [{"name": "c", "image": images.amd64_only}]},
         }
-        proc = cluster.kubectl("create", "-n", other, "-f", "-", input=json.dumps(pod), check=False)
+        proc = cluster.kubectl(
+            "create", "-n", other, "-o", "json", "-f", "-", input=json.dumps(pod), check=False
+        )
         assert proc.returncode == 0, proc.stderr
+        assert not json.loads(proc.stdout)["spec"].get("schedulingGates")  # no policy left
     finally:
         cluster.delete_namespace(other)
