@@ -177,9 +177,10 @@ def test_workloads_created_while_stopped_are_reported_within_one_period(audited:
     assert event["involvedObject"]["kind"] == "Deployment"
     assert event["type"] == "Warning" and event["message"].startswith("audit: ")
     assert a.archwarden.metric("archwarden_audit_workloads_total") >= 4 + BUDGET_IMAGES
-    # legacy (an amd64 image pinned to arm64) alone is incompatible; pending's image runs on
-    # the nodes, it is its pin that no node matches (explained on its pod, below).
-    assert a.archwarden.metric("archwarden_workloads_incompatible", kind="Deployment") == 1
+    # legacy (an amd64 image pinned to arm64) is incompatible, and so is pending: no node
+    # matches its s390x pin, and its image (amd64, arm64) could not run on one that did (its
+    # pods are also explained, below).
+    assert a.archwarden.metric("archwarden_workloads_incompatible", kind="Deployment") == 2
 
     # The same message as admission gives for the same object where it is enforced.
     legacy = deployment("legacy", a.image["legacy"], pod_spec=pinned("arm64"))
@@ -204,6 +205,10 @@ def test_workloads_created_while_stopped_are_reported_within_one_period(audited:
     assert results["legacy"]["result"] == "fail"
     assert results["legacy"]["message"] == message
     assert results["budget0"]["result"] == "pass"
+    assert results["pending"]["result"] == "fail"
+    assert results["pending"]["message"].startswith(
+        "nodeSelector kubernetes.io/arch=s390x contradicts"
+    )
     assert set(results) == {
         "legacy",
         "drift",
