@@ -225,7 +225,8 @@ class GateKeeper:
             return
         operations: list[Mapping[str, Any]] = list(outcome.patch)
         if not outcome.releases_gate:
-            # Gates may still be on pods after schedulingGates.mode was turned off.
+            # Too many images under an open failure policy: admitted undecided, as the webhook
+            # would, so the review kept the gate; released here.
             operations.extend(policy.release_ops(body))
         try:
             await self.patch(namespace, name, operations)
