@@ -298,3 +298,27 @@ def test_retries_that_come_due_together_start_a_bounded_number_per_tick() -> Non
     gk._tick()
     gk._tick()
     assert gk._queue.qsize() == 50
+
+
+@pytest.mark.parametrize("failure_policy", ["open", "closed"])
+async def test_a_held_pod_with_too_many_images_follows_the_failure_policy(
+    failure_policy: str,
+) -> None:
+    body = pod(f"{HOST}/team/web:1", [GATE])
+    body["spec"]["containers"].append({"name": "d", "image": f"{HOST}/team/legacy:1"})
+    api = FakeApi(body)
+    gk = keeper(api, Registry(), MIXED, failure_policy=failure_policy)
+    limits = dataclasses.replace(gk.review.config.limits, max_images_per_review=1)
+    gk.review.config = dataclasses.replace(gk.review.config, limits=limits)
+    seen(gk, api)
+    await gk.decide("team", "p")
+    after = api.pods[("team", "p")]
+    reasons = [reason for _, reason, _ in api.events]
+    if failure_policy == "open":
+        # Admitted unchecked, as the webhook would: released, and said so on the pod.
+        assert not after["spec"].get("schedulingGates") and gk.held == {}
+        assert reasons == ["ImageInspectionFailed"]
+    else:
+        assert after["spec"]["schedulingGates"] == [GATE] and api.patches == 0
+        assert gk.held[("team", "p")].reason == "TooManyImages"
+        assert reasons == ["ImageInspectionFailed"]
