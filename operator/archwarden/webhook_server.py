@@ -230,7 +230,12 @@ class WebhookServer(kopf.WebhookServer):
         webhook = request.match_info.get("id", "")
         body = await _read_bounded(request, limit)
         try:
-            review = json.loads(body)
+            try:
+                review = json.loads(body)
+            except RecursionError:
+                # json's C scanner recurses once per nesting level: a deep body is malformed
+                # input, answered in one line, never a 500 with a traceback.
+                raise ValueError("the review is nested too deeply") from None
             if not isinstance(review, Mapping):
                 raise ValueError("the review is not a JSON object")
             answer = await direct(webhook, review, sslpeer)

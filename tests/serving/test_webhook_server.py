@@ -174,7 +174,11 @@ async def test_the_direct_route_refuses_unknown_webhooks_and_reviews_without_a_r
             assert served.refused("unknown_webhook") == 1
             assert (await served.post("/validate-pods", b'{"kind": "x"}')).status_code == 400
             assert (await served.post("/validate-pods", b"[1]")).status_code == 400
-            assert served.refused("malformed") == 2
+            # 100k nested lists: a one-line 400, not a RecursionError and a 500.
+            deep = await served.post("/validate-pods", b"[" * 100_000)
+            assert deep.status_code == 400
+            assert deep.reason_phrase == "the review is nested too deeply"
+            assert served.refused("malformed") == 3
             answer = (await served.post("/validate-deployments", review)).json()
             assert answer["response"] == {"uid": "u-1", "allowed": True}
             # Workload templates are not mutated unless configured: allowed, no patch.

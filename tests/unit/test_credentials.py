@@ -133,6 +133,7 @@ def _assert_no_secret(error: BaseException, *secrets: str) -> None:
     [
         ('{"auths": {"registry.test": {"auth": "' + SECRET, "docker config is not valid JSON"),
         (b"\xff\xfe" + SECRET.encode(), "docker config is not valid JSON"),
+        ("[" * 100_000, "docker config is not valid JSON"),  # RecursionError, not a traceback
         ("[1, 2]", "docker config must be a JSON object"),
         ('{"auths": ["' + SECRET + '"]}', "docker config 'auths' must be an object"),
     ],

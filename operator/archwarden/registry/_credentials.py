@@ -25,7 +25,8 @@ _INVALID = object()
 def _parse_json(content: bytes | str) -> Any:
     try:
         return json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: json's C scanner recurses once per nesting level ([[[[...).
         return _INVALID
 
 
