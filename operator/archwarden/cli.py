@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from archwarden import __version__, policy, reference, registry, settings
+from archwarden.printable import printable
 
 __all__ = ["main"]
 
@@ -43,9 +44,10 @@ def _table(rows: list[dict[str, Any]]) -> str:
     lines = [header]
     for row in rows:
         if "error" in row:
-            lines.append((row["image"], "-", "error: see stderr"))
+            lines.append((printable(row["image"]), "-", "error: see stderr"))
         else:
-            lines.append((row["image"], row["digest"], ", ".join(row["platforms"])))
+            platforms = ", ".join(row["platforms"])
+            lines.append((printable(row["image"]), row["digest"], printable(platforms)))
     widths = [max(len(line[i]) for line in lines) for i in range(2)]
     return "\n".join(
         f"{line[0]:<{widths[0]}}  {line[1]:<{widths[1]}}  {line[2]}".rstrip() for line in lines
@@ -62,8 +64,10 @@ def _mismatch_lines(row: dict[str, Any]) -> list[str]:
     lines = []
     for entry in row.get("verification", {}).get("mismatches", []):
         lines.append(
-            f"MISMATCH  {row['image']}: the index lists {entry['digest']} as {entry['index']}, "
-            f"its config says {entry['config']}"
+            printable(
+                f"MISMATCH  {row['image']}: the index lists {entry['digest']} as "
+                f"{entry['index']}, its config says {entry['config']}"
+            )
         )
     return lines
 
@@ -96,7 +100,7 @@ async def _inspect(args: argparse.Namespace) -> int:
         rows = await asyncio.gather(*(one(text) for text in args.images))
     for row in rows:
         if "error" in row:
-            print(f"archwarden: error: {row['error']}", file=sys.stderr)
+            print(f"archwarden: error: {printable(row['error'])}", file=sys.stderr)
     mismatches = [line for row in rows for line in _mismatch_lines(row)]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -282,7 +286,7 @@ async def _check(args: argparse.Namespace) -> int:
                 }
             )
     for error in errors:
-        print(f"archwarden: error: {error}", file=sys.stderr)
+        print(f"archwarden: error: {printable(error)}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -293,7 +297,7 @@ async def _check(args: argparse.Namespace) -> int:
             line = f"{row['verdict'].upper():4}  {name}"
             if row["message"]:
                 line += f": {row['message']}"
-            print(line)
+            print(printable(line))
     return 1 if errors or any(r["verdict"] == "deny" for r in rows) else 0
 
 
@@ -366,7 +370,7 @@ async def _report(args: argparse.Namespace) -> int:
     else:
         text = readiness.table(report) + "\n"
     for error in errors:
-        print(f"archwarden: error: {error}", file=sys.stderr)
+        print(f"archwarden: error: {printable(error)}", file=sys.stderr)
     if args.output and args.output != "-":
         try:
             await asyncio.to_thread(Path(args.output).write_text, text, encoding="utf-8")

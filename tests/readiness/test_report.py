@@ -225,3 +225,16 @@ def test_table_lists_rows_images_and_the_summary() -> None:
         "  registry.example shop: 1 workload",
         f"    {LEGACY} (linux/amd64) blocks shop/Deployment/legacy",
     ]
+
+
+def test_the_table_escapes_control_characters_in_names_images_and_errors() -> None:
+    # An image string and a registry error with an escape sequence and a newline: printed raw,
+    # they would recolour the terminal and forge a row.
+    hostile = "registry.example/shop/evil:1\x1b[2J\nshop/Deployment/forged  ready"
+    answers = {**ANSWERS, hostile: policy.ImageFailure("boom\x1b[31m\r\nforged")}
+    report = readiness.build([workload("Deployment", "evil\x07", hostile)], NODES, answers)
+    text = readiness.table(report)
+    assert not any(ch in text for ch in "\x1b\x07\r")
+    assert "evil:1\\x1b[2J\\x0ashop/Deployment/forged" in text
+    assert "error: boom\\x1b[31m\\x0d\\x0aforged" in text
+    assert not any(line.startswith("shop/Deployment/forged") for line in text.splitlines())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from archwarden.printable import printable
 from archwarden.readiness import _report
 
 __all__ = ["render"]
 
 
 def _platforms(values: tuple[str, ...]) -> str:
-    return ", ".join(values) if values else "-"
+    return printable(", ".join(values)) if values else "-"
 
 
 def render(report: _report.Report) -> str:
@@ -18,7 +19,7 @@ def render(report: _report.Report) -> str:
     for row in report.workloads:
         lines.append(
             (
-                row.key,
+                printable(row.key),
                 str(row.readiness),
                 row.verdict,
                 _platforms(row.runs_on),
@@ -26,7 +27,8 @@ def render(report: _report.Report) -> str:
             )
         )
         images[len(lines) - 1] = [
-            f"    {i.image}  " + (f"error: {i.error}" if i.error else _platforms(i.platforms))
+            f"    {printable(i.image)}  "
+            + (f"error: {printable(i.error)}" if i.error else _platforms(i.platforms))
             for i in row.images
         ]
     widths = [max(len(line[c]) for line in lines) for c in range(len(header) - 1)]
@@ -51,10 +53,14 @@ def render(report: _report.Report) -> str:
         for group in report.blockers:
             owner = f" {group.owner}" if group.owner else ""
             count = len(group.workloads)
-            out.append(f"  {group.registry}{owner}: {count} workload{'s' if count != 1 else ''}")
+            out.append(
+                printable(f"  {group.registry}{owner}: {count} workload{'s' if count != 1 else ''}")
+            )
             for image in group.images:
                 out.append(
-                    f"    {image.image} ({_platforms(image.platforms)}) blocks "
-                    + ", ".join(image.workloads)
+                    printable(
+                        f"    {image.image} ({', '.join(image.platforms) or '-'}) blocks "
+                        + ", ".join(image.workloads)
+                    )
                 )
     return "\n".join(out)
