@@ -61,6 +61,8 @@ MAX_VERIFIED = 10_000
 MAX_PENDING_LOOKUPS = 64
 """Exec format errors waiting for their image's answer at once; beyond, posted without it."""
 COMPATIBLE_MESSAGE = "every image runs on the nodes this workload may be scheduled to"
+REPORT_ERRORS_LOGGED = 5
+"""Report write failures logged one by one per audit; the rest are counted by reason."""
 
 
 class Poster(Protocol):
@@ -70,7 +72,9 @@ class Poster(Protocol):
 class Reports(Protocol):
     async def available(self) -> bool: ...
 
-    async def sync(self, results: Iterable[kube.PolicyResult], *, prune: bool = True) -> Any: ...
+    async def sync(
+        self, results: Iterable[kube.PolicyResult], *, prune: bool = True
+    ) -> kube.SyncSummary: ...
 
 
 @dataclasses.dataclass
@@ -303,7 +307,12 @@ class Auditor:
             return
         try:
             if await self.reports.available():
-                await self.reports.sync(results)
+                summary = await self.reports.sync(results)
+                for error in summary.errors[:REPORT_ERRORS_LOGGED]:
+                    logger.warning("audit: policy report not written: %s", error)
+                if summary.failed:
+                    counts = ", ".join(f"{n} ({why})" for why, n in sorted(summary.failed.items()))
+                    logger.warning("audit: policy reports not written: %s", counts)
         except kube.ReportWriteError as exc:
             logger.warning("audit: policy reports not written: %s", exc)
 

@@ -95,8 +95,11 @@ class Reports:
     async def available(self) -> bool:
         return True
 
-    async def sync(self, results: Iterable[kube.PolicyResult], *, prune: bool = True) -> None:
+    async def sync(
+        self, results: Iterable[kube.PolicyResult], *, prune: bool = True
+    ) -> kube.SyncSummary:
         self.synced.append(list(results))
+        return kube.SyncSummary(created=1)
 
 
 def deployment(name: str, image: str, arch: str | None = None) -> dict[str, Any]:

@@ -70,3 +70,44 @@ def test_the_cap_keeps_failures_and_records_what_it_left_out() -> None:
     assert body["results"][-1]["resources"][0]["name"] == "zz-broken"
     assert len(body["results"][-1]["message"]) == _reports.MESSAGE_MAX
     assert body["summary"]["pass"] == _reports.MAX_RESULTS - 1
+
+
+def test_a_report_is_bounded_by_its_stored_size_not_by_count() -> None:
+    # 1,000 registry errors of 1 KiB of "<": under the count cap, but Go stores each "<" as
+    # \u003c, six bytes: 6 MB, which etcd refuses. The bound keeps failures first.
+    errors = [result(f"gone{i:04d}", Result.ERROR, "<" * 2000) for i in range(990)]
+    failures = [
+        result(f"legacy{i}", Result.FAIL, "image x supports linux/amd64 only") for i in range(10)
+    ]
+    body = _reports.report_body("shop", [*errors, *failures], None, now=0)
+    assert _reports._stored_size(body["results"]) <= _reports.MAX_REPORT_BYTES
+    kept = [r["resources"][0]["name"] for r in body["results"]]
+    assert all(f"legacy{i}" in kept for i in range(10))
+    assert 100 < len(kept) < 200
+    assert body["metadata"]["annotations"] == {
+        "archwarden.io/results-dropped": str(1000 - len(kept))
+    }
+    assert body["summary"]["fail"] == 10 and body["summary"]["error"] == len(kept) - 10
+
+
+async def test_one_namespace_that_cannot_be_written_does_not_stop_the_others() -> None:
+    written: list[str] = []
+
+    class Writer(_reports.ReportWriter):
+        def __init__(self) -> None:
+            pass
+
+        async def _write(self, namespace: str, results: object) -> str:
+            if namespace == "b-terminating":
+                raise _reports.ReportWriteError("write reports b-terminating: HTTP 403", "HTTP 403")
+            written.append(namespace)
+            return "created"
+
+    summary = await Writer().sync(
+        [result("x", Result.PASS, namespace=ns) for ns in ("a", "b-terminating", "c", "d")],
+        prune=False,
+    )
+    assert written == ["a", "c", "d"]
+    assert summary.created == 3
+    assert summary.failed == {"HTTP 403": 1}
+    assert summary.errors == ["write reports b-terminating: HTTP 403"]

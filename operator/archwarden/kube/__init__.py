@@ -25,7 +25,13 @@ from archwarden.kube._gates import (
     remove_gate_policy,
 )
 from archwarden.kube._objects import ObjectChecker
-from archwarden.kube._reports import PolicyResult, ReportWriteError, ReportWriter, Result
+from archwarden.kube._reports import (
+    PolicyResult,
+    ReportWriteError,
+    ReportWriter,
+    Result,
+    SyncSummary,
+)
 from archwarden.kube._secrets import PullSecrets
 from archwarden.kube._watch import Connection, Watch, WatchError, object_key
 from archwarden.kube._webhooks import WebhookRemovalError, remove_webhook_configurations
@@ -48,6 +54,7 @@ __all__ = [
     "ReportWriteError",
     "ReportWriter",
     "Result",
+    "SyncSummary",
     "Watch",
     "WatchError",
     "WebhookRemovalError",

@@ -51,6 +51,11 @@ ANNOTATION_DROPPED = "archwarden.io/results-dropped"
 # worst, under etcd's 1.5 MiB request limit; real namespaces hold far fewer workloads.
 MAX_RESULTS = 1000
 MESSAGE_MAX = 1024
+MAX_REPORT_BYTES = 1024 * 1024
+"""The results of one Report, as the API server stores them, at most: under etcd's 1.5 MiB
+request limit with room for metadata. Measured as Go encodes JSON, where each ``<``, ``>`` and
+``&`` takes six bytes (a registry error of ``<`` characters grows sixfold), never by count
+alone."""
 
 
 class Result(enum.StrEnum):
@@ -92,10 +97,25 @@ class SyncSummary:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    failed: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Reports not written, by reason (``HTTP 403``, ``HTTP 422``, ``ConnectionError``)."""
+    errors: list[str] = dataclasses.field(default_factory=list)
+    """One line per report not written."""
 
 
 class ReportWriteError(RuntimeError):
     """The API server refused or failed a report write; the message is one line."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or "error"
+        """Short and bounded, for counting: ``HTTP 403``, or the exception's type."""
+
+
+def _stored_size(value: Any) -> int:
+    """Bytes of ``value`` as Go's encoding/json writes it (HTML characters escaped)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode()) + 5 * sum(text.count(c) for c in "<>&")
 
 
 def _entry(result: PolicyResult, timestamp: Mapping[str, int]) -> dict[str, Any]:
@@ -129,7 +149,17 @@ def report_body(
         key=lambda r: (_KEEP_ORDER[r.result], r.kind, r.namespace, r.name, r.uid),
     )
     dropped = max(0, len(kept) - MAX_RESULTS)
-    kept = sorted(kept[:MAX_RESULTS], key=lambda r: (r.kind, r.namespace, r.name, r.uid))
+    kept = kept[:MAX_RESULTS]
+    # Then by size, most important first, as it will be stored: a count alone lets a tenant's
+    # registry texts make a Report etcd refuses.
+    size = 0
+    for count, result in enumerate(kept):
+        size += _stored_size(_entry(result, {"seconds": 0, "nanos": 0})) + 1
+        if size > MAX_REPORT_BYTES:
+            dropped += len(kept) - count
+            kept = kept[:count]
+            break
+    kept = sorted(kept, key=lambda r: (r.kind, r.namespace, r.name, r.uid))
     old_times: dict[str, Mapping[str, int]] = {}
     for old in (previous or {}).get("results") or []:
         if isinstance(old, Mapping) and isinstance(old.get("timestamp"), Mapping):
@@ -196,9 +226,11 @@ class ReportWriter:
         except kubernetes.client.exceptions.ApiException as exc:
             if exc.status in passthrough:
                 raise
-            raise ReportWriteError(f"{what}: HTTP {exc.status} {exc.reason}") from None
+            raise ReportWriteError(
+                f"{what}: HTTP {exc.status} {exc.reason}", f"HTTP {exc.status}"
+            ) from None
         except Exception as exc:  # urllib3 and socket errors: named, no traceback
-            raise ReportWriteError(f"{what}: {type(exc).__name__}") from None
+            raise ReportWriteError(f"{what}: {type(exc).__name__}", type(exc).__name__) from None
 
     async def available(self) -> bool:
         """Whether the API server serves the OpenReports CRDs (reports are off otherwise)."""
@@ -224,7 +256,14 @@ class ReportWriter:
             by_namespace.setdefault(result.namespace, []).append(result)
         summary = SyncSummary()
         for namespace, found in sorted(by_namespace.items()):
-            outcome = await self._write(namespace, found)
+            # Each namespace on its own: one stuck Terminating (403) or refused must not
+            # silence every namespace after it.
+            try:
+                outcome = await self._write(namespace, found)
+            except ReportWriteError as exc:
+                summary.failed[exc.reason] = summary.failed.get(exc.reason, 0) + 1
+                summary.errors.append(str(exc))
+                continue
             setattr(summary, outcome, getattr(summary, outcome) + 1)
         if prune:
             summary.deleted = await self._prune(set(by_namespace))
@@ -288,7 +327,9 @@ class ReportWriter:
             except kubernetes.client.exceptions.ApiException as exc:
                 if attempt == 0:
                     continue  # 409: re-read and try once more
-                raise ReportWriteError(f"write {what}: HTTP {exc.status} {exc.reason}") from None
+                raise ReportWriteError(
+                    f"write {what}: HTTP {exc.status} {exc.reason}", f"HTTP {exc.status}"
+                ) from None
         raise AssertionError("unreachable: the second round returns or raises")
 
     async def _prune(self, keep: set[str]) -> int:
