@@ -124,7 +124,14 @@ async def test_without_the_crds_reports_are_off_and_writes_fail_in_one_line(
 ) -> None:
     delete_crds(cluster)
     assert not await writer.available()
-    with pytest.raises(kube.ReportWriteError, match=r"^get reports|^create reports") as caught:
+    # Each namespace's write fails on its own, counted by reason, in one line...
+    summary = await writer.sync([deployment("default", "x", Result.PASS, "")], prune=False)
+    assert summary.created == summary.updated == 0
+    assert summary.failed == {"HTTP 404": 1}
+    (error,) = summary.errors
+    assert error.startswith(("get reports", "create reports")) and "\n" not in error
+    # ... and the pruning list fails the sync, in one line too.
+    with pytest.raises(kube.ReportWriteError, match=r"^list reports") as caught:
         await writer.sync([deployment("default", "x", Result.PASS, "")])
     assert "\n" not in str(caught.value)
 
