@@ -17,7 +17,7 @@ from typing import Any
 import kubernetes
 
 from archwarden import policy
-from archwarden.kube import _events
+from archwarden.kube import _events, _webhooks
 
 __all__ = [
     "RELEASED_REASON",
@@ -123,21 +123,14 @@ def remove_gate_policy(api_client: Any, name: str) -> list[str]:
     """Delete the MutatingAdmissionPolicyBinding and MutatingAdmissionPolicy called ``name``
     (absent ones are fine: mode webhook or off, or an API server without the API)."""
     api = kubernetes.client.AdmissionregistrationV1Api(api_client)
-    deleted = []
-    for kind, delete in (
-        ("MutatingAdmissionPolicyBinding", api.delete_mutating_admission_policy_binding),
-        ("MutatingAdmissionPolicy", api.delete_mutating_admission_policy),
-    ):
-        try:
-            delete(name, _preload_content=False)
-        except kubernetes.client.exceptions.ApiException as exc:
-            if exc.status == 404:
-                continue
-            raise GateReleaseError(_failure(f"deleting {kind} {name}", exc)) from None
-        except Exception as exc:
-            raise GateReleaseError(_failure(f"deleting {kind} {name}", exc)) from None
-        deleted.append(f"{kind}/{name}")
-    return deleted
+    return _webhooks.delete_named(
+        name,
+        (
+            ("MutatingAdmissionPolicyBinding", api.delete_mutating_admission_policy_binding),
+            ("MutatingAdmissionPolicy", api.delete_mutating_admission_policy),
+        ),
+        GateReleaseError,
+    )
 
 
 def instance_name() -> str:

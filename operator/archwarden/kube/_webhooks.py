@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import kubernetes
@@ -22,20 +23,32 @@ def remove_webhook_configurations(api_client: Any, name: str) -> list[str]:
     Returns what was deleted, as ``kind/name``.
     """
     api = kubernetes.client.AdmissionregistrationV1Api(api_client)
+    return delete_named(
+        name,
+        (
+            ("ValidatingWebhookConfiguration", api.delete_validating_webhook_configuration),
+            ("MutatingWebhookConfiguration", api.delete_mutating_webhook_configuration),
+        ),
+        WebhookRemovalError,
+    )
+
+
+def delete_named(
+    name: str,
+    deleters: Iterable[tuple[str, Callable[..., Any]]],
+    error: type[RuntimeError],
+) -> list[str]:
+    """Call each ``(kind, delete)`` on ``name``; absent objects are fine. Returns what was
+    deleted, as ``kind/name``; a failure raises ``error`` in one line, no traceback."""
     deleted = []
-    for kind, delete in (
-        ("ValidatingWebhookConfiguration", api.delete_validating_webhook_configuration),
-        ("MutatingWebhookConfiguration", api.delete_mutating_webhook_configuration),
-    ):
+    for kind, delete in deleters:
         try:
             delete(name, _preload_content=False)
         except kubernetes.client.exceptions.ApiException as exc:
             if exc.status == 404:
                 continue
-            raise WebhookRemovalError(
-                f"deleting {kind} {name}: HTTP {exc.status} {exc.reason}"
-            ) from None
+            raise error(f"deleting {kind} {name}: HTTP {exc.status} {exc.reason}") from None
         except Exception as exc:  # urllib3 and socket errors: name them, no traceback
-            raise WebhookRemovalError(f"deleting {kind} {name}: {type(exc).__name__}") from None
+            raise error(f"deleting {kind} {name}: {type(exc).__name__}") from None
         deleted.append(f"{kind}/{name}")
     return deleted
