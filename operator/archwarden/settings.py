@@ -74,6 +74,22 @@ class LimitsSettings:
     max_concurrent_resolutions: int = 8
     """Images of one review resolved at once (each resolution has its own fetch and byte
     limits in the registry client)."""
+    decision_cache_bytes: int = 32 * 1024 * 1024
+    """Bytes of remembered decisions (keyed by a digest of what each decision read): dry runs
+    of huge objects repeat nothing of themselves here."""
+    template_bytes: int = 256 * 1024
+    """Bytes of one pod template's projection (images, node selector, required affinity,
+    tolerations, pull secrets). Past it the template is judged by failurePolicy, counted, and
+    never held in a store or cache; a real template is a few KiB."""
+    pull_secret_bytes: int = 256 * 1024
+    """Bytes of one pull secret's ``.dockerconfigjson`` or ``.dockercfg`` (decoded); a larger
+    one is reported by name and not parsed."""
+    pull_secret_cache_bytes: int = 16 * 1024 * 1024
+    """Bytes of parsed pull secrets remembered (each counted at its decoded size)."""
+    api_object_bytes: int = 4 * 1024 * 1024
+    """Bytes of one object in a LIST page or watch event. Lists are decoded one object at a
+    time, so this (not the page) bounds what a list holds at once; a longer object is an error
+    and the stream starts over."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +144,10 @@ class ClusterAPISettings:
     """The template node's arch when the capacity labels annotation does not say
     (cluster-autoscaler's own default)."""
     default_operating_system: str = "linux"
+    namespaces: tuple[str, ...] = ()
+    """Namespaces whose node groups count. They are namespaced objects a tenant may be allowed
+    to write, and a node group in one namespace would change the decisions of every other, so
+    only the namespaces named here count (``["*"]``: all of them). Empty: none."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,6 +283,17 @@ def _registries(data: Any) -> dict[str, registry.RegistrySettings]:
     return result
 
 
+MIN_BYTES = 4096
+"""The smallest byte bound accepted: below it nothing real fits."""
+
+
+def _at_least(value: Any, minimum: int, key: str) -> int:
+    number = _expect(value, int, key)
+    if number < minimum:
+        raise ConfigError(f"{key}: must be at least {minimum}, got {number}")
+    return int(number)
+
+
 def _at_least_one(value: Any, key: str) -> int:
     number = _expect(value, int, key)
     if number < 1:
@@ -272,9 +303,20 @@ def _at_least_one(value: Any, key: str) -> int:
 
 def _limits(data: Any) -> LimitsSettings:
     limits = _expect(data, dict, "limits")
-    _only(limits, {"maxImagesPerReview", "maxConcurrentResolutions"}, "limits")
+    sizes = {
+        "decisionCacheBytes": "decision_cache_bytes",
+        "templateBytes": "template_bytes",
+        "pullSecretBytes": "pull_secret_bytes",
+        "pullSecretCacheBytes": "pull_secret_cache_bytes",
+        "apiObjectBytes": "api_object_bytes",
+    }
+    _only(limits, {"maxImagesPerReview", "maxConcurrentResolutions", *sizes}, "limits")
     d = LimitsSettings()
     return LimitsSettings(
+        **{
+            field: _at_least(limits.get(key, getattr(d, field)), MIN_BYTES, f"limits.{key}")
+            for key, field in sizes.items()
+        },
         max_images_per_review=_at_least_one(
             limits.get("maxImagesPerReview", d.max_images_per_review), "limits.maxImagesPerReview"
         ),
@@ -367,7 +409,11 @@ def _capacity(data: Any) -> CapacitySettings:
     )
     k = KarpenterSettings()
     capi = _expect(section.get("clusterAPI", {}), dict, "capacity.clusterAPI")
-    _only(capi, {"enabled", "defaultArchitecture", "defaultOperatingSystem"}, "capacity.clusterAPI")
+    _only(
+        capi,
+        {"enabled", "defaultArchitecture", "defaultOperatingSystem", "namespaces"},
+        "capacity.clusterAPI",
+    )
     c = ClusterAPISettings()
     groups = _expect(section.get("nodeGroups", []), list, "capacity.nodeGroups")
     if len(groups) > MAX_NODE_GROUPS:
@@ -406,6 +452,7 @@ def _capacity(data: Any) -> CapacitySettings:
                 str,
                 "capacity.clusterAPI.defaultOperatingSystem",
             ),
+            namespaces=_strings(capi.get("namespaces", []), "capacity.clusterAPI.namespaces"),
         ),
         node_groups=parsed,
     )

@@ -40,12 +40,12 @@ registries:
 cache: {digestCacheSize: 10, tagCacheSize: 20, tagTTL: 60, failureTTL: 2}
 webhook: {port: 10443, budgetSeconds: 2, timeoutSeconds: 5}
 metrics: {port: 9090}
-limits: {maxImagesPerReview: 10, maxConcurrentResolutions: 2}
+limits: {maxImagesPerReview: 10, maxConcurrentResolutions: 2, templateBytes: 65536}
 platforms: {arm64RunsArm32: true, amd64Runs386: false}
 skip: {allowed: labelledNamespaces}
 capacity:
   karpenter: {enabled: false, defaultArchitectures: [amd64], wellKnownLabels: [k.aws/family]}
-  clusterAPI: {defaultArchitecture: arm64}
+  clusterAPI: {defaultArchitecture: arm64, namespaces: [capi-system]}
   nodeGroups:
     - name: graviton
       platforms: [linux/arm64]
@@ -67,7 +67,7 @@ capacity:
     )
     assert (config.webhook.port, config.metrics.port) == (10443, 9090)
     assert config.limits == settings.LimitsSettings(
-        max_images_per_review=10, max_concurrent_resolutions=2
+        max_images_per_review=10, max_concurrent_resolutions=2, template_bytes=65536
     )
     assert config.platforms.fallbacks() == platforms.Fallbacks(
         arm32_on_arm64=True, i386_on_amd64=False
@@ -77,6 +77,7 @@ capacity:
         enabled=False, default_architectures=("amd64",), well_known_labels=("k.aws/family",)
     )
     assert config.capacity.cluster_api.default_architecture == "arm64"
+    assert config.capacity.cluster_api.namespaces == ("capi-system",)
     assert config.capacity.node_groups == (
         settings.NodeGroupSettings(
             "graviton", ("linux/arm64",), {"team": "edge"}, (("arm", "", "NoExecute"),)
@@ -111,6 +112,9 @@ capacity:
         ),
         ("limits: {maxImagesPerReview: 0}", "limits.maxImagesPerReview: must be at least 1"),
         ("limits: {maxImages: 3}", "unknown key limits.maxImages"),
+        ("limits: {decisionCacheBytes: 100}", "limits.decisionCacheBytes: must be at least 4096"),
+        ("limits: {templateBytes: 1.5}", "limits.templateBytes: expected int"),
+        ("capacity: {clusterAPI: {namespaces: a}}", "capacity.clusterAPI.namespaces: expected"),
         ("platforms: {arm64RunsArm32: yes-please}", "platforms.arm64RunsArm32: expected bool"),
         ("skip: {allowed: admins}", "skip.allowed: expected one of everyone, labelledNamespaces"),
         ("capacity: {karpenter: {enabeld: true}}", "unknown key capacity.karpenter.enabeld"),
