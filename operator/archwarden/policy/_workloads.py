@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,10 @@ SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
     "Job": ("spec", "template", "spec"),
     "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
 }
+
+ITEM_BYTES = 64
+"""What one item of a projection (a container, a toleration, a term, a value) is counted as
+beside its strings: near what Python spends on a small object and its reference."""
 
 NODE_SELECTOR_OPERATORS = frozenset({"In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"})
 # The API server accepts only this field, with only these operators, in matchFields.
@@ -117,6 +122,33 @@ class PodTemplate:
     def images(self) -> tuple[str, ...]:
         """Distinct images in container order (read several times per review)."""
         return tuple(dict.fromkeys(c.image for c in self.containers))
+
+    @functools.cached_property
+    def projected_bytes(self) -> int:
+        """What this projection holds, counted as its strings' lengths plus ``ITEM_BYTES`` per
+        item: the measure ``limits.templateBytes`` bounds. A tenant decides how many
+        tolerations or terms a template has; this says what keeping it would cost."""
+        total = ITEM_BYTES + len(self.service_account) + len(self.node_name)
+        for c in self.containers:
+            total += ITEM_BYTES + len(c.name) + len(c.image)
+        for key, value in self.node_selector:
+            total += ITEM_BYTES + len(key) + len(value)
+        for term in self.required_terms or ():
+            total += ITEM_BYTES
+            for r in term.match_expressions + term.match_fields:
+                total += ITEM_BYTES + len(r.key) + len(r.operator)
+                total += sum(ITEM_BYTES + len(v) for v in r.values)
+        for t in self.tolerations:
+            total += ITEM_BYTES + len(t.key) + len(t.operator) + len(t.value) + len(t.effect)
+        for name in self.image_pull_secrets:
+            total += ITEM_BYTES + len(name)
+        return total
+
+    @functools.cached_property
+    def digest(self) -> bytes:
+        """SHA-256 of every field: two templates with one digest decide alike, so a cache
+        can keep this instead of the template."""
+        return hashlib.sha256(repr(self).encode()).digest()
 
 
 @dataclasses.dataclass(frozen=True)
