@@ -12,8 +12,10 @@ others only about objects found in the cluster.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -66,7 +68,7 @@ class Outcome:
     label: str = "allowed"
     """For metrics: allowed, denied, warned, skipped."""
     reason: str = ""
-    """For metrics, when denied: the decision's policy.Reason value, or TooManyImages."""
+    """For metrics, when denied: the decision's policy.Reason value, or one of ``UNCHECKED``."""
     authenticated: bool = False
     """The review came from a client the webhook server authenticated (webhook.clientCAFile)."""
     decided: bool = True
@@ -84,8 +86,10 @@ OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
 _parse = functools.lru_cache(maxsize=4096)(reference.parse)
 """Image references recur in every review of a workload's pods; parsing is pure."""
 
-DECISIONS_HELD = 2048
-"""Distinct (template, answers, settings, inventory) decisions remembered; each a few KB."""
+TOO_MANY_IMAGES = "TooManyImages"
+TEMPLATE_TOO_LARGE = "TemplateTooLarge"
+UNCHECKED = frozenset({TOO_MANY_IMAGES, TEMPLATE_TOO_LARGE})
+"""``Outcome.reason`` of a review decided by failure policy alone: nothing was resolved."""
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -125,9 +129,6 @@ class Admission:
         self.namespace_mode = namespace_mode
         self.namespace_allows_skip = namespace_allows_skip
         self.metrics = meters or metrics.Metrics()
-        self._decisions: cachetools.LRUCache[_Key, policy.Decision] = cachetools.LRUCache(
-            DECISIONS_HELD
-        )
         # Bounded by the clamped label values (webhook ids are the server's routes).
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
@@ -143,6 +144,12 @@ class Admission:
         self._failure_policy = policy.FailurePolicy(config.failure_policy)
         self._fallbacks = config.platforms.fallbacks()
         self._gate_mode = policy.GateMode(config.scheduling_gates.mode)
+        held = getattr(self, "_decisions", None)
+        if held is None or held.maxsize != config.limits.decision_cache_bytes:
+            # A new bound starts an empty cache: entries are cheap to decide again.
+            self._decisions: cachetools.LRUCache[_Key, policy.Decision] = cachetools.LRUCache(
+                config.limits.decision_cache_bytes, getsizeof=_decision_bytes
+            )
 
     def mode_for(self, namespace: str) -> policy.Mode:
         override = self.namespace_mode(namespace)
@@ -399,7 +406,20 @@ class Admission:
         distinct = len(workload.template.images)  # distinct already
         limit = self.config.limits.max_images_per_review
         if distinct > limit:
-            return _too_many_images(distinct, limit, mode, failure_policy, mutate)
+            what = (
+                f"the pod has {distinct} distinct images, more than "
+                f"limits.maxImagesPerReview ({limit})"
+            )
+            return self._unchecked(TOO_MANY_IMAGES, what, mode, failure_policy, mutate)
+        size, size_limit = workload.template.projected_bytes, self.config.limits.template_bytes
+        if size > size_limit:
+            # Judged without holding it anywhere: a tenant decides how many tolerations or
+            # terms a template has, and each would otherwise be kept in the decision cache.
+            what = (
+                f"the pod template's scheduling fields take {size} bytes, more than "
+                f"limits.templateBytes ({size_limit})"
+            )
+            return self._unchecked(TEMPLATE_TOO_LARGE, what, mode, failure_policy, mutate)
 
         loop = asyncio.get_running_loop()
         if budget is None:
@@ -542,22 +562,20 @@ class Admission:
         """``policy.decide``, remembered: a Deployment's pods, a rollout's retries and kubectl's
         re-applies ask the same question again and again. A decision reads the pod template,
         the image answers, the settings and the inventory; the inventory's generation stands
-        for the last (it changes with anything a decision reads), so a hit is exact."""
+        for the last (it changes with anything a decision reads), so a hit is exact.
+
+        What a tenant wrote enters the key only as a digest: dry runs cost nothing to send and
+        are never stored, so a key holding the template would let them fill memory. The
+        cache is bounded by the bytes its decisions hold (``limits.decisionCacheBytes``)."""
         generation = getattr(nodes, "generation", None)
         key = None
         if generation is not None:
+            written = hashlib.sha256(workload.template.digest)
+            written.update(repr((workload.kind, workload.controller_kind)).encode())
+            written.update(repr(tuple(answers.items())).encode())
+            # Settings and capacity are the cluster's, shared by every entry: kept as they are.
             key = _Key(
-                (
-                    workload.kind,
-                    workload.controller_kind,
-                    workload.template,
-                    tuple(answers.items()),
-                    mode,
-                    failure_policy,
-                    fallbacks,
-                    tuple(capacity),
-                    generation,
-                )
+                (written.digest(), mode, failure_policy, fallbacks, tuple(capacity), generation)
             )
             held = self._decisions.get(key)
             if held is not None:
@@ -574,14 +592,29 @@ class Admission:
         )
         if key is not None:
             self._child(self.metrics.decision_cache, "miss").inc()
-            self._decisions[key] = decision
+            with contextlib.suppress(ValueError):  # larger than the whole cache: not kept
+                self._decisions[key] = decision
+            self.metrics.decision_cache_bytes.set(self._decisions.currsize)
         return decision
+
+    def _unchecked(
+        self,
+        reason: str,
+        what: str,
+        mode: policy.Mode,
+        failure_policy: policy.FailurePolicy,
+        mutate: bool,
+    ) -> Outcome:
+        """A review past a limit: decided by failure policy, nothing resolved, nothing kept."""
+        if not mutate:  # each request is reviewed by both webhooks: counted once
+            self._child(self.metrics.unchecked, reason).inc()
+        return _unchecked(reason, what, mode, failure_policy, mutate)
 
 
 class _Key:
     """A decision cache key hashed once. The LRU cache hashes a key three times per lookup
-    (contains, get, move to end), and this one holds dataclasses (the template, platforms,
-    settings) whose hashes are computed in Python every time."""
+    (contains, get, move to end), and this one holds dataclasses (settings, capacity) whose
+    hashes are computed in Python every time."""
 
     __slots__ = ("_hash", "parts")
 
@@ -594,6 +627,25 @@ class _Key:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Key) and self.parts == other.parts
+
+
+_ITEM_BYTES = 64
+"""What one object or reference a decision holds is counted as, beside its strings."""
+
+
+def _decision_bytes(decision: policy.Decision) -> int:
+    """What a remembered decision costs, counted as its strings plus ``_ITEM_BYTES`` an item
+    (the key: a digest and references to shared settings, counted as one more item a
+    capacity entry). Node classes are the inventory's, shared, and counted as references."""
+    strings = [decision.message, *decision.warnings, *decision.pod_platforms]
+    strings += [*decision.node_platforms, *decision.provisionable_platforms]
+    strings += [*decision.provisionable_sources]
+    strings += [text for pair in decision.inspection_errors for text in pair]
+    total = 8 * _ITEM_BYTES + sum(_ITEM_BYTES + len(text) for text in strings)
+    total += 8 * (len(decision.compatible_classes) + len(decision.incompatible_classes))
+    if decision.placement is not None:
+        total += len(repr(decision.placement))
+    return total
 
 
 def _constrained(decision: policy.Decision) -> str:
@@ -616,29 +668,25 @@ def _and(items: tuple[str, ...]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _too_many_images(
-    distinct: int,
-    limit: int,
+def _unchecked(
+    reason: str,
+    what: str,
     mode: policy.Mode,
     failure_policy: policy.FailurePolicy,
     mutate: bool,
 ) -> Outcome:
-    """A review past ``limits.maxImagesPerReview``: decided by failure policy, nothing resolved."""
+    """Decided by failure policy alone (``reason`` in ``UNCHECKED``); ``what`` says which
+    limit the request passed."""
     denied = mode is policy.Mode.ENFORCE and failure_policy is policy.FailurePolicy.CLOSED
-    message = (
-        f"the pod has {distinct} distinct images, more than limits.maxImagesPerReview ({limit}); "
-        + (
-            "images were not checked (failure policy closed)"
-            if denied
-            else "admitted without a platform check"
-        )
+    message = f"{what}; " + (
+        "images were not checked (failure policy closed)"
+        if denied
+        else "admitted without a platform check"
     )
     if mutate:
         # The validating webhook reports it; a gated pod keeps waiting (decided=False), and
         # the background decision reads the reason and message.
-        return Outcome(
-            True, message=message, label="allowed", reason="TooManyImages", decided=False
-        )
+        return Outcome(True, message=message, label="allowed", reason=reason, decided=False)
     warnings = (message,) if not denied and mode is not policy.Mode.AUDIT else ()
     return Outcome(
         allowed=not denied,
@@ -646,6 +694,6 @@ def _too_many_images(
         warnings=warnings,
         events=(EventNote("Warning", "ImageInspectionFailed", message),),
         label="denied" if denied else ("warned" if warnings else "allowed"),
-        reason="TooManyImages",
+        reason=reason,
         decided=False,
     )

@@ -33,7 +33,6 @@ __all__ = ["GateKeeper"]
 
 logger = logging.getLogger("archwarden")
 
-TOO_MANY_IMAGES = "TooManyImages"
 PENDING = "Pending"
 """``archwarden_pods_gated`` reason of a pod not decided yet."""
 TICK_SECONDS = 1.0
@@ -203,7 +202,8 @@ class GateKeeper:
             gated=True,
         )
         decision = outcome.decision
-        if outcome.reason == TOO_MANY_IMAGES and self._closed(namespace):
+        unchecked = outcome.reason in admission.UNCHECKED
+        if unchecked and self._closed(namespace):
             # The webhook would deny it (failure policy closed): nothing can be decided.
             outcome = dataclasses.replace(outcome, allowed=False)
         if not outcome.allowed:
@@ -217,7 +217,7 @@ class GateKeeper:
             self.post(body, "Warning", _event_reason(decision), message)
             self._retry(key, held, MISMATCH_RETRY_FACTOR)
             return
-        if not outcome.decided and outcome.reason != TOO_MANY_IMAGES:
+        if not outcome.decided and not unchecked:
             held.reason = policy.Reason.IMAGE_INSPECTION_FAILED.value
             if decision is not None and decision.message:
                 self.post(body, "Warning", "ImageInspectionFailed", decision.message)
@@ -225,8 +225,8 @@ class GateKeeper:
             return
         operations: list[Mapping[str, Any]] = list(outcome.patch)
         if not outcome.releases_gate:
-            # Too many images under an open failure policy: admitted undecided, as the webhook
-            # would, so the review kept the gate; released here.
+            # Past a review limit under an open failure policy: admitted undecided, as the
+            # webhook would, so the review kept the gate; released here.
             operations.extend(policy.release_ops(body))
         try:
             await self.patch(namespace, name, operations)
@@ -244,7 +244,7 @@ class GateKeeper:
         self.metrics.gates_released.labels("background").inc()
         for note in outcome.events:
             self.post(body, note.type, note.reason, note.message)
-        if outcome.reason == TOO_MANY_IMAGES:
+        if unchecked:
             # Released unchecked, as the webhook admits such a pod (failure policy open).
             self.post(body, "Warning", "ImageInspectionFailed", outcome.message)
 

@@ -69,6 +69,19 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.decision_cache_bytes = prom.Gauge(
+            "archwarden_decision_cache_bytes",
+            "Bytes the decision cache holds, as it counts them (bounded by "
+            "limits.decisionCacheBytes).",
+            registry=r,
+        )
+        self.unchecked = prom.Counter(
+            "archwarden_admission_unchecked_total",
+            "Admission reviews decided by failurePolicy without a platform check, by reason "
+            "(TooManyImages, TemplateTooLarge).",
+            ["reason"],
+            registry=r,
+        )
         self.node_changes = prom.Counter(
             "archwarden_node_changes_total",
             "Node additions, removals and changes to what decisions read (labels, taints, "
