@@ -56,6 +56,31 @@ class LoadReport:
         )
 
 
+def api_client(kubeconfig: Path, tmp: Path, **options: Any) -> httpx.Client:
+    """An httpx client for the API server as the kubeconfig's user (its client certificate,
+    written into ``tmp``)."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    user = config["users"][0]["user"]
+    files = {}
+    for key, name in (
+        ("certificate-authority-data", "ca.crt"),
+        ("client-certificate-data", "client.crt"),
+        ("client-key-data", "client.key"),
+    ):
+        data = cluster.get(key) or user.get(key)
+        (tmp / name).write_bytes(base64.b64decode(data))
+        files[name] = str(tmp / name)
+    context = ssl.create_default_context(cafile=files["ca.crt"])
+    context.load_cert_chain(files["client.crt"], files["client.key"])
+    settings: dict[str, Any] = {
+        "timeout": httpx.Timeout(15.0),
+        "limits": httpx.Limits(max_connections=32, max_keepalive_connections=32),
+        **options,
+    }
+    return httpx.Client(base_url=cluster["server"], verify=context, **settings)
+
+
 class AdmissionLoad:
     """``with AdmissionLoad(...) as load: ...`` then ``load.report``."""
 
@@ -84,27 +109,7 @@ class AdmissionLoad:
         """When the load began (time.monotonic())."""
 
     def _client_from(self, kubeconfig: Path) -> httpx.Client:
-        config = yaml.safe_load(kubeconfig.read_text())
-        cluster = config["clusters"][0]["cluster"]
-        user = config["users"][0]["user"]
-        tmp = Path(self._tmp.name)
-        files = {}
-        for key, name in (
-            ("certificate-authority-data", "ca.crt"),
-            ("client-certificate-data", "client.crt"),
-            ("client-key-data", "client.key"),
-        ):
-            data = cluster.get(key) or user.get(key)
-            (tmp / name).write_bytes(base64.b64decode(data))
-            files[name] = str(tmp / name)
-        context = ssl.create_default_context(cafile=files["ca.crt"])
-        context.load_cert_chain(files["client.crt"], files["client.key"])
-        return httpx.Client(
-            base_url=cluster["server"],
-            verify=context,
-            timeout=httpx.Timeout(15.0),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-        )
+        return api_client(kubeconfig, Path(self._tmp.name))
 
     def _pod(self, deny: bool) -> dict[str, Any]:
         spec: dict[str, Any] = {
