@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.cluster import LocalCluster
-from tests.e2e.conftest import Images
+from tests.e2e.conftest import CAPI_NAMESPACE, Images
 from tests.e2e.test_admission import apply, deployment, events
 from tests.support.archwarden import ARCHWARDEN, ArchwardenProcess
 from tests.support.capacity import KarpenterProcess, kwok_nodepool
@@ -179,40 +179,68 @@ def machine_deployment(name: str, namespace: str, annotations: dict[str, str]) -
     }
 
 
+@pytest.fixture
+def capi_namespace(cluster: LocalCluster) -> Iterator[str]:
+    """The namespace archwarden counts node groups from (capacity.clusterAPI.namespaces)."""
+    cluster.create_namespace(CAPI_NAMESPACE)
+    try:
+        yield CAPI_NAMESPACE
+    finally:
+        cluster.delete_namespace(CAPI_NAMESPACE)
+
+
 def test_cluster_api_node_groups_that_scale_from_zero(
-    cluster: LocalCluster, namespace: str, images: Images, archwarden: ArchwardenProcess
+    cluster: LocalCluster,
+    namespace: str,
+    capi_namespace: str,
+    images: Images,
+    archwarden: ArchwardenProcess,
 ) -> None:
     workload = deployment("mainframe", images.s390x_only)
     sizes = {CAPI_MIN: "0", CAPI_MAX: "3"}
-    group = machine_deployment("md-s390x", namespace, {**sizes, CAPI_LABELS: "team=x"})
+    labelled = {**sizes, CAPI_LABELS: "kubernetes.io/arch=s390x,team=x"}
+    # A tenant's s390x node group in its own namespace, which capacity.clusterAPI.namespaces
+    # does not name: it never turns the denial below into an admit.
+    cluster.apply(machine_deployment("md-tenant", namespace, labelled))
+    group = machine_deployment("md-s390x", capi_namespace, {**sizes, CAPI_LABELS: "team=x"})
     cluster.apply(group)
     # Without an arch label, cluster-autoscaler's template node is amd64: no help.
-    until(
+    denial = until(
         cluster,
         namespace,
         workload,
         allowed=False,
-        text=f"MachineDeployment {namespace}/md-s390x can provision linux/amd64",
+        text=f"MachineDeployment {capi_namespace}/md-s390x can provision linux/amd64",
         archwarden=archwarden,
     )
-    labelled = {**sizes, CAPI_LABELS: "kubernetes.io/arch=s390x,team=x"}
-    cluster.apply(machine_deployment("md-s390x", namespace, labelled))
+    assert f"MachineDeployment {namespace}/md-tenant" not in denial
+    assert (
+        archwarden.metric(
+            "archwarden_capacity_classes", source="MachineDeployment", os="linux", arch="s390x"
+        )
+        == 0
+    )
+    cluster.apply(machine_deployment("md-s390x", capi_namespace, labelled))
     # The template node carries team=x: a pod must select it to land there ...
     selected = deployment("mainframe", images.s390x_only, pod_spec={"nodeSelector": {"team": "x"}})
-    until(
+    admitted = until(
         cluster,
         namespace,
         selected,
         allowed=True,
-        text=f"MachineDeployment {namespace}/md-s390x can provision linux/s390x",
+        text=f"MachineDeployment {capi_namespace}/md-s390x can provision linux/s390x",
         archwarden=archwarden,
     )
+    assert "md-tenant" not in admitted
     # ... and a label it does not carry keeps the pod off it.
     other = deployment("mainframe", images.s390x_only, pod_spec={"nodeSelector": {"team": "y"}})
     code, stderr = dry_run(cluster, namespace, other)
     assert code == 0 and "MachineDeployment" not in stderr  # NoCandidateNodes: not ours to judge
-    # Without the size annotations it is no node group.
-    cluster.apply(machine_deployment("md-s390x", namespace, {CAPI_LABELS: labelled[CAPI_LABELS]}))
+    # Without the size annotations it is no node group: denied again, although the tenant's
+    # s390x node group is still there.
+    cluster.apply(
+        machine_deployment("md-s390x", capi_namespace, {CAPI_LABELS: labelled[CAPI_LABELS]})
+    )
     until(
         cluster,
         namespace,
