@@ -73,11 +73,11 @@ def required_arches(pod: dict[str, Any]) -> list[list[str]]:
 
 
 def check_from_cluster(
-    cluster: LocalCluster, images: Images, obj: dict[str, Any], tmp_path: Path
+    cluster: LocalCluster, images: Images, obj: dict[str, Any], tmp_path: Path, *flags: str
 ) -> subprocess.CompletedProcess[str]:
     manifest = tmp_path / "app.yaml"
     manifest.write_text(json.dumps(obj))
-    command = [str(ARCHWARDEN), "check", "-f", str(manifest), "--from-cluster"]
+    command = [str(ARCHWARDEN), "check", "-f", str(manifest), "--from-cluster", *flags]
     command += ["--kubeconfig", str(cluster.kubeconfig), "--insecure-registry", images.host]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
@@ -195,6 +195,7 @@ def test_cluster_api_node_groups_that_scale_from_zero(
     capi_namespace: str,
     images: Images,
     archwarden: ArchwardenProcess,
+    tmp_path: Path,
 ) -> None:
     workload = deployment("mainframe", images.s390x_only)
     sizes = {CAPI_MIN: "0", CAPI_MAX: "3"}
@@ -232,6 +233,20 @@ def test_cluster_api_node_groups_that_scale_from_zero(
         archwarden=archwarden,
     )
     assert "md-tenant" not in admitted
+    # The offline check counts the same node group when told the same namespace, and none (the
+    # tenant's neither) by default.
+    counted = check_from_cluster(
+        cluster, images, workload, tmp_path, "--cluster-api-namespace", capi_namespace
+    )
+    assert (counted.returncode, counted.stderr) == (0, "")
+    assert counted.stdout.strip() == (
+        "OK    Deployment/mainframe: no node can run it now; "
+        f"MachineDeployment {capi_namespace}/md-s390x can provision linux/s390x"
+    )
+    uncounted = check_from_cluster(cluster, images, workload, tmp_path)
+    assert uncounted.returncode == 1, uncounted.stdout
+    assert "supports linux/s390x only" in uncounted.stdout
+    assert "MachineDeployment" not in uncounted.stdout
     # ... and a label it does not carry keeps the pod off it.
     other = deployment("mainframe", images.s390x_only, pod_spec={"nodeSelector": {"team": "y"}})
     code, stderr = dry_run(cluster, namespace, other)

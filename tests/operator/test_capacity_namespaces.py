@@ -7,11 +7,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from archwarden import handlers, kube, metrics, policy, settings
+from archwarden import cli, handlers, kube, metrics, policy, settings
 from archwarden.policy import _sources
 from tests.operator.test_admission_core import HOST, deployment
 from tests.operator.test_capacity_events import engine
@@ -194,6 +195,35 @@ async def test_check_from_the_cluster_counts_the_named_namespaces_alone() -> Non
     # Whatever a list answers, an object of another namespace is never counted.
     named = dataclasses.replace(MACHINE_DEPLOYMENTS, version="v1beta2", namespaces=("capi",))
     assert kube.capacity_from_object(named, objects[2], capacity_settings("capi")) is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        ([], ()),
+        (
+            ["--cluster-api-namespace", "capi", "--cluster-api-namespace", "infra"],
+            ("capi", "infra"),
+        ),
+        (["--cluster-api-namespace", "*"], ("*",)),
+    ],
+)
+def test_check_from_the_cluster_names_namespaces_as_the_configuration_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], named: tuple[str, ...]
+) -> None:
+    asked: list[settings.CapacitySettings] = []
+
+    def cluster_nodes(
+        kubeconfig: str | None, config: settings.CapacitySettings
+    ) -> tuple[list[policy.Node], list[policy.ProvisionableClass], list[str]]:
+        asked.append(config)
+        return [], [], []
+
+    monkeypatch.setattr(cli, "_cluster_nodes", cluster_nodes)
+    manifest = tmp_path / "empty.yaml"
+    manifest.write_text("")
+    assert cli.main(["check", "--from-cluster", "-f", str(manifest), *flags]) == 0
+    assert [c.cluster_api.namespaces for c in asked] == [named]
 
 
 def test_node_groups_are_watched_in_the_named_namespaces_only() -> None:
