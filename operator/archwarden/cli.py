@@ -237,8 +237,11 @@ async def _check(args: argparse.Namespace) -> int:
             return 2
     else:
         try:
+            # As archwarden would count them: Cluster API node groups only from the namespaces
+            # named (capacity.clusterAPI.namespaces), none unless some are.
+            capi = settings.ClusterAPISettings(namespaces=tuple(args.cluster_api_namespace))
             nodes, capacity, problems = await asyncio.to_thread(
-                _cluster_nodes, args.kubeconfig, settings.CapacitySettings()
+                _cluster_nodes, args.kubeconfig, settings.CapacitySettings(cluster_api=capi)
             )
         except Exception as exc:  # a missing kubeconfig or an unreachable cluster: one line
             print(f"archwarden: error: cannot read the cluster's nodes: {exc}", file=sys.stderr)
@@ -570,9 +573,18 @@ def _parser() -> argparse.ArgumentParser:
         "--from-cluster",
         action="store_true",
         help="use the nodes of the current cluster and what its autoscalers can add "
-        "(Karpenter NodePools, Cluster API node groups that scale from zero)",
+        "(Karpenter NodePools, Cluster API node groups that scale from zero in the namespaces "
+        "--cluster-api-namespace names)",
     )
     check.add_argument("--kubeconfig", metavar="FILE", help="with --from-cluster")
+    check.add_argument(
+        "--cluster-api-namespace",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --from-cluster: count the Cluster API node groups of this namespace "
+        "(repeatable; '*': every namespace; default none, as capacity.clusterAPI.namespaces)",
+    )
     check.add_argument(
         "--mode",
         choices=["enforce", "warn", "audit"],

@@ -73,6 +73,10 @@ class Runtime:
     """What autoscalers can add, by source (see ``watch_capacity``)."""
     capacity_sources: tuple[kube.CapacityResource, ...] = ()
     """The capacity kinds watched (their CRDs exist and archwarden may list them)."""
+    ignored_namespaces: kube.IgnoredNamespaces = dataclasses.field(
+        default_factory=kube.IgnoredNamespaces
+    )
+    """Namespaces whose node groups arrived but do not count (capacity.clusterAPI.namespaces)."""
     namespace_modes: dict[str, str] = dataclasses.field(default_factory=dict)
     skip_namespaces: set[str] = dataclasses.field(default_factory=set)
     """Namespaces labelled archwarden.io/allow-skip=true (skip.allowed: labelledNamespaces)."""
@@ -235,7 +239,7 @@ class Runtime:
                 on_listed=self.on_namespaces_listed,
             ),
         ]
-        self.watches += [self._capacity_watch(connection, r) for r in self.capacity_sources]
+        self.watches += self.capacity_watches(connection)
         workloads = self.workloads.watches(connection)
         self.pods.on_changed = self._pod_changed
         self.pods.on_deleted = self._pod_deleted
@@ -266,8 +270,17 @@ class Runtime:
         if self.gatekeeper is not None:
             self.gatekeeper.pod_deleted(namespace, name)
 
+    def capacity_watches(self, connection: kube.Connection) -> list[kube.Watch]:
+        """One stream per capacity kind, or per kind and named namespace (Cluster API node
+        groups: only the namespaces of capacity.clusterAPI.namespaces are read)."""
+        return [
+            self._capacity_watch(connection, resource, namespace)
+            for resource in self.capacity_sources
+            for namespace in resource.scopes()
+        ]
+
     def _capacity_watch(
-        self, connection: kube.Connection, resource: kube.CapacityResource
+        self, connection: kube.Connection, resource: kube.CapacityResource, namespace: str | None
     ) -> kube.Watch:
         def on_object(body: Mapping[str, Any]) -> None:
             capacity_changed(self, resource, body)
@@ -276,13 +289,17 @@ class Runtime:
             capacity_changed(self, resource, body, deleted=True)
 
         def on_listed(names: set[str]) -> None:
+            # A namespace's list says nothing about the kind's objects in other namespaces.
+            prefix = "" if namespace is None else f"{namespace}/"
             for source in self.capacity.sources(resource.kind):
-                if source.name not in names and self.note_capacity(source, None):
+                if not source.name.startswith(prefix) or source.name in names:
+                    continue
+                if self.note_capacity(source, None):
                     _capacity_reevaluation(self, source)
 
         return kube.Watch(
             connection,
-            f"/apis/{resource.group}/{resource.version}/{resource.plural}",
+            resource.path(namespace),
             on_object=on_object,
             on_deleted=on_deleted,
             on_listed=on_listed,
@@ -529,7 +546,14 @@ def watch_capacity(rt: Runtime, resources: list[kube.CapacityResource]) -> None:
     so a kind without its CRD (or without RBAC) is never watched."""
     rt.capacity_sources = tuple(resources)
     for resource in resources:
-        logger.info("provisionable capacity: watching %ss", resource.kind)
+        if resource.namespaces is None:
+            logger.info("provisionable capacity: watching %ss", resource.kind)
+        else:
+            logger.info(
+                "provisionable capacity: watching %ss in namespaces %s",
+                resource.kind,
+                ", ".join(resource.namespaces),
+            )
 
 
 def capacity_changed(
@@ -539,7 +563,10 @@ def capacity_changed(
     exactly as a node going away can, so the same re-evaluation follows."""
     source = kube.source_of(resource, body)
     value: policy.ProvisionableClass | None = None
-    if not deleted:
+    ignored = None if deleted else kube.ignored_namespace(resource, body, rt.config.capacity)
+    if ignored is not None:
+        rt.ignored_namespaces.note(ignored)
+    elif not deleted:
         try:
             value = kube.capacity_from_object(resource, body, rt.config.capacity)
         except policy.InvalidCapacity as exc:

@@ -81,6 +81,7 @@ MODES: dict[str, dict[str, Any]] = {
         "rbac.pullSecrets.scope": "namespaces",
         "rbac.pullSecrets.namespaces": ["team-a", "team-b"],
         "config.globalPullSecret": "infra/regcred",
+        "config.capacity.clusterAPI.namespaces": ["capi-system"],
         "config.excludedNamespaces": ["monitoring"],
         "config.mutate": False,
         "podAntiAffinity": "hard",
@@ -202,7 +203,7 @@ def test_namespaced_objects_carry_the_release_namespace(mode: str) -> None:
         if obj["kind"] in cluster_scoped:
             assert namespace is None
         elif obj["kind"] == "RoleBinding":
-            assert namespace in {"team-a", "team-b", "infra"}
+            assert namespace in {"team-a", "team-b", "infra", "capi-system"}
         else:
             assert namespace == NAMESPACE, f"{obj['kind']}/{obj['metadata']['name']}"
 
@@ -831,11 +832,9 @@ ALLOWED_RULES = {
     ("", "secrets"): {"get"},
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
-    # Provisionable capacity (config.capacity.karpenter / clusterAPI, on by default).
+    # Provisionable capacity (config.capacity.karpenter, on by default). Cluster API node
+    # groups are read only in config.capacity.clusterAPI.namespaces, none by default.
     ("karpenter.sh", "nodepools"): READ,
-    ("cluster.x-k8s.io", "machinedeployments"): READ,
-    ("cluster.x-k8s.io", "machinesets"): READ,
-    ("cluster.x-k8s.io", "machinepools"): READ,
     # Policy reports after each audit (config.reports.enabled, on by default).
     ("openreports.io", "reports"): REPORTS,
     ("openreports.io", "clusterreports"): REPORTS,
@@ -895,9 +894,13 @@ def test_pull_secret_access_can_be_restricted() -> None:
     roles = {role["metadata"]["name"]: role for role in by_kind(rendered, "ClusterRole")}
     main = _granted([roles.pop(FULLNAME)])
     assert ("", "secrets") not in main
-    (secrets_role,) = roles.values()
+    secrets_role = roles[f"{FULLNAME}-pull-secrets"]
     assert _granted([secrets_role]) == {("", "secrets"): {"get"}}
-    bindings = by_kind(rendered, "RoleBinding")
+    bindings = [
+        b
+        for b in by_kind(rendered, "RoleBinding")
+        if b["roleRef"]["name"] == secrets_role["metadata"]["name"]
+    ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["infra", "team-a", "team-b"]
     assert {b["roleRef"]["name"] for b in bindings} == {secrets_role["metadata"]["name"]}
 
@@ -908,17 +911,66 @@ def test_pull_secret_access_can_be_restricted() -> None:
     assert not by_kind(nothing, "RoleBinding")
 
 
+CAPI_READ = {
+    ("cluster.x-k8s.io", "machinedeployments"): READ,
+    ("cluster.x-k8s.io", "machinesets"): READ,
+    ("cluster.x-k8s.io", "machinepools"): READ,
+}
+
+
+def _capi(granted: Mapping[tuple[str, str], set[str]]) -> dict[tuple[str, str], set[str]]:
+    return {key: verbs for key, verbs in granted.items() if key[0] == "cluster.x-k8s.io"}
+
+
 def test_capacity_sources_switch_their_rbac_and_config() -> None:
     granted = _granted(render({"config.capacity.karpenter.enabled": False}))
     assert ("karpenter.sh", "nodepools") not in granted
-    assert ("cluster.x-k8s.io", "machinedeployments") in granted
-    rendered = render({"config.capacity.clusterAPI.enabled": False})
+    named = {"config.capacity.clusterAPI.namespaces": ["capi"]}
+    rendered = render({**named, "config.capacity.clusterAPI.enabled": False})
     granted = _granted(rendered)
     assert ("karpenter.sh", "nodepools") in granted
-    assert not any(group == "cluster.x-k8s.io" for group, _ in granted)
+    assert not _capi(granted)
+    assert not by_kind(rendered, "RoleBinding")
     config = yaml.safe_load(one(rendered, "ConfigMap")["data"]["config.yaml"])
     assert config["capacity"]["clusterAPI"]["enabled"] is False
     assert config["capacity"]["karpenter"]["defaultArchitectures"] == ["amd64", "arm64"]
+
+
+def test_cluster_api_access_follows_the_counted_namespaces() -> None:
+    # The default names none: archwarden reads no node group, and may read none.
+    default = without_hooks(render())
+    assert not _capi(_granted(default))
+    assert not by_kind(default, "RoleBinding")
+    # Named namespaces: a RoleBinding in each (once, however often named), nothing wider.
+    rendered = without_hooks(
+        render({"config.capacity.clusterAPI.namespaces": ["infra", "capi", "infra"]})
+    )
+    roles = {role["metadata"]["name"]: role for role in by_kind(rendered, "ClusterRole")}
+    assert not _capi(_granted([roles.pop(FULLNAME)]))
+    capi_role = roles.pop(f"{FULLNAME}-cluster-api")
+    assert _granted([capi_role]) == CAPI_READ
+    bindings = by_kind(rendered, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["capi", "infra"]
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": capi_role["metadata"]["name"],
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+        ]
+    assert not _granted(list(roles.values()))  # no other role reads them
+    config = yaml.safe_load(one(rendered, "ConfigMap")["data"]["config.yaml"])
+    loaded = settings.from_mapping(config).capacity.cluster_api
+    assert loaded.namespaces == ("infra", "capi", "infra")
+    # "*": every namespace counts, so the cluster-wide role reads them.
+    everywhere = without_hooks(render({"config.capacity.clusterAPI.namespaces": ["*"]}))
+    assert _capi(_granted([r for r in by_kind(everywhere, "ClusterRole")])) == CAPI_READ
+    assert f"{FULLNAME}-cluster-api" not in {
+        r["metadata"]["name"] for r in by_kind(everywhere, "ClusterRole")
+    }
+    assert not by_kind(everywhere, "RoleBinding")
 
 
 def test_rbac_can_be_left_to_the_cluster_admin() -> None:
@@ -958,6 +1010,15 @@ def test_rbac_can_be_left_to_the_cluster_admin() -> None:
         ({"networkPolicy.enabled": "true-ish"}, "/networkPolicy/enabled"),
         ({"schedulingGates.mode": "always"}, "/schedulingGates/mode"),
         ({"schedulingGates.alertAfterSeconds": 0}, "/schedulingGates/alertAfterSeconds"),
+        # Each named namespace gets a RoleBinding: a namespace name, or "*" for all.
+        (
+            {"config.capacity.clusterAPI.namespaces": ["Team_A"]},
+            "/config/capacity/clusterAPI/namespaces/0",
+        ),
+        (
+            {"config.capacity.clusterAPI.namespaces": ["team-*"]},
+            "/config/capacity/clusterAPI/namespaces/0",
+        ),
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
@@ -1082,6 +1143,19 @@ def test_notes_rendered(probe_chart: Path) -> None:
     assert "Scheduling gate archwarden.io/platforms: added by the webhook to pods it cannot" in text
     assert "WARNING" not in text
     assert "<no value>" not in text and "%!" not in text
+
+
+def test_notes_say_where_cluster_api_node_groups_count(probe_chart: Path) -> None:
+    assert (
+        "Cluster API node groups: not counted until config.capacity.clusterAPI.namespaces "
+        "names where they live.\n"
+    ) in notes(probe_chart)
+    named = notes(probe_chart, {"config.capacity.clusterAPI.namespaces": ["infra", "capi"]})
+    assert "Cluster API node groups: counted in namespaces capi, infra alone.\n" in named
+    everywhere = notes(probe_chart, {"config.capacity.clusterAPI.namespaces": ["*"]})
+    assert "Cluster API node groups: counted in every namespace.\n" in everywhere
+    off = notes(probe_chart, {"config.capacity.clusterAPI.enabled": False})
+    assert "Cluster API" not in off
 
 
 def test_notes_name_who_adds_the_scheduling_gate(probe_chart: Path) -> None:

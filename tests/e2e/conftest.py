@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from tests.support.images import Seeder
 from tests.support.registry import RegistryServer, start_registry
 
 __all__ = [
+    "CAPI_NAMESPACE",
     "archwarden",
     "cluster",
     "e2e_registry",
@@ -25,6 +27,11 @@ __all__ = [
     "private_registry",
     "registry_workdir",
 ]
+
+
+CAPI_NAMESPACE = f"aw-capi-{secrets.token_hex(3)}"
+"""The one namespace whose Cluster API node groups archwarden counts (capacity.clusterAPI
+.namespaces): node groups in a test's own namespace, as a tenant would write them, must not."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,9 @@ def archwarden(
                 cluster.registry: {"insecure": True},
             },
             "cache": {"tagTTL": 300, "failureTTL": 1},
+            # Listed and watched there alone; the namespace is created by the test that uses it
+            # (a list in a namespace that does not exist yet is empty).
+            "capacity": {"clusterAPI": {"namespaces": [CAPI_NAMESPACE]}},
             # Only the API server (its webhook client certificate) is served; Events about
             # objects archwarden cannot look up need that proof.
             "webhook": {

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.cluster import LocalCluster
-from tests.e2e.conftest import Images
+from tests.e2e.conftest import CAPI_NAMESPACE, Images
 from tests.e2e.test_admission import apply, deployment, events
 from tests.support.archwarden import ARCHWARDEN, ArchwardenProcess
 from tests.support.capacity import KarpenterProcess, kwok_nodepool
@@ -73,11 +73,11 @@ def required_arches(pod: dict[str, Any]) -> list[list[str]]:
 
 
 def check_from_cluster(
-    cluster: LocalCluster, images: Images, obj: dict[str, Any], tmp_path: Path
+    cluster: LocalCluster, images: Images, obj: dict[str, Any], tmp_path: Path, *flags: str
 ) -> subprocess.CompletedProcess[str]:
     manifest = tmp_path / "app.yaml"
     manifest.write_text(json.dumps(obj))
-    command = [str(ARCHWARDEN), "check", "-f", str(manifest), "--from-cluster"]
+    command = [str(ARCHWARDEN), "check", "-f", str(manifest), "--from-cluster", *flags]
     command += ["--kubeconfig", str(cluster.kubeconfig), "--insecure-registry", images.host]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
@@ -179,40 +179,83 @@ def machine_deployment(name: str, namespace: str, annotations: dict[str, str]) -
     }
 
 
+@pytest.fixture
+def capi_namespace(cluster: LocalCluster) -> Iterator[str]:
+    """The namespace archwarden counts node groups from (capacity.clusterAPI.namespaces)."""
+    cluster.create_namespace(CAPI_NAMESPACE)
+    try:
+        yield CAPI_NAMESPACE
+    finally:
+        cluster.delete_namespace(CAPI_NAMESPACE)
+
+
 def test_cluster_api_node_groups_that_scale_from_zero(
-    cluster: LocalCluster, namespace: str, images: Images, archwarden: ArchwardenProcess
+    cluster: LocalCluster,
+    namespace: str,
+    capi_namespace: str,
+    images: Images,
+    archwarden: ArchwardenProcess,
+    tmp_path: Path,
 ) -> None:
     workload = deployment("mainframe", images.s390x_only)
     sizes = {CAPI_MIN: "0", CAPI_MAX: "3"}
-    group = machine_deployment("md-s390x", namespace, {**sizes, CAPI_LABELS: "team=x"})
+    labelled = {**sizes, CAPI_LABELS: "kubernetes.io/arch=s390x,team=x"}
+    # A tenant's s390x node group in its own namespace, which capacity.clusterAPI.namespaces
+    # does not name: it never turns the denial below into an admit.
+    cluster.apply(machine_deployment("md-tenant", namespace, labelled))
+    group = machine_deployment("md-s390x", capi_namespace, {**sizes, CAPI_LABELS: "team=x"})
     cluster.apply(group)
     # Without an arch label, cluster-autoscaler's template node is amd64: no help.
-    until(
+    denial = until(
         cluster,
         namespace,
         workload,
         allowed=False,
-        text=f"MachineDeployment {namespace}/md-s390x can provision linux/amd64",
+        text=f"MachineDeployment {capi_namespace}/md-s390x can provision linux/amd64",
         archwarden=archwarden,
     )
-    labelled = {**sizes, CAPI_LABELS: "kubernetes.io/arch=s390x,team=x"}
-    cluster.apply(machine_deployment("md-s390x", namespace, labelled))
+    assert f"MachineDeployment {namespace}/md-tenant" not in denial
+    assert (
+        archwarden.metric(
+            "archwarden_capacity_classes", source="MachineDeployment", os="linux", arch="s390x"
+        )
+        == 0
+    )
+    cluster.apply(machine_deployment("md-s390x", capi_namespace, labelled))
     # The template node carries team=x: a pod must select it to land there ...
     selected = deployment("mainframe", images.s390x_only, pod_spec={"nodeSelector": {"team": "x"}})
-    until(
+    admitted = until(
         cluster,
         namespace,
         selected,
         allowed=True,
-        text=f"MachineDeployment {namespace}/md-s390x can provision linux/s390x",
+        text=f"MachineDeployment {capi_namespace}/md-s390x can provision linux/s390x",
         archwarden=archwarden,
     )
+    assert "md-tenant" not in admitted
+    # The offline check counts the same node group when told the same namespace, and none (the
+    # tenant's neither) by default.
+    counted = check_from_cluster(
+        cluster, images, workload, tmp_path, "--cluster-api-namespace", capi_namespace
+    )
+    assert (counted.returncode, counted.stderr) == (0, "")
+    assert counted.stdout.strip() == (
+        "OK    Deployment/mainframe: no node can run it now; "
+        f"MachineDeployment {capi_namespace}/md-s390x can provision linux/s390x"
+    )
+    uncounted = check_from_cluster(cluster, images, workload, tmp_path)
+    assert uncounted.returncode == 1, uncounted.stdout
+    assert "supports linux/s390x only" in uncounted.stdout
+    assert "MachineDeployment" not in uncounted.stdout
     # ... and a label it does not carry keeps the pod off it.
     other = deployment("mainframe", images.s390x_only, pod_spec={"nodeSelector": {"team": "y"}})
     code, stderr = dry_run(cluster, namespace, other)
     assert code == 0 and "MachineDeployment" not in stderr  # NoCandidateNodes: not ours to judge
-    # Without the size annotations it is no node group.
-    cluster.apply(machine_deployment("md-s390x", namespace, {CAPI_LABELS: labelled[CAPI_LABELS]}))
+    # Without the size annotations it is no node group: denied again, although the tenant's
+    # s390x node group is still there.
+    cluster.apply(
+        machine_deployment("md-s390x", capi_namespace, {CAPI_LABELS: labelled[CAPI_LABELS]})
+    )
     until(
         cluster,
         namespace,

@@ -146,7 +146,11 @@ async def test_pool_changes_adjust_metrics_and_re_evaluate() -> None:
 
 
 def test_unreadable_objects_provision_nothing() -> None:
-    rt = handlers.Runtime(settings.Settings(), metrics=metrics.Metrics())
+    # Node groups of namespace ns count (capacity.clusterAPI.namespaces), so the plain
+    # MachineDeployment below provisions nothing for what it is, not for where it is.
+    capi = settings.ClusterAPISettings(namespaces=("ns",))
+    config = settings.Settings(capacity=settings.CapacitySettings(cluster_api=capi))
+    rt = handlers.Runtime(config, metrics=metrics.Metrics())
     handlers.capacity_changed(rt, NODEPOOLS, nodepool("bad", arch("arm64")))
     assert [str(c.source) for c in rt.provisionable()] == ["NodePool bad"]
     broken = nodepool("bad")

@@ -144,6 +144,23 @@ policy without the API is refused by archwarden.validate.
 {{- end }}
 
 {{/*
+Where archwarden reads Cluster API node groups, as config.capacity.clusterAPI says: "cluster"
+(namespaces ["*"]), "namespaces" (the named ones alone), "none" (disabled, or no namespace
+named: archwarden reads none, so RBAC grants none). RBAC and NOTES use this, so they cannot
+disagree.
+*/}}
+{{- define "archwarden.clusterAPIScope" -}}
+{{- $capi := .Values.config.capacity.clusterAPI }}
+{{- if not (and $capi.enabled $capi.namespaces) }}
+{{- "none" }}
+{{- else if has "*" $capi.namespaces }}
+{{- "cluster" }}
+{{- else }}
+{{- "namespaces" }}
+{{- end }}
+{{- end }}
+
+{{/*
 Stop the render with a message. helm lint renders with `fail` turned into a log line and goes
 on, so a lint would pass values that every install rejects; the line written after the call
 (reached only under lint) is invalid YAML, which makes `helm lint` report the template as an

@@ -6,11 +6,15 @@ the webhook configurations on uninstall; patching gated pods and releasing their
 
 from archwarden.kube._api import ApiReader, ApiUnavailable, load_api_client
 from archwarden.kube._capacity import (
+    ALL_NAMESPACES,
     SOURCES,
     CapacityResource,
+    IgnoredNamespaces,
     available_sources,
     capacity_from_object,
+    ignored_namespace,
     list_capacity,
+    not_counted,
     source_of,
     static_capacity,
 )
@@ -37,6 +41,7 @@ from archwarden.kube._watch import Connection, Watch, WatchError, object_key
 from archwarden.kube._webhooks import WebhookRemovalError, remove_webhook_configurations
 
 __all__ = [
+    "ALL_NAMESPACES",
     "RELEASED_REASON",
     "SOURCES",
     "ApiReader",
@@ -46,6 +51,7 @@ __all__ = [
     "EventDeduper",
     "EventPoster",
     "GateReleaseError",
+    "IgnoredNamespaces",
     "ObjectChecker",
     "PatchConflict",
     "PodPatcher",
@@ -60,9 +66,11 @@ __all__ = [
     "WebhookRemovalError",
     "available_sources",
     "capacity_from_object",
+    "ignored_namespace",
     "instance_name",
     "list_capacity",
     "load_api_client",
+    "not_counted",
     "object_key",
     "release_gates",
     "remove_gate_policy",

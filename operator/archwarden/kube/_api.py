@@ -144,17 +144,35 @@ class ApiReader:
         )
 
     async def list_custom(
-        self, group: str, version: str, plural: str, *, limit: int = MAX_CUSTOM_ITEMS
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        *,
+        namespace: str | None = None,
+        limit: int = MAX_CUSTOM_ITEMS,
     ) -> builtins.list[Mapping[str, Any]]:  # the method list() shadows the builtin here
-        """Objects of a custom resource in every namespace (at most ``limit``)."""
-        result = await self._call(
-            f"list {plural}.{group}",
-            self._custom.list_cluster_custom_object,
-            group,
-            version,
-            plural,
-            limit=limit,
-        )
+        """Objects of a custom resource in one namespace, or in every namespace when None (at
+        most ``limit``)."""
+        if namespace is None:
+            result = await self._call(
+                f"list {plural}.{group}",
+                self._custom.list_cluster_custom_object,
+                group,
+                version,
+                plural,
+                limit=limit,
+            )
+        else:
+            result = await self._call(
+                f"list {plural}.{group} in {namespace}",
+                self._custom.list_namespaced_custom_object,
+                group,
+                version,
+                namespace,
+                plural,
+                limit=limit,
+            )
         items = result.get("items")
         return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
 
