@@ -14,8 +14,12 @@ the cluster holds (``workload_store``, ``pod_store``), with the same engine:
 - **pending pods**: a pod the scheduler could not place because of node affinity/selectors,
   whose images' platforms (from the cache) and architecture pin match no node, gets a Warning
   ``NoNodeForArchitecture`` naming both.
-- **exec format errors**: a container whose state says ``exec format error`` gets a Warning
-  ``ExecFormatError`` on its workload naming the image's platforms and the node's.
+- **exec format errors**: a container whose runtime reported ``exec format error`` (a start
+  failure: ``StartError``, ``RunContainerError``...) gets a Warning ``ExecFormatError`` on its
+  workload naming the image's platforms and the node's. When the only evidence is the line
+  runc or crun writes in the container's log (they exec the entrypoint after the start, so
+  their error goes there), the Event says it is only a log line; other text the container
+  wrote is not reported (``policy.exec_format_finding``).
 - **images that lie** (``audit.verifyImages``): each index's entries are checked against their
   configs once per digest; a mismatch is a Warning ``ImagePlatformsMislabelled``.
 
@@ -435,8 +439,9 @@ class Auditor:
         for problem in pod.problems:
             if (problem.container, problem.message) in before:
                 continue
-            if policy.exec_format_error(problem.message):
-                self._exec_format_error(pod, problem)
+            finding = policy.exec_format_finding(problem.reason, problem.message)
+            if finding is not None:
+                self._exec_format_error(pod, problem, finding)
         if pod.unschedulable and (old is None or old.unschedulable != pod.unschedulable):
             self._explain_pending(pod)
 
@@ -445,32 +450,43 @@ class Auditor:
         entry = self.workloads.get(key) if key is not None else None
         return entry.ref if entry is not None else pod.ref
 
-    def _exec_format_error(self, pod: pod_store.Pod, problem: pod_store.ContainerProblem) -> None:
-        self.metrics.exec_format_errors.inc()
+    def _exec_format_error(
+        self,
+        pod: pod_store.Pod,
+        problem: pod_store.ContainerProblem,
+        finding: policy.ExecFormatFinding,
+    ) -> None:
+        self.metrics.exec_format_errors.labels(finding.evidence.value).inc()
         held = self.admission.held_platforms(problem.image)
         if held is None and len(self._lookups) < MAX_PENDING_LOOKUPS:
             # Admitted without an answer (fail-open, audit mode, a registry that was down):
             # ask now, within the audit's budget, so the Event can name the image's platforms.
-            task = asyncio.get_running_loop().create_task(self._explain_exec(pod, problem))
+            task = asyncio.get_running_loop().create_task(self._explain_exec(pod, problem, finding))
             self._lookups.add(task)
             task.add_done_callback(self._lookups.discard)
             return
-        self._post_exec(pod, problem, held)
+        self._post_exec(pod, problem, finding, held)
 
-    async def _explain_exec(self, pod: pod_store.Pod, problem: pod_store.ContainerProblem) -> None:
+    async def _explain_exec(
+        self,
+        pod: pod_store.Pod,
+        problem: pod_store.ContainerProblem,
+        finding: policy.ExecFormatFinding,
+    ) -> None:
         answer, _ = await self._resolve(problem.image, None)
         if isinstance(answer, policy.ImageFailure):
             logger.info(
                 "audit: %s not resolved after an exec format error: %s", problem.image, answer.error
             )
-            self._post_exec(pod, problem, None, answer.error)
+            self._post_exec(pod, problem, finding, None, answer.error)
             return
-        self._post_exec(pod, problem, tuple(answer))
+        self._post_exec(pod, problem, finding, tuple(answer))
 
     def _post_exec(
         self,
         pod: pod_store.Pod,
         problem: pod_store.ContainerProblem,
+        finding: policy.ExecFormatFinding,
         held: tuple[platforms.Platform, ...] | None,
         unknown_because: str | None = None,
     ) -> None:
@@ -478,6 +494,7 @@ class Auditor:
         message = policy.exec_format_message(
             problem.container,
             problem.image,
+            finding,
             held,
             pod.node or "(none)",
             node.platform if node is not None and node.known else None,

@@ -158,9 +158,15 @@ class Metrics:
         self.exec_format_errors = prom.Counter(
             "archwarden_exec_format_errors_total",
             "Containers seen failing with exec format error (binary built for another "
-            "architecture than the node's).",
+            "architecture than the node's), by evidence: runtime (the runtime's start failure) "
+            "or log (only the line runc or crun writes in the container's log, which the "
+            "container could have written itself).",
+            ["evidence"],
             registry=r,
         )
+        for evidence in ("runtime", "log"):
+            # Both series exist from the start: an alert on the rate sees 0, not no data.
+            self.exec_format_errors.labels(evidence)
         self.pending_explained = prom.Counter(
             "archwarden_pending_pods_explained_total",
             "Pending pods explained: no node matches their images' platforms and arch pin.",

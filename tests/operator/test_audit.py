@@ -16,6 +16,14 @@ from archwarden import admission, audit, kube, pod_store, policy, registry, sett
 from archwarden import workload_store as ws
 
 HOST = "registry.test"
+# A runtime's start failure for the entrypoint's format (gVisor's sentry loads the ELF itself:
+# google/gvisor pkg/sentry/loader/loader.go), under containerd's wording
+# (internal/cri/server/container_start.go).
+START_FAILED = (
+    'failed to start containerd task "4b1c": OCI runtime start failed: starting container: '
+    "starting root container: starting sandbox: creating process: failed to load /app: "
+    "exec format error: unknown"
+)
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
@@ -282,13 +290,8 @@ async def test_exec_format_error_is_reported_on_the_workload() -> None:
                         "message": "back-off 10s restarting failed container",
                     }
                 },
-                "lastState": {
-                    "terminated": {
-                        "reason": "StartError",
-                        "message": "failed to create containerd task: exec: /app: "
-                        "exec format error: unknown",
-                    }
-                },
+                # The runtime's start failure, kept from the run before the back-off.
+                "lastState": {"terminated": {"reason": "StartError", "message": START_FAILED}},
             }
         ],
     )
@@ -296,9 +299,120 @@ async def test_exec_format_error_is_reported_on_the_workload() -> None:
     world.auditor.pod_changed(pod_store.project(failing), pod_store.project(failing))
     [(kind, name, _reason, message)] = world.poster.reasons("ExecFormatError")
     assert (kind, name) == ("Deployment", "liar")
-    assert "node linux-amd64 (linux/amd64)" in message
-    assert "supports linux/amd64 only" in message and "does not match" in message
-    assert world.sample("archwarden_exec_format_errors_total") == 1
+    assert message.startswith(
+        f"container app (image {image}) failed with exec format error on node linux-amd64 "
+        "(linux/amd64), as the container runtime reported (StartError): "
+    )
+    assert "supports linux/amd64 only, so its binary does not match" in message
+    assert world.sample("archwarden_exec_format_errors_total", evidence="runtime") == 1
+    assert world.sample("archwarden_exec_format_errors_total", evidence="log") == 0
+
+
+async def test_a_runtime_start_failure_while_waiting_is_the_runtimes_evidence() -> None:
+    world = World(["linux/amd64"])
+    world.registry.docs = {"team/liar": _index("arm64")}
+    image = f"{HOST}/team/liar:1"
+    world.add(deployment("liar", image))
+    await world.auditor.audit_once()
+    failing = pod(
+        "liar-abc-1",
+        image,
+        "linux-amd64",
+        "liar-6c9",
+        containerStatuses=[
+            {
+                "name": "app",
+                "state": {"waiting": {"reason": "RunContainerError", "message": START_FAILED}},
+            }
+        ],
+    )
+    world.auditor.pod_changed(None, pod_store.project(failing))
+    [(_kind, _name, _reason, message)] = world.poster.reasons("ExecFormatError")
+    assert "as the container runtime reported (RunContainerError): " in message
+    assert "the image says it supports linux/arm64 only" in message
+    assert world.sample("archwarden_exec_format_errors_total", evidence="runtime") == 1
+
+
+async def test_runcs_line_in_the_log_is_reported_as_only_a_log_line() -> None:
+    # runc execs the entrypoint after the start: the kernel's refusal is a line on the
+    # container's stderr, copied into the message with FallbackToLogsOnError.
+    world = World(["linux/amd64"])
+    world.registry.docs = {"team/liar": _index("amd64")}
+    image = f"{HOST}/team/liar:1"
+    world.add(deployment("liar", image))
+    await world.auditor.audit_once()
+    failing = pod(
+        "liar-abc-1",
+        image,
+        "linux-amd64",
+        "liar-6c9",
+        containerStatuses=[
+            {
+                "name": "app",
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
+                "lastState": {
+                    "terminated": {
+                        "reason": "Error",
+                        "exitCode": 255,
+                        "message": "exec /catatonit: exec format error\n",
+                    }
+                },
+            }
+        ],
+    )
+    world.auditor.pod_changed(None, pod_store.project(failing))
+    [(kind, name, _reason, message)] = world.poster.reasons("ExecFormatError")
+    assert (kind, name) == ("Deployment", "liar")
+    assert "failed with exec format error" not in message
+    assert message.startswith(
+        f"container app (image {image}) on node linux-amd64 (linux/amd64) ended with a log "
+        "line saying exec format error for its entrypoint /catatonit, as runc writes "
+    )
+    assert "the evidence is only this log line, which the container could have written" in message
+    assert message.endswith(
+        "supports linux/amd64 only, so if the line is runc's, its binary does not match what "
+        "the image says"
+    )
+    assert world.sample("archwarden_exec_format_errors_total", evidence="log") == 1
+    assert world.sample("archwarden_exec_format_errors_total", evidence="runtime") == 0
+
+
+async def test_a_container_writing_exec_format_error_itself_accuses_no_image() -> None:
+    world = World(["linux/amd64"])
+    world.registry.docs = {"team/web": _index("amd64")}
+    image = f"{HOST}/team/web:1"
+    world.add(deployment("web", image))
+    await world.auditor.audit_once()
+    for i, (reason, message) in enumerate(
+        [
+            # echo "exec format error" > /dev/termination-log; exit 1
+            ("Error", "exec format error\n"),
+            # A shell in the image failing to run one of the image's files.
+            ("Error", "/bin/sh: 1: ./tool: Exec format error\n"),
+            # The runtime's words, in the container's own termination log.
+            ("Error", START_FAILED),
+            ("Completed", "exec /app: exec format error"),
+        ]
+    ):
+        body = pod(
+            f"web-abc-{i}",
+            image,
+            "linux-amd64",
+            "web-6c9",
+            containerStatuses=[
+                {"name": "app", "state": {"terminated": {"reason": reason, "message": message}}}
+            ],
+        )
+        world.auditor.pod_changed(None, pod_store.project(body))
+    await asyncio.sleep(0.05)  # a lookup, had one started, would have posted by now
+    assert world.poster.reasons("ExecFormatError") == []
+    registry = world.admission.metrics.registry
+    for evidence in policy.ExecEvidence:
+        # Both series exist (an alert on them sees 0), and neither counted the container's text.
+        sample = registry.get_sample_value(
+            "archwarden_exec_format_errors_total", {"evidence": evidence.value}
+        )
+        assert sample == 0, evidence
 
 
 async def test_an_exec_format_error_of_an_image_never_inspected_names_its_platforms() -> None:
@@ -339,7 +453,10 @@ async def test_an_exec_format_error_of_an_unreadable_image_says_why() -> None:
         "linux-amd64",
         "gone-6c9",
         containerStatuses=[
-            {"name": "app", "lastState": {"terminated": {"message": "exec format error"}}}
+            {
+                "name": "app",
+                "lastState": {"terminated": {"reason": "StartError", "message": START_FAILED}},
+            }
         ],
     )
     world.auditor.pod_changed(None, pod_store.project(failing))

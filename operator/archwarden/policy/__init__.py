@@ -51,9 +51,11 @@ from archwarden.policy._decisions import (
 )
 from archwarden.policy._errors import InvalidCapacity, InvalidNode, InvalidObject, InvalidWorkload
 from archwarden.policy._findings import (
+    ExecEvidence,
+    ExecFormatFinding,
     arch_unschedulable,
     drift_message,
-    exec_format_error,
+    exec_format_finding,
     exec_format_message,
     lost_platforms,
     pending_message,
@@ -116,6 +118,8 @@ __all__ = [
     "Container",
     "ContainerKind",
     "Decision",
+    "ExecEvidence",
+    "ExecFormatFinding",
     "FailurePolicy",
     "GateMode",
     "ImageAnswer",
@@ -151,7 +155,7 @@ __all__ = [
     "concerned",
     "decide",
     "drift_message",
-    "exec_format_error",
+    "exec_format_finding",
     "exec_format_message",
     "extract",
     "gated",

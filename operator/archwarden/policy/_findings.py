@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import re
 from collections.abc import Iterable, Sequence
 
@@ -14,15 +16,77 @@ from archwarden import platforms
 from archwarden.policy import _messages
 
 __all__ = [
+    "ExecEvidence",
+    "ExecFormatFinding",
     "arch_unschedulable",
     "drift_message",
-    "exec_format_error",
+    "exec_format_finding",
     "exec_format_message",
     "lost_platforms",
     "pending_message",
 ]
 
-_EXEC_FORMAT = re.compile(r"exec format error", re.IGNORECASE)
+# Where an exec format error can come from, read in the runtimes' sources:
+#
+# - A runtime that fails the container's *start* with it reports it to the kubelet, which gives
+#   the container a reason only it sets: containerd's CRI marks the container exited with
+#   "StartError" and the error as message (containerd internal/cri/server/container_start.go,
+#   helpers.go errorStartReason), the kubelet's waiting reason is "RunContainerError"
+#   (kubernetes pkg/kubelet/container/sync_result.go ErrRunContainer) or
+#   "CreateContainerError" (pkg/kubelet/kuberuntime ErrCreateContainer), and dockershim's was
+#   "ContainerCannotRun" (kuberuntime_container.go still names it). gVisor fails the start this
+#   way: its sentry loads the ELF itself, "failed to load <path>: exec format error" (google/
+#   gvisor pkg/sentry/loader/loader.go). The container never ran, so it cannot have written
+#   that message. The message must still name the entrypoint in a runtime's words: the
+#   runtime's own launches of node binaries (a shim, a hook: Go's "fork/exec <path>: exec
+#   format error") fail with the same errno and say nothing about the image.
+# - runc and crun do not fail the start: both exec the entrypoint after it (runc's LookPath
+#   before the exec fifo checks existence and the execute bit, not the format), so the kernel's
+#   refusal is written by the runtime's init on the container's own stderr and the container
+#   exits non-zero, reason "Error" (containerd helpers.go errorExitReason, CRI-O
+#   server/container_status.go errorReason). runc >= 1.1 writes "exec <path>: exec format
+#   error" (opencontainers/runc internal/linux/linux.go Exec: an os.PathError; printed by
+#   libcontainer/init_linux.go Init, exit 255, 1 in 1.1), runc 1.0 "standard_init_linux.go:
+#   <line>: exec user process caused: exec format error" (before rc92: caused "exec format
+#   error"; libcontainer/generic_error.go), crun "exec container process `<path>`: Exec format
+#   error", or that as JSON's "msg" (containers/crun src/libcrun/container.c container_init,
+#   src/libcrun/error.c). The kubelet copies it into the message only with
+#   terminationMessagePolicy FallbackToLogsOnError, from that run's log, so the runtime's line
+#   is the whole message. A container can print the same line itself: only a log line.
+# Anything else (a shell in the image failing to run one of the image's files, text in the
+# termination log) is the container's own output. That file's format is not the image's
+# platform, which is what archwarden knows, so archwarden says nothing.
+_RUNTIME_REASONS = frozenset(
+    {"StartError", "RunContainerError", "CreateContainerError", "ContainerCannotRun"}
+)
+_LOG_REASON = "Error"
+"""A log line's reason: runc and crun exit non-zero when execve fails."""
+# A path as runtimes print it: no whitespace, no control character (and in quotes, no quote).
+_PATH = r"(?P<path>[^\x00-\x20\x7f]+)"
+_QUOTED_PATH = r"(?P<path>[^\x00-\x1f\x7f`\"]+)"
+_RUNC = rf"exec {_PATH}: exec format error"
+_RUNC_1_0 = r'standard_init_linux\.go:\d+: exec user process caused:? "?exec format error"?'
+_CRUN = rf"exec container process `{_QUOTED_PATH}`: Exec format error"
+_LOG_LINES = (
+    ("runc", re.compile(_RUNC)),
+    ("runc", re.compile(_RUNC_1_0)),
+    ("crun", re.compile(_CRUN)),
+    ("crun", re.compile(rf'\{{"msg":"{_CRUN}"[^\n]*\}}')),
+)
+# In a start failure, after the runtimes' own wrapping ("...: " or a quote): the same shapes,
+# Go's exec.Error form (runc's wording for an entrypoint it cannot run) and gVisor's.
+_AFTER_WRAPPING = r'(?:^|(?<=[\s:"]))'
+_RUNTIME_SHAPES = tuple(
+    re.compile(_AFTER_WRAPPING + shape)
+    for shape in (
+        _RUNC,
+        _RUNC_1_0,
+        _CRUN,
+        rf'exec: "{_QUOTED_PATH}": exec format error',
+        rf"failed to load {_PATH}: exec format error",
+    )
+)
+_PATH_SHOWN = 120  # characters of a log line's entrypoint an Event shows: the container's text
 # The scheduler's FailedScheduling text names the filters that refused nodes, e.g.
 # "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
 _AFFINITY = re.compile(r"node affinity|node selector|affinity/selector", re.IGNORECASE)
@@ -62,14 +126,52 @@ def drift_message(
     )
 
 
-def exec_format_error(message: str) -> bool:
-    """Whether a container state's message is the kernel refusing the binary's format."""
-    return bool(_EXEC_FORMAT.search(message))
+class ExecEvidence(enum.StrEnum):
+    """What says a container failed with exec format error (a metric label: two values)."""
+
+    RUNTIME = "runtime"
+    """The runtime's start failure, under a reason only the kubelet and runtime set."""
+    LOG = "log"
+    """Only a log line in the shape a runtime writes: the container could have written it."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExecFormatFinding:
+    evidence: ExecEvidence
+    source: str
+    """RUNTIME: the container's reason (``StartError``...); LOG: whose line it looks like
+    (``runc``, ``crun``)."""
+    path: str = ""
+    """The entrypoint the runtime's words name ('' when they name none: runc before 1.1)."""
+
+
+def exec_format_finding(reason: str, message: str) -> ExecFormatFinding | None:
+    """Whether a container state's reason and message say the kernel refused the format of its
+    entrypoint, and on what evidence; None when only the container's own output says so."""
+    if reason in _RUNTIME_REASONS:
+        for shape in _RUNTIME_SHAPES:
+            match = shape.search(message)
+            if match is not None:
+                return ExecFormatFinding(ExecEvidence.RUNTIME, reason, _path(match))
+        return None
+    if reason != _LOG_REASON:
+        return None
+    line = message.strip()
+    for runtime, shape in _LOG_LINES:
+        match = shape.fullmatch(line)
+        if match is not None:
+            return ExecFormatFinding(ExecEvidence.LOG, runtime, _path(match))
+    return None
+
+
+def _path(match: re.Match[str]) -> str:
+    return match.groupdict().get("path") or ""
 
 
 def exec_format_message(
     container: str,
     image: str,
+    finding: ExecFormatFinding,
     image_platforms: Sequence[platforms.Platform] | None,
     node: str,
     node_platform: platforms.Platform | None,
@@ -77,6 +179,7 @@ def exec_format_message(
 ) -> str:
     """``unknown_because``: when the image's platforms are unknown, the registry's error."""
     where = f"node {node} ({_messages.show(node_platform)})" if node_platform else f"node {node}"
+    by_runtime = finding.evidence is ExecEvidence.RUNTIME
     if image_platforms is None:
         said = "its platforms are not known to archwarden"
         if unknown_because:
@@ -86,8 +189,24 @@ def exec_format_message(
         if node_platform is not None and any(
             platforms.node_can_run(node_platform, p) for p in image_platforms
         ):
-            said += ", so its binary does not match what the image says"
-    return f"container {container} (image {image}) failed with exec format error on {where}: {said}"
+            # A log line is not proof enough to call what the image says wrong.
+            said += ", so" if by_runtime else f", so if the line is {finding.source}'s,"
+            said += " its binary does not match what the image says"
+    if by_runtime:
+        return (
+            f"container {container} (image {image}) failed with exec format error on {where}, "
+            f"as the container runtime reported ({finding.source}): {said}"
+        )
+    path = finding.path
+    if len(path) > _PATH_SHOWN:
+        path = path[: _PATH_SHOWN - 3] + "..."
+    entrypoint = f"its entrypoint {path}" if path else "its entrypoint"
+    return (
+        f"container {container} (image {image}) on {where} ended with a log line saying exec "
+        f"format error for {entrypoint}, as {finding.source} writes when the kernel refuses the "
+        "entrypoint's binary; the evidence is only this log line, which the container could "
+        f"have written itself: {said}"
+    )
 
 
 def arch_unschedulable(message: str) -> bool:
