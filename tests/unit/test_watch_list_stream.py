@@ -1,5 +1,6 @@
 """A LIST page is decoded item by item as its body arrives (issue 18: 200 pods of 1 MiB decoded
-page by page peaked at 917 MiB at start). The decoder is fed chunks cut at every awkward place."""
+page by page peaked at 917 MiB at start). The decoder is fed chunks cut at every awkward place;
+then Watch._list streams a page from a local server and holds about one object, not the page."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ import tracemalloc
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from archwarden import kube
 from archwarden.kube import _listing
+
+from .test_watch import FakeApi, serving
 
 MiB = 1024 * 1024
 
@@ -268,4 +273,66 @@ def test_decoding_a_page_of_forty_1mib_pods_holds_about_one() -> None:
     _, peak = peak_while(run)
     assert names == [f"pod-{i}" for i in range(40)]
     assert decoder.fields["metadata"] == {"resourceVersion": "77"}
+    assert peak < 12 * MiB, f"peak {peak / MiB:.1f} MiB"
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.objects: list[str] = []
+        self.listed: list[set[str]] = []
+
+    def watch(self, connection: kube.Connection) -> kube.Watch:
+        return kube.Watch(
+            connection,
+            "/api/v1/nodes",
+            on_object=lambda body: self.objects.append(body["metadata"]["name"]),
+            on_deleted=lambda body: None,
+            on_listed=self.listed.append,
+        )
+
+
+async def test_listing_pages_streamed_in_small_chunks() -> None:
+    first = b'{"metadata": {"continue": "next", "resourceVersion": ""}, "items": [{"metadata": {"name": "a"}}, 3]}'  # noqa: E501
+    second = b'{"items": [{"metadata": {"name": "b", "namespace": "n"}}], "metadata": {"resourceVersion": "9"}}'  # noqa: E501
+    api = FakeApi(
+        lists=[lambda: cut(first, *range(7, len(first), 7)), lambda: cut(second, 50)], watches=[]
+    )
+    seen = Seen()
+    async with serving(api) as connection, aiohttp.ClientSession() as session:
+        watch = seen.watch(connection)
+        assert await watch._list(session) == "9"
+    assert seen.objects == ["a", "b"]
+    assert seen.listed == [{"a", "n/b"}]
+    assert watch.lists == 1 and watch.synced.is_set()
+    assert [r.get("continue") for r in api.requests] == [None, "next"]
+
+
+async def test_a_page_with_an_oversized_object_fails_the_list_in_one_line() -> None:
+    body = b'{"items": [{"metadata": {"name": "a"}}, ' + item_of(2000) + b"]}"
+    api = FakeApi(lists=[body], watches=[])
+    seen = Seen()
+    async with serving(api) as connection, aiohttp.ClientSession() as session:
+        watch = seen.watch(connection)
+        watch.max_object_bytes = 1000
+        with pytest.raises(kube.WatchError) as caught:
+            await watch._list(session)
+    assert str(caught.value) == "list: an object longer than 1000 bytes"
+    assert seen.listed == [] and watch.lists == 0 and not watch.synced.is_set()
+
+
+async def test_listing_forty_1mib_pods_holds_about_one_not_the_page() -> None:
+    # Decoded whole (response.json()), this page peaked at about 120 MiB: the body, its text
+    # and its objects at once.
+    api = FakeApi(lists=[lambda: page_chunks(40)], watches=[])
+    seen = Seen()
+    async with serving(api) as connection, aiohttp.ClientSession() as session:
+        watch = seen.watch(connection)
+        tracemalloc.start()
+        try:
+            version = await watch._list(session)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert version == "77"
+    assert seen.objects == [f"pod-{i}" for i in range(40)]
     assert peak < 12 * MiB, f"peak {peak / MiB:.1f} MiB"
