@@ -23,7 +23,8 @@ def node(name: str, version: str) -> dict[str, Any]:
 
 
 class FakeApi:
-    """Answers from a script: each LIST and WATCH request takes the next answer of its kind."""
+    """Answers from a script: each LIST and WATCH request takes the next answer of its kind
+    (a status, a page, raw bytes, or for a list a function giving the body's chunks)."""
 
     def __init__(self, lists: list[Any], watches: list[Any]) -> None:
         self.lists = lists
@@ -47,6 +48,14 @@ class FakeApi:
         answer = self.lists.pop(0)
         if isinstance(answer, int):
             return web.Response(status=answer)
+        if isinstance(answer, bytes):
+            return web.Response(body=answer, content_type="application/json")
+        if callable(answer):  # a page streamed chunk by chunk, never whole
+            response = web.StreamResponse()
+            await response.prepare(request)
+            for chunk in answer():
+                await response.write(chunk)
+            return response
         return web.json_response(answer)
 
 
@@ -164,8 +173,26 @@ async def test_pages_follow_the_continue_token_and_bookmarks_move_the_version() 
 )
 async def test_a_broken_stream_starts_over_from_a_fresh_list(answer: Any) -> None:
     api = FakeApi(lists=[page([], "5"), page([node("z", "6")], "6")], watches=[answer])
-    seen = await run_until(api, lambda s: ("listed", {"z"}) in s.log, max_event_bytes=1000)
+    seen = await run_until(api, lambda s: ("listed", {"z"}) in s.log, max_object_bytes=1000)
     assert seen.log == [("listed", set()), ("object", "z"), ("listed", {"z"})]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # Well-formed, but one object is longer than the bound below: never handed on.
+        json.dumps(page([{**node("big", "1"), "pad": "x" * 5000}], "5")).encode(),
+        b'{"items": [{"metadata" {"name": "a"}}], "metadata": {}}',
+        b'{"items": {"metadata": {"name": "a"}}, "metadata": {}}',
+        b'{"items": [], "metadata": ["resourceVersion", "5"]}',
+        b'{"items": [' + b"[" * 100_000 + b"]}",
+    ],
+    ids=["oversized-object", "garbage", "items-not-a-list", "metadata-not-an-object", "deep"],
+)
+async def test_a_broken_list_page_starts_over(answer: bytes) -> None:
+    api = FakeApi(lists=[answer, page([node("z", "6")], "6")], watches=[])
+    seen = await run_until(api, lambda s: ("listed", {"z"}) in s.log, max_object_bytes=1000)
+    assert seen.log == [("object", "z"), ("listed", {"z"})]
 
 
 def test_credentials_are_sent_however_the_client_configuration_holds_them() -> None:

@@ -10,8 +10,10 @@ operator's lifecycle.
 
 The consumer gets each object as it arrives (``on_object``), each deletion (``on_deleted``) and,
 after every complete LIST, the set of names it held (``on_listed``), so objects deleted while the
-stream was down are dropped too. Objects are never kept here: memory is the consumer's
-projection plus one page or one event.
+stream was down are dropped too. Objects are never kept here: a LIST page is decoded item by item
+as it arrives (``_listing``) and a watch event line by line, so memory is the consumer's
+projection plus about one object (at most ``max_object_bytes`` of text, twice over while it is
+assembled), however many objects a page holds and however large they are.
 """
 
 from __future__ import annotations
@@ -25,24 +27,31 @@ from typing import Any
 
 import aiohttp
 
+from archwarden.kube import _listing
+
 __all__ = ["Connection", "Watch", "WatchError", "object_key"]
 
 logger = logging.getLogger("archwarden")
 
 PAGE_SIZE = 500
-"""Objects per LIST page: one page is all that is held at once while listing."""
+"""Objects per LIST page. Pages are decoded item by item, so this no longer bounds memory; it
+sets how many requests a list takes (5,000 nodes: ten)."""
+CHUNK_BYTES = 64 * 1024
+"""What one read of a LIST body takes, so that a read adds at most this beside the object being
+assembled."""
 WATCH_SECONDS = 300
 """The server ends each watch after this long (``timeoutSeconds``); the next resumes from the
 last resourceVersion seen, so nothing is lost."""
-MAX_EVENT_BYTES = 4 * 1024 * 1024
-"""One watch event: an object (etcd stores at most 1.5 MiB) and its envelope. A longer line is
-not a Kubernetes object; the stream is dropped and listed again."""
+MAX_OBJECT_BYTES = 4 * 1024 * 1024
+"""The default of ``max_object_bytes``: an object (etcd stores at most 1.5 MiB) with room to
+spare."""
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 """Back-off between failed attempts (the last repeats), so a down API server is not hammered."""
 
 
 class WatchError(RuntimeError):
-    """The stream failed (HTTP error, bad JSON, an oversized event); the watch starts over."""
+    """The stream failed (HTTP error, bad JSON, an oversized object or event); the watch starts
+    over."""
 
 
 class _Gone(Exception):
@@ -81,7 +90,14 @@ class Connection:
 
 
 class Watch:
-    """One kind, e.g. ``/api/v1/nodes``; :meth:`run` until cancelled."""
+    """One kind, e.g. ``/api/v1/nodes``; :meth:`run` until cancelled.
+
+    ``max_object_bytes`` bounds the JSON text of one listed object and of one watch event line
+    (an object and its short envelope); it is what the stream holds at most beside the
+    consumer's projection. A larger one is a :class:`WatchError`: the stream is dropped and
+    listed again. While listing it counts characters, which are bytes for ASCII text; an object
+    of non-ASCII text may have up to four bytes for each.
+    """
 
     def __init__(
         self,
@@ -93,7 +109,7 @@ class Watch:
         on_listed: Callable[[set[str]], None],
         page_size: int = PAGE_SIZE,
         watch_seconds: int = WATCH_SECONDS,
-        max_event_bytes: int = MAX_EVENT_BYTES,
+        max_object_bytes: int = MAX_OBJECT_BYTES,
         selector: Mapping[str, str] | None = None,
     ) -> None:
         self.connection = connection
@@ -105,7 +121,7 @@ class Watch:
         self.on_listed = on_listed
         self.page_size = page_size
         self.watch_seconds = watch_seconds
-        self.max_event_bytes = max_event_bytes
+        self.max_object_bytes = max_object_bytes
         self.synced = asyncio.Event()
         """Set once the first LIST is complete (and stays set across relists)."""
         self.lists = 0
@@ -153,20 +169,29 @@ class Watch:
                     continue
                 if response.status != 200:
                     raise WatchError(f"list: HTTP {response.status}")
-                page = await response.json(loads=json.loads, content_type=None)
-            if not isinstance(page, Mapping):
-                raise WatchError("list: not an object list")
-            for item in page.get("items") or ():
-                if isinstance(item, Mapping):
-                    names.add(object_key(item))
-                    self.on_object(item)
-            meta = page.get("metadata") or {}
+                page = _listing.PageDecoder(
+                    self.max_object_bytes, lambda item: self._listed(item, names)
+                )
+                try:
+                    async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                        page.feed(chunk)
+                    page.finish()
+                except _listing.PageError as exc:
+                    raise WatchError(f"list: {exc}") from None
+            meta = page.fields.get("metadata") or {}
+            if not isinstance(meta, Mapping):
+                raise WatchError("list: metadata is not an object")
             token = str(meta.get("continue") or "")
             if not token:
                 self.on_listed(names)
                 self.lists += 1
                 self.synced.set()
                 return str(meta.get("resourceVersion") or "")
+
+    def _listed(self, item: Any, names: set[str]) -> None:
+        if isinstance(item, Mapping):
+            names.add(object_key(item))
+            self.on_object(item)
 
     async def _watch(self, session: aiohttp.ClientSession, version: str) -> str:
         params = {
@@ -186,7 +211,7 @@ class Watch:
                 raise _Gone
             if response.status != 200:
                 raise WatchError(f"watch: HTTP {response.status}")
-            async for line in _lines(response.content, self.max_event_bytes):
+            async for line in _lines(response.content, self.max_object_bytes):
                 try:
                     event = json.loads(line)
                 except ValueError:
