@@ -448,7 +448,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             config.scheduling_gates,
         )
     rt.set_static_capacity(kube.static_capacity(config.capacity))
-    rt.start_watches(kube.Connection.from_api_client(api_client))
+    rt.start_watches(
+        kube.Connection.from_api_client(api_client, max_object_bytes=config.limits.api_object_bytes)
+    )
     rt.health = serving.HealthServer(rt.metrics, rt.ready)
     await rt.health.start(config.metrics.address, config.metrics.port)
     logger.info(

@@ -212,3 +212,26 @@ def test_credentials_are_sent_however_the_client_configuration_holds_them() -> N
             kubernetes.client.Configuration(host="https://127.0.0.1:1")
         ).headers()
     )
+
+
+def test_every_watch_on_a_connection_takes_its_object_bound() -> None:
+    """limits.apiObjectBytes reaches every stream through the connection they share."""
+    connection = kube.Connection(
+        kubernetes.client.Configuration(host="http://127.0.0.1:1"), max_object_bytes=8192
+    )
+
+    def nothing(_: Any) -> None:
+        return None
+
+    shared = kube.Watch(
+        connection, "/api/v1/pods", on_object=nothing, on_deleted=nothing, on_listed=nothing
+    )
+    own = kube.Watch(
+        connection,
+        "/api/v1/nodes",
+        on_object=nothing,
+        on_deleted=nothing,
+        on_listed=nothing,
+        max_object_bytes=4096,
+    )
+    assert (shared.max_object_bytes, own.max_object_bytes) == (8192, 4096)

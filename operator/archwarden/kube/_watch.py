@@ -63,8 +63,11 @@ class Connection:
     (kubeconfig or in-cluster): base URL, TLS settings and the bearer token, read per request
     so that the in-cluster token's refresh hook keeps working."""
 
-    def __init__(self, configuration: Any) -> None:
+    def __init__(self, configuration: Any, *, max_object_bytes: int = MAX_OBJECT_BYTES) -> None:
         self._configuration = configuration
+        # Every stream on this connection reads objects of the same cluster: one bound for
+        # all (limits.apiObjectBytes), unless a watch is given its own.
+        self.max_object_bytes = max_object_bytes
         self.base_url = str(configuration.host).rstrip("/")
         context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
         if configuration.cert_file:
@@ -75,8 +78,10 @@ class Connection:
         self.ssl = context
 
     @classmethod
-    def from_api_client(cls, api_client: Any) -> Connection:
-        return cls(api_client.configuration)
+    def from_api_client(
+        cls, api_client: Any, *, max_object_bytes: int = MAX_OBJECT_BYTES
+    ) -> Connection:
+        return cls(api_client.configuration, max_object_bytes=max_object_bytes)
 
     def headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -96,7 +101,7 @@ class Watch:
     (an object and its short envelope); it is what the stream holds at most beside the
     consumer's projection. A larger one is a :class:`WatchError`: the stream is dropped and
     listed again. While listing it counts characters, which are bytes for ASCII text; an object
-    of non-ASCII text may have up to four bytes for each.
+    of non-ASCII text may have up to four bytes for each. Unset, the connection's bound.
     """
 
     def __init__(
@@ -109,7 +114,7 @@ class Watch:
         on_listed: Callable[[set[str]], None],
         page_size: int = PAGE_SIZE,
         watch_seconds: int = WATCH_SECONDS,
-        max_object_bytes: int = MAX_OBJECT_BYTES,
+        max_object_bytes: int | None = None,
         selector: Mapping[str, str] | None = None,
     ) -> None:
         self.connection = connection
@@ -121,7 +126,9 @@ class Watch:
         self.on_listed = on_listed
         self.page_size = page_size
         self.watch_seconds = watch_seconds
-        self.max_object_bytes = max_object_bytes
+        self.max_object_bytes = (
+            connection.max_object_bytes if max_object_bytes is None else max_object_bytes
+        )
         self.synced = asyncio.Event()
         """Set once the first LIST is complete (and stays set across relists)."""
         self.lists = 0
