@@ -354,6 +354,26 @@ async def test_an_exec_format_error_of_an_unreadable_image_says_why() -> None:
     assert "its platforms could not be read: " in message and HOST in message
 
 
+async def test_an_exec_format_error_of_a_cut_image_is_never_resolved() -> None:
+    world = World(["linux/amd64"])
+    image = f"{HOST}/team/" + "a" * 20 * 1024 + ":1"  # no reference: longer than 1024
+    failing = pod(
+        "odd-abc-1",
+        image,
+        "linux-amd64",
+        "odd-6c9",
+        containerStatuses=[
+            {"name": "app", "lastState": {"terminated": {"message": "exec format error"}}}
+        ],
+    )
+    world.auditor.pod_changed(None, pod_store.project(failing))
+    [(kind, _name, _reason, message)] = await posted(world, "ExecFormatError")
+    assert kind == "Pod" and world.registry.times == []
+    assert "(cut, 20501 characters)) failed with exec format error" in message
+    assert "its platforms could not be read: invalid image reference" in message
+    assert len(message) < 1024  # the Event carries the kept prefix, not the 20 KiB
+
+
 async def test_a_pod_pending_on_an_arch_pin_is_explained() -> None:
     world = World(["linux/amd64", "linux/amd64"])
     world.registry.docs = {"team/web": _index("amd64", "arm64")}
