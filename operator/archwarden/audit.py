@@ -86,6 +86,8 @@ class AuditSummary:
     judged: int = 0
     incompatible: int = 0
     errors: int = 0
+    oversized: int = 0
+    """Workloads not judged: kept without their template (``limits.templateBytes``)."""
     drifted: int = 0
     results: list[kube.PolicyResult] = dataclasses.field(default_factory=list)
 
@@ -211,6 +213,11 @@ class Auditor:
             if key[1] in excluded or (entry.skip and self.admission.skip_refusal(key[1]) is None):
                 continue  # as admission: never checked
             keys.add(key)
+            if entry.oversized:
+                # Only a placeholder is kept: nothing to judge, said as an error (not checked).
+                summary.results.append(self._not_checked(key, entry))
+                summary.oversized += 1
+                continue
             creds = await self._credentials(entry)
             answers: dict[str, policy.ImageAnswer] = {}
             for image in entry.workload.template.images:
@@ -257,10 +264,12 @@ class Auditor:
         self.metrics.audit_duration.set(time.monotonic() - started)
         self.last = summary
         logger.info(
-            "audit: %d workloads judged, %d incompatible, %d not inspected, in %.1fs",
+            "audit: %d workloads judged, %d incompatible, %d not inspected, %d not checked "
+            "(pod template over limits.templateBytes), in %.1fs",
             summary.judged,
             summary.incompatible,
             summary.errors,
+            summary.oversized,
             time.monotonic() - started,
         )
         return summary
@@ -280,16 +289,16 @@ class Auditor:
         else:
             outcome, message = kube.Result.PASS, decision.message or COMPATIBLE_MESSAGE
             self._reported.pop((key, "ArchitectureMismatch"), None)
-        meta = entry.ref.get("metadata") or {}
-        return kube.PolicyResult(
-            api_version=str(entry.ref.get("apiVersion") or ""),
-            kind=key[0],
-            name=key[2],
-            namespace=key[1],
-            uid=str(meta.get("uid") or ""),
-            result=outcome,
-            message=message,
-        )
+        return _result(key, entry, outcome, message)
+
+    def _not_checked(
+        self, key: workload_store.Key, entry: workload_store.Entry
+    ) -> kube.PolicyResult:
+        """A workload kept without its template: listed, never judged. A mismatch posted about
+        an earlier template is forgotten, as after a failed inspection."""
+        self._reported.pop((key, "ArchitectureMismatch"), None)
+        why = workload_store.oversized_message(entry.oversized, self.workloads.template_bytes)
+        return _result(key, entry, kube.Result.ERROR, f"{why}; its images were not checked")
 
     def _report(
         self, key: workload_store.Key, ref: Mapping[str, Any], reason: str, message: str
@@ -523,6 +532,21 @@ class Auditor:
         self.metrics.pending_explained.inc()
         if self.poster is not None:
             self.poster.post(pod.ref, "Warning", "NoNodeForArchitecture", message)
+
+
+def _result(
+    key: workload_store.Key, entry: workload_store.Entry, outcome: kube.Result, message: str
+) -> kube.PolicyResult:
+    meta = entry.ref.get("metadata") or {}
+    return kube.PolicyResult(
+        api_version=str(entry.ref.get("apiVersion") or ""),
+        kind=key[0],
+        name=key[2],
+        namespace=key[1],
+        uid=str(meta.get("uid") or ""),
+        result=outcome,
+        message=message,
+    )
 
 
 def _parses(image: str) -> bool:

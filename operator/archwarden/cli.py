@@ -412,7 +412,9 @@ def _run(args: argparse.Namespace) -> int:
         dev_dir=Path(args.dev_dir),
         dev_name=args.dev_name,
         kubeconfig=args.kubeconfig,
-        workloads=workload_store.WorkloadStore(config.excluded_namespaces),
+        workloads=workload_store.WorkloadStore(
+            config.excluded_namespaces, template_bytes=config.limits.template_bytes
+        ),
     )
     handlers.watch_capacity(runtime, _capacity_sources(args.kubeconfig, config))
     kopf.run(

@@ -107,6 +107,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.workloads.on_removed = self._workload_removed
+        self.metrics.templates_oversized.set_function(lambda: self.workloads.oversized)
 
     def inventory(self) -> policy.Inventory:
         return self.nodes
@@ -514,6 +515,11 @@ async def _reevaluate(rt: Runtime) -> None:
     for position, (key, entry) in enumerate(rt.workloads.items()):
         if position % REEVALUATE_SLICE == REEVALUATE_SLICE - 1:
             await asyncio.sleep(0)  # admissions first
+        if entry.oversized:
+            # Kept without its template (limits.templateBytes): nothing to judge, and an earlier
+            # template's verdict no longer holds.
+            rt.stranded.pop(key, None)
+            continue
         if not (everything or policy.concerned(entry.workload, changed)):
             continue
         judged += 1

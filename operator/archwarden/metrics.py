@@ -88,6 +88,12 @@ class Metrics:
             "schedulability, readiness, platform); heartbeats and other status noise excluded.",
             registry=r,
         )
+        self.templates_oversized = prom.Gauge(
+            "archwarden_templates_oversized",
+            "Workloads kept without their pod template: its projection is over "
+            "limits.templateBytes, so neither re-evaluation nor the audit checks them.",
+            registry=r,
+        )
         self.reevaluated = prom.Counter(
             "archwarden_workloads_reevaluated_total",
             "Workloads judged again after node changes (only those a changed node class concerns).",

@@ -6,6 +6,10 @@ few status texts archwarden explains (a container's waiting/terminated reason an
 scheduler's PodScheduled=False message). Repeated strings (namespaces, node names, images) are
 interned, so 10,000 pods of a few hundred Deployments share them (bench/watch_memory.py).
 
+Every string kept is bounded: status texts by ``TEXT_MAX``, names and reasons by ``NAME_MAX``,
+an image past ``reference.REFERENCE_MAX`` (invalid anyway) by a short prefix and a marker, so a
+pod costs at most about ``MAX_CONTAINERS`` times a few hundred bytes, whatever its spec says.
+
 The store is bounded like ``workload_store``: beyond ``limit`` pods new ones are counted, not
 kept. Consumers are told of every kept pod that changed (``on_changed``), with its previous
 projection, so they can react to transitions (a container starting to fail) and not to every
@@ -20,7 +24,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from archwarden import kube, policy
+from archwarden import kube, policy, reference
 
 __all__ = ["MAX_PODS", "ContainerProblem", "Key", "Pod", "PodStore", "project"]
 
@@ -32,6 +36,16 @@ TEXT_MAX = 512
 """Characters kept of a status message: enough for the runtime's error, never a log."""
 MAX_CONTAINERS = 64
 """Containers kept per pod (init and regular): the admission's image bound is of this order."""
+NAME_MAX = 253
+"""Characters kept of a name or reason: a Kubernetes name is at most this long (a DNS
+subdomain), so only what the API server does not validate (owner references, status written
+by the kubelet) is ever cut."""
+IMAGE_KEPT = 128
+"""Characters kept of an image longer than ``reference.REFERENCE_MAX``: enough to say which."""
+CUT = "…"
+"""Ends a cut name: no Kubernetes name contains it, so a cut owner never matches a workload."""
+MAX_PINNED = 32
+"""Architectures kept of a pod's arch pin: more than every GOARCH anyone builds images for."""
 
 Key = tuple[str, str]
 """``(namespace, name)``."""
@@ -102,8 +116,20 @@ def _text(value: Any) -> str:
     return str(value or "")[:TEXT_MAX]
 
 
-def _name(value: Any) -> str:
-    return sys.intern(str(value or ""))
+def _name(value: Any, limit: int = NAME_MAX) -> str:
+    text = str(value or "")
+    if len(text) > limit:
+        text = text[:limit] + CUT
+    return sys.intern(text)
+
+
+def _image(value: Any) -> str:
+    """The image as written, or when longer than any valid reference, its start and a marker:
+    the marker's space and parentheses make it no reference, so nothing resolves a cut image."""
+    text = str(value or "")
+    if len(text) > reference.REFERENCE_MAX:
+        text = f"{text[:IMAGE_KEPT]}{CUT}(cut, {len(text)} characters)"
+    return sys.intern(text)
 
 
 def project(body: Mapping[str, Any]) -> Pod:
@@ -123,7 +149,7 @@ def project(body: Mapping[str, Any]) -> Pod:
     for field in ("initContainers", "containers"):
         for container in spec.get(field) or ():
             if isinstance(container, Mapping) and len(images) < MAX_CONTAINERS:
-                images.append((_name(container.get("name")), _name(container.get("image"))))
+                images.append((_name(container.get("name")), _image(container.get("image"))))
     by_name = dict(images)
     problems: list[ContainerProblem] = []
     for field in ("initContainerStatuses", "containerStatuses"):
@@ -138,7 +164,7 @@ def project(body: Mapping[str, Any]) -> Pod:
                     problems.append(
                         ContainerProblem(
                             name,
-                            by_name.get(name, _name(cs.get("image"))),
+                            by_name.get(name, _image(cs.get("image"))),
                             which,
                             _name(detail.get("reason")),
                             _text(detail.get("message")),
@@ -152,7 +178,7 @@ def project(body: Mapping[str, Any]) -> Pod:
                 problems.append(
                     ContainerProblem(
                         name,
-                        by_name.get(name, _name(cs.get("image"))),
+                        by_name.get(name, _image(cs.get("image"))),
                         "terminated",
                         _name(last.get("reason")),
                         _text(last.get("message")),
@@ -171,8 +197,9 @@ def project(body: Mapping[str, Any]) -> Pod:
     return Pod(
         gated=isinstance(gates, list)
         and any(isinstance(g, Mapping) and g.get("name") == policy.GATE for g in gates),
-        created=_name(meta.get("creationTimestamp"))[:40] if gates else "",
+        created=_name(meta.get("creationTimestamp"), 40) if gates else "",
         pinned_arches=_arch_pin(spec),
+        # The API server validates these (a DNS label, a DNS subdomain, its own uid).
         namespace=_name(meta.get("namespace")),
         name=str(meta.get("name") or ""),
         uid=str(meta.get("uid") or ""),
@@ -187,12 +214,14 @@ def project(body: Mapping[str, Any]) -> Pod:
 
 
 ARCH_LABEL = "kubernetes.io/arch"
+LABEL_VALUE_MAX = 63
+"""A label value's length: a longer pinned value matches no node's label, cut or not."""
 
 
 def _arch_pin(spec: Mapping[str, Any]) -> tuple[str, ...]:
     selector = spec.get("nodeSelector") or {}
     if isinstance(selector, Mapping) and selector.get(ARCH_LABEL):
-        return (_name(selector[ARCH_LABEL]),)
+        return (_name(selector[ARCH_LABEL], LABEL_VALUE_MAX),)
     affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
         "requiredDuringSchedulingIgnoredDuringExecution"
     ) or {}
@@ -205,10 +234,13 @@ def _arch_pin(spec: Mapping[str, Any]) -> tuple[str, ...]:
                 and expression.get("key") == ARCH_LABEL
                 and expression.get("operator") == "In"
             ):
-                allowed.update(_name(v) for v in expression.get("values") or ())
+                allowed.update(_name(v, LABEL_VALUE_MAX) for v in expression.get("values") or ())
                 pinned = True
-        if not pinned:
-            return ()  # a term without an arch requirement admits every architecture
+        if not pinned or len(allowed) > MAX_PINNED:
+            # A term without an arch requirement admits every architecture. So many values are
+            # no pin anyone meant: read as none, pending pods are explained by their images
+            # alone, rather than by a subset that could leave out the one a node has.
+            return ()
     return tuple(sorted(allowed))
 
 

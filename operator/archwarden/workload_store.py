@@ -5,6 +5,12 @@ One ``kube.Watch`` stream per kind; of each object only what a decision reads is
 Deployment's ReplicaSets, a CronJob's Jobs) are judged through their owner and not kept. The
 store has a bound: beyond ``limit`` workloads new ones are counted, not kept, and a warning says
 so once, so a cluster far beyond what archwarden was sized for cannot exhaust its memory.
+
+Each workload is bounded too: a tenant decides how many tolerations, selector terms and values
+a template has. A template whose projection (``PodTemplate.projected_bytes``) is over
+``limits.templateBytes`` is not kept: its entry says how large it was (``Entry.oversized``) and
+holds a placeholder template, which readers must not judge (the audit lists such a workload
+as not checked, as admission leaves it to the failure policy).
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ import logging
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
-from archwarden import kube, policy
+from archwarden import kube, policy, settings
 
-__all__ = ["KINDS", "Entry", "Key", "WorkloadStore"]
+__all__ = ["KINDS", "Entry", "Key", "WorkloadStore", "oversized_message"]
 
 logger = logging.getLogger("archwarden")
 
@@ -48,15 +54,36 @@ class Entry:
     skip: bool = False
     """The object carries ``archwarden.io/skip: "true"`` (whether that is allowed is the
     reader's to decide: ``Admission.skip_refusal``)."""
+    oversized: int = 0
+    """The projected bytes of a template over the store's ``template_bytes`` (0: kept whole).
+    Then ``workload.template`` is a placeholder without containers or constraints: judging
+    it would say something of a template nobody wrote."""
+
+
+_PLACEHOLDER = policy.PodTemplate(containers=())
+
+
+def oversized_message(size: int, limit: int) -> str:
+    """Why an oversized entry was not checked."""
+    return f"pod template of {size} bytes is over limits.templateBytes ({limit})"
 
 
 class WorkloadStore:
-    def __init__(self, excluded_namespaces: Collection[str] = (), limit: int = MAX_WORKLOADS):
+    def __init__(
+        self,
+        excluded_namespaces: Collection[str] = (),
+        limit: int = MAX_WORKLOADS,
+        template_bytes: int = settings.LimitsSettings().template_bytes,
+    ) -> None:
         self._excluded = frozenset(excluded_namespaces)
         self._limit = limit
+        self.template_bytes = template_bytes
+        """``limits.templateBytes``: templates projected larger are not kept."""
         self._entries: dict[Key, Entry] = {}
         self.refused = 0
         """Workloads not kept because the store was full."""
+        self.oversized = 0
+        """Entries kept without their template (``Entry.oversized``)."""
         self.on_removed: Callable[[Key], None] = lambda _key: None
         """Told of every key that leaves the store (deleted, now owned, or invalid)."""
 
@@ -122,16 +149,42 @@ class WorkloadStore:
         }
         annotations = meta.get("annotations") or {}
         skip = str(annotations.get(SKIP_ANNOTATION, "")).lower() == "true"
-        self._entries[key] = Entry(ref, workload, skip)
+        # Measured as written, so a template is oversized here exactly when it is for admission.
+        size = workload.template.projected_bytes
+        if size > self.template_bytes:
+            workload = dataclasses.replace(workload, template=_PLACEHOLDER)
+        else:
+            size = 0
+            workload = _without_repeats(workload)
+        old = self._entries.get(key)
+        if old is not None and old.oversized:
+            self.oversized -= 1
+        if size:
+            self.oversized += 1
+        self._entries[key] = Entry(ref, workload, skip, size)
 
     def remove(self, key: Key) -> None:
-        if self._entries.pop(key, None) is not None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            if old.oversized:
+                self.oversized -= 1
             self.on_removed(key)
 
     def keep_only(self, kind: str, names: set[str]) -> None:
         """After a complete list of ``kind``: drop what is no longer there."""
         for key in [k for k in self._entries if k[0] == kind and f"{k[1]}/{k[2]}" not in names]:
             self.remove(key)
+
+
+def _without_repeats(workload: policy.Workload) -> policy.Workload:
+    """The workload with each toleration once: a pod tolerates a taint when any toleration
+    matches it, so a repeated one changes no decision, only what is kept."""
+    tolerations = workload.template.tolerations
+    distinct = tuple(dict.fromkeys(tolerations))
+    if len(distinct) == len(tolerations):
+        return workload  # the usual case: kept as extracted
+    template = dataclasses.replace(workload.template, tolerations=distinct)
+    return dataclasses.replace(workload, template=template)
 
 
 def _key(kind: str, body: Mapping[str, Any]) -> Key:

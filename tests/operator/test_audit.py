@@ -136,13 +136,19 @@ def pod(name: str, image: str, node: str, owner: str, **status: Any) -> dict[str
 
 
 class World:
-    def __init__(self, nodes: list[str], **audit_config: Any) -> None:
+    def __init__(
+        self,
+        nodes: list[str],
+        template_bytes: int = settings.LimitsSettings().template_bytes,
+        **audit_config: Any,
+    ) -> None:
         self.clock = Clock()
         self.registry = Registry(self.clock)
         cfg = settings.Settings(
             registries={HOST: registry.RegistrySettings()},
             mode="enforce",
             audit=settings.AuditSettings(**audit_config),
+            limits=settings.LimitsSettings(template_bytes=template_bytes),
         )
         client = registry.RegistryClient(
             cfg.client_settings(), transport=httpx.MockTransport(self.registry.handler)
@@ -152,7 +158,7 @@ class World:
             self.inventory.apply(node.name, node)
         resolver = registry.Resolver(client, cfg.cache, clock=self.clock)
         self.admission = admission.Admission(cfg, resolver, lambda: self.inventory)
-        self.workloads = ws.WorkloadStore()
+        self.workloads = ws.WorkloadStore(template_bytes=cfg.limits.template_bytes)
         self.pods = pod_store.PodStore()
         self.poster = Poster()
         self.reports = Reports()
@@ -465,6 +471,26 @@ async def test_an_exec_format_error_of_an_unreadable_image_says_why() -> None:
     assert "its platforms could not be read: " in message and HOST in message
 
 
+async def test_an_exec_format_error_of_a_cut_image_is_never_resolved() -> None:
+    world = World(["linux/amd64"])
+    image = f"{HOST}/team/" + "a" * 20 * 1024 + ":1"  # no reference: longer than 1024
+    failing = pod(
+        "odd-abc-1",
+        image,
+        "linux-amd64",
+        "odd-6c9",
+        containerStatuses=[
+            {"name": "app", "lastState": {"terminated": {"message": "exec format error"}}}
+        ],
+    )
+    world.auditor.pod_changed(None, pod_store.project(failing))
+    [(kind, _name, _reason, message)] = await posted(world, "ExecFormatError")
+    assert kind == "Pod" and world.registry.times == []
+    assert "(cut, 20501 characters)) failed with exec format error" in message
+    assert "its platforms could not be read: invalid image reference" in message
+    assert len(message) < 1024  # the Event carries the kept prefix, not the 20 KiB
+
+
 async def test_a_pod_pending_on_an_arch_pin_is_explained() -> None:
     world = World(["linux/amd64", "linux/amd64"])
     world.registry.docs = {"team/web": _index("amd64", "arm64")}
@@ -515,3 +541,39 @@ async def test_excluded_namespaces_and_allowed_skips_are_not_audited() -> None:
     summary = await world.auditor.audit_once()
     assert [r.name for r in summary.results] == ["checked"]
     assert [p[1] for p in world.poster.posted] == ["checked"]
+
+
+async def test_a_workload_kept_without_its_template_is_listed_as_not_checked() -> None:
+    world = World(["linux/arm64"], template_bytes=2048)
+    world.registry.docs = {"team/legacy": _index("amd64"), "team/big": _index("amd64")}
+    legacy = deployment("legacy", f"{HOST}/team/legacy:1")
+    world.add(legacy)
+    await world.auditor.audit_once()
+    assert [p[1] for p in world.poster.reasons("ArchitectureMismatch")] == ["legacy"]
+
+    # Both past limits.templateBytes: big was never judged, legacy's earlier verdict is gone.
+    many = [{"key": f"example.com/t{i}", "operator": "Exists"} for i in range(100)]
+    big = deployment("big", f"{HOST}/team/big:1")
+    for body in (big, legacy):
+        body["spec"]["template"]["spec"]["tolerations"] = many
+        world.add(body)
+    asked = len(world.registry.times)
+    summary = await world.auditor.audit_once()
+    assert len(world.registry.times) == asked  # big's image was not resolved
+    assert len(world.poster.posted) == 1  # no Event about either
+    assert (summary.judged, summary.oversized, summary.errors) == (0, 2, 0)
+    size = policy.extract(big).template.projected_bytes
+    by_name = {r.name: r for r in world.reports.synced[-1]}
+    assert by_name["big"].result is kube.Result.ERROR
+    assert by_name["big"].message == (
+        f"pod template of {size} bytes is over limits.templateBytes (2048); "
+        "its images were not checked"
+    )
+    assert by_name["legacy"].result is kube.Result.ERROR
+    assert world.sample("archwarden_workloads_incompatible", kind="Deployment") == 0
+
+    # Small again: judged, and its mismatch said again.
+    world.add(deployment("legacy", f"{HOST}/team/legacy:1"))
+    summary = await world.auditor.audit_once()
+    assert (summary.judged, summary.oversized) == (1, 1)
+    assert [p[1] for p in world.poster.reasons("ArchitectureMismatch")] == ["legacy", "legacy"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 from archwarden import handlers, metrics, policy, settings, workload_store
@@ -53,6 +54,89 @@ def test_past_its_limit_new_workloads_are_counted_not_kept() -> None:
     store.put("Deployment", "apps/v1", deployment("a", image="r.example/app:2"))  # updates fit
     entry = store.get(("Deployment", "team", "a"))
     assert entry is not None and entry.workload.template.images == ("r.example/app:2",)
+
+
+def tolerating(name: str, tolerations: list[dict[str, str]]) -> dict[str, Any]:
+    body = deployment(name)
+    body["spec"]["replicas"] = 0
+    body["spec"]["template"]["spec"]["tolerations"] = tolerations
+    return body
+
+
+def test_a_template_past_its_bound_is_counted_and_its_constraints_not_kept() -> None:
+    # The cluster: 40 Deployments (replicas 0) of 35,000 distinct tolerations each held
+    # archwarden at 720 MiB; kept whole they retain 150 MiB here. One list serves every
+    # Deployment (built before tracing), so only what the store makes of them is measured.
+    tolerations = [
+        {"key": f"example.com/t{i}", "operator": "Equal", "value": f"v{i}", "effect": "NoSchedule"}
+        for i in range(35_000)
+    ]
+    store = workload_store.WorkloadStore()
+    tracemalloc.start()
+    try:
+        for n in range(40):
+            store.put("Deployment", "apps/v1", tolerating(f"d{n}", tolerations))
+        retained, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert retained < 5 * 2**20, f"{retained / 2**20:.1f} MiB retained"
+    assert len(store) == 40 and store.oversized == 40
+    size = policy.extract({**tolerating("d0", tolerations), "kind": "Deployment"}).template
+    entry = store.get(("Deployment", "team", "d0"))
+    assert entry is not None and entry.oversized == size.projected_bytes > store.template_bytes
+    assert entry.workload.template.containers == () and entry.workload.template.tolerations == ()
+    assert entry.ref["metadata"] == {"name": "d0", "namespace": "team", "uid": "uid-d0"}
+
+    # Written small again: kept whole, no longer counted; a removal is uncounted too.
+    store.put("Deployment", "apps/v1", deployment("d0"))
+    entry = store.get(("Deployment", "team", "d0"))
+    assert entry is not None and not entry.oversized and store.oversized == 39
+    store.remove(("Deployment", "team", "d1"))
+    store.keep_only("Deployment", {"team/d0", "team/d2"})
+    assert store.oversized == 1 and len(store) == 2
+
+
+def test_a_template_within_its_bound_is_kept_as_extracted() -> None:
+    body = deployment("web", image="r.example/app:1")
+    spec = body["spec"]["template"]["spec"]
+    spec["nodeSelector"] = {"kubernetes.io/arch": "arm64"}
+    spec["tolerations"] = [{"key": "gpu", "operator": "Exists"}, {"key": "spot", "value": "y"}]
+    spec["imagePullSecrets"] = [{"name": "pull"}]
+    spec["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                ]
+            }
+        }
+    }
+    expected = policy.extract({**body, "kind": "Deployment"})
+    # The bound is inclusive: a template of exactly limits.templateBytes is kept.
+    store = workload_store.WorkloadStore(template_bytes=expected.template.projected_bytes)
+    store.put("Deployment", "apps/v1", body)
+    entry = store.get(("Deployment", "team", "web"))
+    assert entry is not None and entry.workload == expected
+    assert entry.oversized == 0 and store.oversized == 0
+
+    smaller = workload_store.WorkloadStore(template_bytes=expected.template.projected_bytes - 1)
+    smaller.put("Deployment", "apps/v1", body)
+    entry = smaller.get(("Deployment", "team", "web"))
+    assert entry is not None and entry.oversized == expected.template.projected_bytes
+    assert smaller.oversized == 1
+
+
+def test_repeated_tolerations_are_kept_once_in_order() -> None:
+    gpu = {"key": "gpu", "operator": "Exists"}
+    spot = {"key": "spot", "value": "y", "effect": "NoSchedule"}
+    store = workload_store.WorkloadStore()
+    store.put("Deployment", "apps/v1", tolerating("web", [gpu, spot, gpu] + [spot] * 1000))
+    entry = store.get(("Deployment", "team", "web"))
+    assert entry is not None
+    assert entry.workload.template.tolerations == (
+        policy.Toleration(key="gpu", operator="Exists"),
+        policy.Toleration(key="spot", value="y", effect="NoSchedule"),
+    )
 
 
 class Posts:
@@ -110,3 +194,31 @@ async def test_reevaluation_judges_only_workloads_a_changed_class_concerns() -> 
     rt.workloads.remove(("Deployment", "team", "arm"))
     assert rt.stranded == {}
     assert rt.metrics.workloads_unschedulable.collect()[0].samples == []
+
+
+async def test_reevaluation_never_judges_a_workload_kept_without_its_template() -> None:
+    from archwarden import platforms
+
+    store = workload_store.WorkloadStore(template_bytes=1024)
+    rt = handlers.Runtime(settings.Settings(), metrics=metrics.Metrics(), workloads=store)
+    posts = Posts()
+    rt.poster = posts  # type: ignore[assignment]
+    rt.admission = Answers({"r.example/arm:1": (platforms.parse("linux/arm64"),)})
+    rt.note_node("amd-1", policy.node_from_object(objects.node("amd-1", "amd64")))
+    rt.workloads.put("Deployment", "apps/v1", deployment("arm", image="r.example/arm:1"))
+    await handlers._reevaluate(rt)
+    assert posts.posted == [("arm", "ArchitectureUnavailable")]
+    assert list(rt.stranded) == [("Deployment", "team", "arm")]
+
+    # Now past limits.templateBytes: the earlier verdict is dropped and nothing is said.
+    big = [{"key": f"k{i}", "operator": "Exists"} for i in range(100)]
+    body = tolerating("arm", big)
+    body["spec"]["template"]["spec"]["containers"][0]["image"] = "r.example/arm:1"
+    rt.workloads.put("Deployment", "apps/v1", body)
+    judged = rt.metrics.reevaluated._value.get()
+    rt.reevaluate_all = True
+    await handlers._reevaluate(rt)
+    assert posts.posted == [("arm", "ArchitectureUnavailable")]
+    assert rt.stranded == {} and rt.metrics.reevaluated._value.get() == judged
+    assert rt.metrics.workloads_unschedulable.collect()[0].samples == []
+    assert rt.metrics.registry.get_sample_value("archwarden_templates_oversized") == 1
