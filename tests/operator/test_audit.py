@@ -480,7 +480,10 @@ async def test_an_exec_format_error_of_a_cut_image_is_never_resolved() -> None:
         "linux-amd64",
         "odd-6c9",
         containerStatuses=[
-            {"name": "app", "lastState": {"terminated": {"message": "exec format error"}}}
+            {
+                "name": "app",
+                "lastState": {"terminated": {"reason": "StartError", "message": START_FAILED}},
+            }
         ],
     )
     world.auditor.pod_changed(None, pod_store.project(failing))
