@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
+import kubernetes
 import pytest
 
 from archwarden import cli, handlers, kube, metrics, policy, settings
@@ -232,7 +233,8 @@ def test_node_groups_are_watched_in_the_named_namespaces_only() -> None:
         dataclasses.replace(NODEPOOLS, version="v1"),
         dataclasses.replace(MACHINE_DEPLOYMENTS, version="v1beta2", namespaces=("capi", "infra")),
     )
-    watches = rt.capacity_watches(cast(kube.Connection, object()))
+    connection = kube.Connection(kubernetes.client.Configuration(host="http://127.0.0.1:1"))
+    watches = rt.capacity_watches(connection)
     assert [w.path for w in watches] == [
         "/apis/karpenter.sh/v1/nodepools",
         "/apis/cluster.x-k8s.io/v1beta2/namespaces/capi/machinedeployments",
