@@ -55,7 +55,8 @@ class Entry:
     """The object carries ``archwarden.io/skip: "true"`` (whether that is allowed is the
     reader's to decide: ``Admission.skip_refusal``)."""
     oversized: int = 0
-    """The projected bytes of a template over the store's ``template_bytes`` (0: kept whole).
+    """The projected bytes of a template over the store's ``template_bytes``, or the lower
+    bound that already passed it (``policy.least_projected_bytes``); 0: kept whole.
     Then ``workload.template`` is a placeholder without containers or constraints: judging
     it would say something of a template nobody wrote."""
 
@@ -65,7 +66,7 @@ _PLACEHOLDER = policy.PodTemplate(containers=())
 
 def oversized_message(size: int, limit: int) -> str:
     """Why an oversized entry was not checked."""
-    return f"pod template of {size} bytes is over limits.templateBytes ({limit})"
+    return f"pod template of at least {size} bytes is over limits.templateBytes ({limit})"
 
 
 class WorkloadStore:
@@ -132,8 +133,15 @@ class WorkloadStore:
         ):
             self.remove(key)  # owned objects are judged through their owner
             return
+        # Counted before anything is built: extracting a template of 35,000 tolerations takes
+        # a third of a second of the event loop, and a relist brings every one of them again.
+        least = policy.least_projected_bytes(body, kind=kind)
         try:
-            workload = policy.extract({**body, "kind": kind})
+            workload = (
+                policy.Workload(kind, key[2], key[1], _PLACEHOLDER)
+                if least > self.template_bytes
+                else policy.extract({**body, "kind": kind})
+            )
         except policy.InvalidWorkload:
             self.remove(key)
             return
@@ -150,7 +158,7 @@ class WorkloadStore:
         annotations = meta.get("annotations") or {}
         skip = str(annotations.get(SKIP_ANNOTATION, "")).lower() == "true"
         # Measured as written, so a template is oversized here exactly when it is for admission.
-        size = workload.template.projected_bytes
+        size = least if least > self.template_bytes else workload.template.projected_bytes
         if size > self.template_bytes:
             workload = dataclasses.replace(workload, template=_PLACEHOLDER)
         else:

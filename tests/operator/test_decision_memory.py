@@ -103,12 +103,12 @@ async def test_a_template_past_the_bound_is_judged_by_failure_policy_and_resolve
     fake = Registry()
     eng = engine(fake, failure_policy="closed")
     huge = tolerating(35_000, "huge")
-    size = policy.extract(huge).template.projected_bytes
+    size = policy.least_projected_bytes(huge)  # refused before extraction
     limit = settings.LimitsSettings().template_bytes
     outcome = await eng.review(huge, operation="CREATE")
     assert not outcome.allowed and outcome.reason == admission.TEMPLATE_TOO_LARGE
     assert outcome.message == (
-        f"the pod template's scheduling fields take {size} bytes, more than "
+        f"the pod template's scheduling fields take at least {size} bytes, more than "
         f"limits.templateBytes ({limit}); images were not checked (failure policy closed)"
     )
     assert "\n" not in outcome.message
@@ -136,3 +136,19 @@ async def test_a_template_under_the_bound_is_judged_as_before() -> None:
     eng = engine(Registry())
     outcome = await eng.review(tolerating(100, "small", f"{HOST}/team/web:1"), operation="CREATE")
     assert outcome.allowed and outcome.decided and outcome.reason != admission.TEMPLATE_TOO_LARGE
+
+
+async def test_a_template_over_the_bound_by_its_strings_is_measured_whole() -> None:
+    """Few items, long strings: the count alone passes, the projection does not."""
+    eng = engine(Registry(), failure_policy="closed")
+    limited(eng, template_bytes=8192)
+    obj = tolerating(30, "long")
+    for toleration in obj["spec"]["template"]["spec"]["tolerations"]:
+        toleration["key"] = "k" * 253 + toleration["key"][-6:]
+    assert policy.least_projected_bytes(obj) < 8192
+    size = policy.extract(obj).template.projected_bytes
+    outcome = await eng.review(obj, operation="CREATE")
+    assert outcome.reason == admission.TEMPLATE_TOO_LARGE and not outcome.allowed
+    assert outcome.message.startswith(
+        f"the pod template's scheduling fields take {size} bytes, more than "
+    )

@@ -82,9 +82,11 @@ def test_a_template_past_its_bound_is_counted_and_its_constraints_not_kept() -> 
         tracemalloc.stop()
     assert retained < 5 * 2**20, f"{retained / 2**20:.1f} MiB retained"
     assert len(store) == 10 and store.oversized == 10
-    size = policy.extract({**tolerating("d0", tolerations), "kind": "Deployment"}).template
+    body = {**tolerating("d0", tolerations), "kind": "Deployment"}
+    least = policy.least_projected_bytes(body)  # refused before anything was built
+    assert store.template_bytes < least <= policy.extract(body).template.projected_bytes
     entry = store.get(("Deployment", "team", "d0"))
-    assert entry is not None and entry.oversized == size.projected_bytes > store.template_bytes
+    assert entry is not None and entry.oversized == least
     assert entry.workload.template.containers == () and entry.workload.template.tolerations == ()
     assert entry.ref["metadata"] == {"name": "d0", "namespace": "team", "uid": "uid-d0"}
 

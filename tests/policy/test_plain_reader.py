@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from archwarden import policy
 from archwarden.policy import InvalidWorkload, Workload, _workloads, extract
 from tests.policy import objects
 from tests.policy.test_workloads import FULL_SPEC
@@ -156,3 +157,16 @@ def test_what_is_not_plain_goes_to_the_careful_reader(edit: Callable[[Any], None
     edit(obj)
     with pytest.raises(_workloads._Irregular):
         _workloads._plain_workload(obj, None)
+
+
+@given(workloads(wrong=True))
+def test_the_count_before_extraction_never_exceeds_the_projection(obj: Any) -> None:
+    """``least_projected_bytes`` refuses a template before it is built (admission, the
+    workload store): it must be a lower bound, or a template within limits.templateBytes
+    could be refused."""
+    least = policy.least_projected_bytes(obj)
+    try:
+        workload = extract(obj)
+    except InvalidWorkload:
+        return  # refused either way
+    assert least <= workload.template.projected_bytes

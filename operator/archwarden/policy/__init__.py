@@ -102,6 +102,7 @@ from archwarden.policy._workloads import (
     Toleration,
     Workload,
     extract,
+    least_projected_bytes,
     scheduling_changed,
 )
 
@@ -160,6 +161,7 @@ __all__ = [
     "extract",
     "gated",
     "hold_ops",
+    "least_projected_bytes",
     "lost_platforms",
     "metric_key",
     "node_from_object",
