@@ -167,7 +167,7 @@ def wire(config: Any, kubeconfig: str) -> tuple[Any, Any]:
     )
     rt = handlers.Runtime(config=config, kubeconfig=kubeconfig, workloads=workloads)
     api_client = kube.load_api_client(kubeconfig)
-    rt.reader = kube.ApiReader(api_client)
+    rt.reader = reader = kube.ApiReader(api_client)
     rt.poster = kube.EventPoster(api_client, rt.events)
     client_settings = config.client_settings()
 
@@ -208,7 +208,7 @@ def wire(config: Any, kubeconfig: str) -> tuple[Any, Any]:
     if config.scheduling_gates.mode != policy.GateMode.OFF.value:
         rt.gatekeeper = gatekeeper.GateKeeper(
             rt.admission,
-            lambda namespace, name: rt.reader.read("Pod", namespace, name),
+            functools.partial(reader.read, "Pod"),
             kube.PodPatcher(api_client).patch,
             rt.poster.post,
             rt.metrics,
@@ -691,7 +691,9 @@ class Driver:
             return Answer(200, seconds, "HTTP 200 without a review")
         return Answer(200, seconds, "allowed" if allowed else "denied")
 
-    def post_many(self, jobs: list[tuple[str, Callable[[], bytes]]], at_once: int) -> list[Answer]:
+    def post_many(
+        self, jobs: Sequence[tuple[str, Callable[[], bytes]]], at_once: int
+    ) -> list[Answer]:
         """Each job's body is made by the worker sending it: at most ``at_once`` exist here.
         Stops sending once the process under test is gone."""
         answers: list[Answer] = []
