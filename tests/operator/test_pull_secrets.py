@@ -310,6 +310,40 @@ async def test_a_secret_larger_than_the_whole_cache_serves_its_review_uncached()
     assert reader.calls == 1 + 2  # the account once, the secret at each review
 
 
+class BigAccountReader(FakeReader):
+    """A ServiceAccount listing 9,000 names of 253 characters and 1,000 longer ones, new
+    strings at every read as from the API server."""
+
+    async def service_account(self, namespace: str, name: str) -> Mapping[str, Any]:
+        self.calls += 1
+        names = [f"{i:05d}-".ljust(253, "x") for i in range(9000)]
+        names += [f"{i:05d}-".ljust(300, "y") for i in range(1000)]
+        return {"imagePullSecrets": [{"name": n} for n in names]}
+
+
+async def test_a_service_account_with_10000_pull_secrets_keeps_only_what_is_read() -> None:
+    reader = BigAccountReader()
+    secrets = kube.PullSecrets(reader)  # type: ignore[arg-type]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        _store, problems = await secrets.for_pod("team", ["own"], "builder")
+        del _store
+        gc.collect()
+        kept, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept < 64 * 1024  # the names alone are 2.8 MiB
+    assert reader.calls == 1 + 16
+    assert problems[:2] == [
+        "1000 pull secret names were skipped: longer than 253 characters, no Secret has one",
+        "only the first 16 of 9001 pull secrets were read",
+    ]
+    assert len(problems) == 2 + 16  # each read one not found
+    held = secrets.held("team", ["own"], "builder")
+    assert held is not None and held[1] == problems and reader.calls == 1 + 16
+
+
 async def test_concurrent_reviews_share_one_parse_of_a_secret() -> None:
     reader = GatedReader()
     reader.secrets[("team", "cred")] = dockerconfig_of(many_hosts(64 * 1024))
@@ -322,3 +356,16 @@ async def test_concurrent_reviews_share_one_parse_of_a_secret() -> None:
     stores = [store for store, _ in await asyncio.gather(*reviews)]
     assert len(stores[0]) > 1000
     assert all(store is stores[0] for store in stores)  # not 20 parses kept meanwhile
+
+
+async def test_a_pod_naming_a_secret_longer_than_any_is_told_without_a_read() -> None:
+    reader = FakeReader()
+    reader.secrets[("team", "cred")] = dockerconfig("r.example", "u", "p")
+    secrets = kube.PullSecrets(reader)  # type: ignore[arg-type]
+    store, problems = await secrets.for_pod("team", ["x" * 254, "cred", "y" * 253], "default")
+    assert problems == [
+        "1 pull secret name was skipped: longer than 253 characters, no Secret has one",
+        f"pull secret team/{'y' * 253} not found",  # as long as a name can be: read
+    ]
+    assert store.hosts == ["r.example"]
+    assert reader.calls == 1 + 2  # the account, "cred" and the 253 characters long one

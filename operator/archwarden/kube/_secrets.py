@@ -11,7 +11,10 @@ What is kept is bounded in bytes too. A ``.dockerconfigjson`` (or ``.dockercfg``
 it is remembered as that one-line problem, at the cost of its name. Parsed stores are
 remembered up to ``pull_secret_cache_bytes`` in all, each counted at what it really holds
 (``CredentialStore.held_bytes``: thousands of short entries cost seven times their JSON), the
-oldest going first; one larger than the whole cache serves its review and is not kept.
+oldest going first; one larger than the whole cache serves its review and is not kept. A
+ServiceAccount keeps only the names that can be read (the first ``max_secrets``), and a name
+longer than any Secret's (253 characters) is skipped unread, so neither a ServiceAccount nor a
+pod listing thousands of long names makes the caches hold them.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ PULL_SECRET_BYTES = 256 * 1024
 few registries in a few KiB."""
 PULL_SECRET_CACHE_BYTES = 16 * 1024 * 1024
 """Bytes of secrets remembered (``limits.pullSecretCacheBytes``)."""
+MAX_NAME = 253
+"""The longest name a Secret can have (a DNS subdomain): a longer one cannot be found, and
+reading it would only put its bytes into the caches."""
 ENTRY_BYTES = 384
 """What remembering one secret costs besides its store, name and problem: the cache's
 bookkeeping (a TTL link and three dict slots), the key tuple and the ``_Secret``. Measured with
@@ -78,6 +84,22 @@ def _secret(
 
 def _secret_size(secret: _Secret) -> int:
     return secret.held_bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Account:
+    """What a ServiceAccount's ``imagePullSecrets`` say, as far as reviews can use it."""
+
+    names: tuple[str, ...]
+    """Its first distinct readable names, at most ``max_secrets``: the only ones ever read
+    (the account's come before the pod's)."""
+    more: int = 0
+    """Distinct readable names past those, for the warning."""
+    too_long: int = 0
+    """Names longer than ``MAX_NAME``, skipped."""
+
+
+_NO_ACCOUNT = _Account(())
 
 
 def _decoded_length(text: str) -> int:
@@ -117,13 +139,16 @@ class PullSecrets:
         self._max_secrets = max_secrets
         self._concurrency = concurrency
         self._secret_bytes = pull_secret_bytes
+        # Counted entries whose names are at most MAX_NAME long: 4096 hold at most about 3 MiB.
         self._missing: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
             4096, MISSING_TTL, timer=clock
         )
         self._cache: cachetools.TTLCache[tuple[str, str], _Secret] = cachetools.TTLCache(
             pull_secret_cache_bytes, SECRET_TTL, timer=clock, getsizeof=_secret_size
         )
-        self._accounts: cachetools.TTLCache[tuple[str, str], tuple[str, ...]] = cachetools.TTLCache(
+        # Counted entries of at most max_secrets names of at most MAX_NAME characters each:
+        # 1024 accounts hold at most about 6 MiB with the default 16 (a few KiB in practice).
+        self._accounts: cachetools.TTLCache[tuple[str, str], _Account] = cachetools.TTLCache(
             1024, SECRET_TTL, timer=clock
         )
         # Reads under way, shared by every review that needs the same object meanwhile: a
@@ -202,30 +227,33 @@ class PullSecrets:
             return _secret(namespace, name, _NO_CREDENTIALS, problem)
         return _secret(namespace, name, store)
 
-    async def _account_secrets(
-        self, namespace: str, account: str, problems: list[str]
-    ) -> tuple[str, ...]:
+    async def _account_secrets(self, namespace: str, account: str, problems: list[str]) -> _Account:
         key = (namespace, account)
-        if key in self._accounts:
-            return self._accounts[key]
+        held = self._accounts.get(key)
+        if held is not None:
+            return held
         try:
             body = await self._shared(
                 ("serviceaccount", namespace, account), self._reader.service_account
             )
         except _api.NotFound:
-            names: tuple[str, ...] = ()  # not created yet: the pod will fail on its own
+            found = _NO_ACCOUNT  # not created yet: the pod will fail on its own
         except _api.ApiUnavailable as exc:
             problems.append(f"service account {namespace}/{account} unreadable ({exc})")
-            return ()
+            return _NO_ACCOUNT
         else:
-            refs = body.get("imagePullSecrets") or []
-            names = tuple(
-                str(r["name"])
-                for r in refs
-                if isinstance(r, dict) and isinstance(r.get("name"), str)
-            )
-        self._accounts[key] = names
-        return names
+            found = self._account(body)
+        self._accounts[key] = found
+        return found
+
+    def _account(self, body: Mapping[str, Any]) -> _Account:
+        refs = body.get("imagePullSecrets") or []
+        names = dict.fromkeys(
+            r["name"] for r in refs if isinstance(r, dict) and isinstance(r.get("name"), str)
+        )
+        readable = [n for n in names if len(n) <= MAX_NAME]
+        kept = tuple(readable[: self._max_secrets])
+        return _Account(kept, len(readable) - len(kept), len(names) - len(readable))
 
     def _held_store(
         self, namespace: str, name: str, problems: list[str]
@@ -243,17 +271,27 @@ class PullSecrets:
         return None
 
     def _names(
-        self, account: Iterable[str], secret_names: Iterable[str], problems: list[str]
+        self, account: _Account, secret_names: Iterable[str], problems: list[str]
     ) -> list[str]:
         """The secrets to read: the account's, then the pod's, each once, at most
-        ``max_secrets`` (the cut is a problem worth a warning)."""
-        names = list(dict.fromkeys([*account, *secret_names]))
-        if len(names) > self._max_secrets:
+        ``max_secrets`` (the cut is a problem worth a warning, as are names too long to read)."""
+        names = list(dict.fromkeys([*account.names, *secret_names]))
+        readable = [n for n in names if len(n) <= MAX_NAME]
+        too_long = account.too_long + len(names) - len(readable)
+        if too_long:
+            names_were = "name was" if too_long == 1 else "names were"
             problems.append(
-                f"only the first {self._max_secrets} of {len(names)} pull secrets were read"
+                f"{too_long} pull secret {names_were} skipped: longer than {MAX_NAME} "
+                "characters, no Secret has one"
             )
-            names = names[: self._max_secrets]
-        return names
+        # The account's names past its kept ones are counted, not known: a pod naming one of
+        # them again is counted twice (the number only tells how much was left out).
+        listed = len(readable) + account.more
+        if listed > self._max_secrets:
+            problems.append(
+                f"only the first {self._max_secrets} of {listed} pull secrets were read"
+            )
+        return readable[: self._max_secrets]
 
     def held(
         self, namespace: str, secret_names: Iterable[str], service_account: str
