@@ -10,7 +10,7 @@ What is kept is bounded in bytes too. A ``.dockerconfigjson`` (or ``.dockercfg``
 ``pull_secret_bytes`` once decoded is never decoded, let alone parsed (its base64 length tells):
 it is remembered as that one-line problem, at the cost of its name. Parsed stores are
 remembered up to ``pull_secret_cache_bytes`` in all, each counted at what it really holds
-(``CredentialStore.held_bytes``: thousands of short entries cost seven times their JSON), the
+(``CredentialStore.held_bytes``: thousands of short entries keep 7.6 times their JSON), the
 oldest going first; one larger than the whole cache serves its review and is not kept. A
 ServiceAccount keeps only the names that can be read (the first ``max_secrets``), and a name
 longer than any Secret's (253 characters) is skipped unread, so neither a ServiceAccount nor a

@@ -4,9 +4,9 @@ A credential belongs to exactly one registry host. The client looks credentials 
 it is talking to, so a credential is never sent anywhere else (mirrors need their own entry).
 
 A config is untrusted input of any size: given ``max_bytes``, a longer one is refused before it
-is parsed. Parsing costs up to 17 times the config's length at its peak, and the store keeps up
-to 7.5 times it (thousands of hosts with short names and passwords; a few long tokens cost
-about their length): ``CredentialStore.held_bytes`` says what keeping a store costs, so a
+is parsed. From 64 KiB up, parsing peaks at up to 17 times the config's length and the store
+keeps up to 7.6 times it (thousands of hosts with short names and passwords; a few long tokens
+cost about their length): ``CredentialStore.held_bytes`` says what keeping a store costs, so a
 cache of them can be bounded in bytes rather than by a factor of the length.
 """
 
