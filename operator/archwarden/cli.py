@@ -21,6 +21,10 @@ from archwarden.printable import printable
 
 __all__ = ["main"]
 
+DOCKER_CONFIG_BYTES = settings.LimitsSettings().pull_secret_bytes
+"""Bytes of one ``--docker-config`` file: the operator's bound on a pull secret, so ``check``
+refuses what the webhook would, and a wrong path (a huge file, /dev/zero) is one line."""
+
 
 def _registry_settings(args: argparse.Namespace) -> registry.ClientSettings:
     per_host: dict[str, dict[str, Any]] = {}
@@ -75,7 +79,9 @@ def _mismatch_lines(row: dict[str, Any]) -> list[str]:
 async def _inspect(args: argparse.Namespace) -> int:
     settings = _registry_settings(args)
     try:
-        credentials = registry.CredentialStore.from_files(args.docker_config)
+        credentials = registry.CredentialStore.from_files(
+            args.docker_config, max_bytes=DOCKER_CONFIG_BYTES
+        )
     except registry.InvalidDockerConfig as error:
         print(f"archwarden: error: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -221,7 +227,9 @@ def _engine(
 
 async def _check(args: argparse.Namespace) -> int:
     try:
-        credentials = registry.CredentialStore.from_files(args.docker_config)
+        credentials = registry.CredentialStore.from_files(
+            args.docker_config, max_bytes=DOCKER_CONFIG_BYTES
+        )
     except registry.InvalidDockerConfig as exc:
         print(f"archwarden: error: {exc}", file=sys.stderr)
         return 2
@@ -339,7 +347,9 @@ async def _report(args: argparse.Namespace) -> int:
     from archwarden import readiness
 
     try:
-        credentials = registry.CredentialStore.from_files(args.docker_config)
+        credentials = registry.CredentialStore.from_files(
+            args.docker_config, max_bytes=DOCKER_CONFIG_BYTES
+        )
     except registry.InvalidDockerConfig as exc:
         print(f"archwarden: error: {exc}", file=sys.stderr)
         return 2

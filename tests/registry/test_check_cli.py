@@ -170,6 +170,19 @@ async def test_check_with_a_broken_docker_config_prints_one_line(
     assert stderr.startswith(f"archwarden: error: {config}: ")
 
 
+async def test_check_with_a_huge_docker_config_prints_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    password = "hunter2" * 150_000  # a 1 MiB config: four times limits.pullSecretBytes
+    config.write_text(json.dumps({"auths": {"r.example": {"username": "u", "password": password}}}))
+    app = tmp_path / "app.yaml"
+    app.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n")
+    code, _, stderr = await run(
+        "-f", str(app), "--platforms", "linux/amd64", "--docker-config", str(config)
+    )
+    assert code == 2
+    assert stderr == f"archwarden: error: {config}: docker config is larger than 262144 bytes\n"
+
+
 async def test_check_with_a_missing_docker_config_prints_one_line(tmp_path: Path) -> None:
     app = tmp_path / "app.yaml"
     app.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n")

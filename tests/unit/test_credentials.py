@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from archwarden.registry import Credential, CredentialStore, InvalidDockerConfig
+from archwarden.registry import Credential, CredentialStore, InvalidDockerConfig, _credentials
 
 SECRET = "s3cr3t-p4ss:word"
 
@@ -233,3 +235,60 @@ def test_invalid_json_error_keeps_no_reference_to_the_document() -> None:
         current = current.__cause__ or current.__context__
     assert chain == [caught.value]
     assert "hunter2" not in repr(caught.value.args)
+
+
+def test_a_config_longer_than_max_bytes_is_refused_unparsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    content = json.dumps({"auths": {"registry.test": {"auth": b64(f"alice:{SECRET}")}}})
+    limit = len(content)
+    s = CredentialStore.from_docker_config(content.encode(), max_bytes=limit)  # just fits
+    assert s.hosts == ["registry.test"]
+    parsed: list[object] = []
+    monkeypatch.setattr(_credentials, "_parse_json", parsed.append)
+    with pytest.raises(InvalidDockerConfig) as caught:
+        CredentialStore.from_docker_config(content + " ", max_bytes=limit)
+    assert str(caught.value) == f"docker config is larger than {limit} bytes"
+    assert parsed == []
+    _assert_no_secret(caught.value, SECRET, b64(f"alice:{SECRET}"))
+
+
+def test_from_files_reads_no_more_than_max_bytes_of_a_file(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps({"auths": {"registry.test": {"password": "p" * (1 << 20)}}}))
+    with pytest.raises(InvalidDockerConfig) as caught:
+        CredentialStore.from_files([str(huge)], max_bytes=4096)
+    assert str(caught.value) == f"{huge}: docker config is larger than 4096 bytes"
+    # An endless file ends the same way: at most max_bytes + 1 of it is read.
+    with pytest.raises(InvalidDockerConfig) as caught:
+        CredentialStore.from_files(["/dev/zero"], max_bytes=4096)
+    assert str(caught.value) == "/dev/zero: docker config is larger than 4096 bytes"
+
+
+def _kept_by_a_parse(content: bytes) -> tuple[CredentialStore, int]:
+    CredentialStore.from_docker_config(content)  # first-use allocations are not the store's
+    gc.collect()
+    tracemalloc.start()
+    try:
+        parsed = CredentialStore.from_docker_config(content)
+        gc.collect()
+        kept, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return parsed, kept
+
+
+@pytest.mark.parametrize(
+    "auths",
+    [
+        {f"h{i}": {"username": f"u{i}"} for i in range(20_000)},  # the most per JSON byte
+        {f"r{i}.example": {"auth": b64(f"user{i}:password{i}")} for i in range(5_000)},
+        {f"{i}.dkr.ecr.test": {"auth": b64("AWS:" + "k" * 1500)} for i in range(100)},
+        {"registry.test": {"username": "u", "password": "p" * 300_000}},
+        {"registry.test": {"identitytoken": "t" * 40}},
+    ],
+    ids=["tiny-entries", "many-hosts", "long-tokens", "one-huge-password", "one-host"],
+)
+def test_held_bytes_is_never_below_what_a_parsed_store_keeps(auths: dict[str, Any]) -> None:
+    parsed, kept = _kept_by_a_parse(json.dumps({"auths": auths}).encode())
+    assert kept <= parsed.held_bytes <= kept * 1.2 + _credentials.STORE_BYTES

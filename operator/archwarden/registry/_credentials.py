@@ -2,6 +2,12 @@
 
 A credential belongs to exactly one registry host. The client looks credentials up by the host
 it is talking to, so a credential is never sent anywhere else (mirrors need their own entry).
+
+A config is untrusted input of any size: given ``max_bytes``, a longer one is refused before it
+is parsed. From 64 KiB up, parsing peaks at up to 17 times the config's length and the store
+keeps up to 7.6 times it (thousands of hosts with short names and passwords; a few long tokens
+cost about their length): ``CredentialStore.held_bytes`` says what keeping a store costs, so a
+cache of them can be bounded in bytes rather than by a factor of the length.
 """
 
 from __future__ import annotations
@@ -9,8 +15,10 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import hashlib
 import json
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,6 +28,15 @@ __all__ = ["Credential", "CredentialStore", "InvalidDockerConfig", "fingerprint"
 
 
 _INVALID = object()
+
+ENTRY_BYTES = 160
+"""Memory one credential of a store takes besides its strings: the ``Credential`` with its
+attribute values, and its slot in the store's dict, growth slack included (about 140 bytes
+measured with tracemalloc, Python 3.11, for stores of 100 to 31,000 hosts)."""
+STORE_BYTES = 1024
+"""Memory a store takes besides its credentials: the object and its dict (about 300 bytes),
+and what a store of one to four hosts takes per host above ``ENTRY_BYTES`` (up to 500 bytes in
+all: small dicts are allocated at a minimum size)."""
 
 
 def _parse_json(content: bytes | str) -> Any:
@@ -78,6 +95,12 @@ def fingerprint(credential: Credential | None) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
+def _text_bytes(text: str) -> int:
+    # CPython shares one object for the empty string and for each one-character Latin-1
+    # string: another reference to them costs nothing.
+    return sys.getsizeof(text) if len(text) > 1 or (text and ord(text) > 0xFF) else 0
+
+
 def _decode_auth(value: str, key: str) -> tuple[str, str]:
     try:
         raw = base64.b64decode(value.strip(), validate=False).decode("utf-8")
@@ -129,6 +152,19 @@ class CredentialStore:
     def secrets(self) -> set[str]:
         return {secret for c in self._entries.values() for secret in c.secrets}
 
+    @functools.cached_property
+    def held_bytes(self) -> int:
+        """What keeping this store costs in memory: its strings' own sizes plus
+        ``ENTRY_BYTES`` a credential and ``STORE_BYTES``. Never below what tracemalloc
+        measures a parsed store keeps, and at most 20% plus ``STORE_BYTES`` above it, for
+        configs of 100 bytes to 1 MiB of seven shapes (Python 3.11)."""
+        total = STORE_BYTES
+        for host, c in self._entries.items():
+            total += ENTRY_BYTES + _text_bytes(host) + _text_bytes(c.username)
+            total += _text_bytes(c.password) + _text_bytes(c.identity_token)
+            total += _text_bytes(c.registry_token)
+        return total
+
     def lookup(self, host: str) -> Credential | None:
         return self._entries.get(_config.canonical_host(host))
 
@@ -140,9 +176,14 @@ class CredentialStore:
         return CredentialStore(combined)
 
     @classmethod
-    def from_docker_config(cls, content: bytes | str | Mapping[str, Any]) -> CredentialStore:
-        """Read ``{"auths": {...}}`` (or a legacy ``.dockercfg`` without the wrapper)."""
+    def from_docker_config(
+        cls, content: bytes | str | Mapping[str, Any], *, max_bytes: int | None = None
+    ) -> CredentialStore:
+        """Read ``{"auths": {...}}`` (or a legacy ``.dockercfg`` without the wrapper). Content
+        longer than ``max_bytes`` (characters, for a str) is refused unparsed."""
         if isinstance(content, bytes | str):
+            if max_bytes is not None and len(content) > max_bytes:
+                raise InvalidDockerConfig(f"docker config is larger than {max_bytes} bytes")
             # Raised outside the except block: the JSON error's text quotes the document, and
             # even a suppressed __context__ would keep secrets reachable from our exception.
             data = _parse_json(content)
@@ -167,17 +208,19 @@ class CredentialStore:
         return cls(entries)
 
     @classmethod
-    def from_files(cls, paths: Iterable[str]) -> CredentialStore:
+    def from_files(cls, paths: Iterable[str], *, max_bytes: int | None = None) -> CredentialStore:
+        """The files' stores merged, later ones winning. With ``max_bytes``, at most one byte
+        more than it is read of each file (a wrong path may name a huge file, or /dev/zero)."""
         store = cls()
         for path in paths:
             try:
                 with open(path, "rb") as handle:
-                    content = handle.read()
+                    content = handle.read(-1 if max_bytes is None else max_bytes + 1)
             except OSError as exc:
                 reason = exc.strerror or type(exc).__name__
                 raise InvalidDockerConfig(f"cannot read docker config {path}: {reason}") from None
             try:
-                store = store.merged(cls.from_docker_config(content))
+                store = store.merged(cls.from_docker_config(content, max_bytes=max_bytes))
             except InvalidDockerConfig as exc:
                 raise InvalidDockerConfig(f"{path}: {exc}") from None
         return store
