@@ -412,7 +412,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 
     rt.client = registry.RegistryClient(client_settings, observer=observe_registry)
     resolver = registry.Resolver(rt.client, config.cache, observer=rt.metrics.observe_lookup)
-    secrets = kube.PullSecrets(rt.reader, config.global_pull_secret)
+    secrets = kube.PullSecrets(
+        rt.reader,
+        config.global_pull_secret,
+        pull_secret_bytes=config.limits.pull_secret_bytes,
+        pull_secret_cache_bytes=config.limits.pull_secret_cache_bytes,
+    )
     # Asked only for reviews from unauthenticated callers (no webhook.clientCAFile).
     objects = kube.ObjectChecker(rt.reader)
     rt.admission = admission.Admission(

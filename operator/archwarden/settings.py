@@ -85,7 +85,8 @@ class LimitsSettings:
     """Bytes of one pull secret's ``.dockerconfigjson`` or ``.dockercfg`` (decoded); a larger
     one is reported by name and not parsed."""
     pull_secret_cache_bytes: int = 16 * 1024 * 1024
-    """Bytes of parsed pull secrets remembered (each counted at its decoded size)."""
+    """Bytes of parsed pull secrets remembered, each counted at what its parse keeps (1 to 8
+    times its decoded size, by its shape: ``CredentialStore.held_bytes``)."""
     api_object_bytes: int = 4 * 1024 * 1024
     """Bytes of one object in a LIST page or watch event. Lists are decoded one object at a
     time, so this (not the page) bounds what a list holds at once; a longer object is an error
