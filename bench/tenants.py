@@ -64,7 +64,6 @@ import base64
 import contextlib
 import dataclasses
 import functools
-import inspect
 import json
 import os
 import queue
@@ -134,36 +133,24 @@ WATCHES: list[Any] = []
 def wire(config: Any, kubeconfig: str) -> tuple[Any, Any]:
     """``handlers.startup`` and ``cli._run`` without kopf: the Runtime with everything the
     operator builds, from ``config``. Returns it and the API connection its streams use.
-
-    TEMPORARY: the byte bounds of issue 18 are being added on other branches; each is passed
-    from ``config.limits`` only when the constructor already takes it. Once merged, make this
-    mirror the merged start-up exactly (and drop the signature checks)."""
+    Keep it in step with those two (they take every byte bound from ``config.limits``)."""
     from archwarden import admission, audit, gatekeeper, handlers, kube, policy, registry
     from archwarden import workload_store as stores
 
     limits = config.limits
-
-    def build(cls: Any, *args: Any, **bounds: Any) -> Any:
-        accepted = inspect.signature(cls).parameters
-        return cls(*args, **{k: v for k, v in bounds.items() if k in accepted})
-
     base = kube.Watch
-    bounded = "max_object_bytes" in inspect.signature(base).parameters
 
     class Watch(base):  # type: ignore[misc, valid-type]
-        """kube.Watch, remembered (the bench waits for every list) and, once it has the
-        parameter, bounded by limits.apiObjectBytes unless the caller passed a bound."""
+        """kube.Watch, remembered: the bench waits for every list."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            if bounded:
-                kwargs.setdefault("max_object_bytes", limits.api_object_bytes)
             super().__init__(*args, **kwargs)
             WATCHES.append(self)
 
     kube.Watch = Watch  # every module reads kube.Watch when it builds a stream
 
-    workloads = build(
-        stores.WorkloadStore, config.excluded_namespaces, template_bytes=limits.template_bytes
+    workloads = stores.WorkloadStore(
+        config.excluded_namespaces, template_bytes=limits.template_bytes
     )
     rt = handlers.Runtime(config=config, kubeconfig=kubeconfig, workloads=workloads)
     api_client = kube.load_api_client(kubeconfig)
@@ -176,8 +163,7 @@ def wire(config: Any, kubeconfig: str) -> tuple[Any, Any]:
 
     rt.client = registry.RegistryClient(client_settings, observer=observe_registry)
     resolver = registry.Resolver(rt.client, config.cache, observer=rt.metrics.observe_lookup)
-    secrets = build(
-        kube.PullSecrets,
+    secrets = kube.PullSecrets(
         rt.reader,
         config.global_pull_secret,
         pull_secret_bytes=limits.pull_secret_bytes,
@@ -216,7 +202,7 @@ def wire(config: Any, kubeconfig: str) -> tuple[Any, Any]:
         )
     rt.set_static_capacity(kube.static_capacity(config.capacity))
     handlers.watch_capacity(rt, [])  # the fake API server serves no capacity kinds
-    return rt, kube.Connection.from_api_client(api_client)
+    return rt, kube.Connection.from_api_client(api_client, max_object_bytes=limits.api_object_bytes)
 
 
 async def target(spec: dict[str, Any]) -> None:
