@@ -24,8 +24,11 @@ the cluster holds (``workload_store``, ``pod_store``), with the same engine:
   configs once per digest; a mismatch is a Warning ``ImagePlatformsMislabelled``.
 
 Registry requests made here are paced (``registry.Pacer``: ``audit.requestsPerSecond`` per
-registry host, 429s honoured); admissions never wait for that budget nor spend it. The work
-yields to the event loop between workloads, so reviews are answered in between.
+registry host); admissions never wait for that budget nor spend it. A registry that answered
+429 is held (``registry.Holds``, shared with admissions): the audit waits out a hold of a few
+seconds, and past a longer one every image on that registry fails at once, without a request,
+so the audit moves on to the next. The work yields to the event loop between workloads, so
+reviews are answered in between.
 """
 
 from __future__ import annotations

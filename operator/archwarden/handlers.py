@@ -410,7 +410,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     def observe_registry(host: str, code: str, seconds: float) -> None:
         rt.metrics.observe_registry(client_settings.metric_label(host), code, seconds)
 
-    rt.client = registry.RegistryClient(client_settings, observer=observe_registry)
+    def observe_held(host: str) -> None:
+        rt.metrics.registry_held_lookups.labels(client_settings.metric_label(host)).inc()
+
+    rt.client = registry.RegistryClient(
+        client_settings, observer=observe_registry, held_observer=observe_held
+    )
     resolver = registry.Resolver(rt.client, config.cache, observer=rt.metrics.observe_lookup)
     secrets = kube.PullSecrets(
         rt.reader,

@@ -38,6 +38,13 @@ class Metrics:
             ["registry"],
             registry=r,
         )
+        self.registry_held_lookups = prom.Counter(
+            "archwarden_registry_held_lookups_total",
+            "Registry lookups failed at once, without a request, because the registry host "
+            "answered 429 and the time it asked for (Retry-After, capped) has not passed.",
+            ["registry"],
+            registry=r,
+        )
         self.cache_lookups = prom.Counter(
             "archwarden_image_cache_lookups",
             "Image platform lookups by result: hit, miss, revalidated, stale, failure_cached.",

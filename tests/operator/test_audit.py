@@ -4,8 +4,10 @@ the real stores fed with objects, a fake clock for the registry budget."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -140,6 +142,8 @@ class World:
         self,
         nodes: list[str],
         template_bytes: int = settings.LimitsSettings().template_bytes,
+        *,
+        max_retries: int | None = None,
         **audit_config: Any,
     ) -> None:
         self.clock = Clock()
@@ -150,8 +154,14 @@ class World:
             audit=settings.AuditSettings(**audit_config),
             limits=settings.LimitsSettings(template_bytes=template_bytes),
         )
+        client_settings = cfg.client_settings()
+        if max_retries is not None:
+            client_settings = dataclasses.replace(client_settings, max_retries=max_retries)
+        self.holds = registry.Holds(clock=self.clock, sleep=self.clock.sleep)
         client = registry.RegistryClient(
-            cfg.client_settings(), transport=httpx.MockTransport(self.registry.handler)
+            client_settings,
+            transport=httpx.MockTransport(self.registry.handler),
+            holds=self.holds,
         )
         self.inventory = policy.Inventory()
         for node in policy.nodes_from_platforms(nodes):
@@ -227,30 +237,79 @@ async def test_audit_never_exceeds_its_request_budget() -> None:
     assert times[-1] - start == pytest.approx((12 - 3) / 2.0)
 
 
-async def test_a_429_holds_the_registry_for_its_retry_after() -> None:
+async def test_a_long_hold_fails_the_registrys_other_images_at_once_until_it_ends() -> None:
     world = World(["linux/amd64"], requests_per_second=100.0, burst=10)
-    world.registry.docs = {"team/app": _index("amd64"), "team/next": _index("amd64")}
+    world.registry.docs = {f"team/app{i}": _index("amd64") for i in range(5)}
     # Longer than the client waits by itself (registry.ClientSettings.max_retry_after): the
-    # lookup fails at once, and the audit's next request to that registry waits 30s.
+    # lookup fails at once, and so does every other lookup on that registry, unasked.
     world.registry.throttle = ["30"]
+    for i in range(5):
+        world.add(deployment(f"app{i}", f"{HOST}/team/app{i}:1"))
+    summary = await world.auditor.audit_once()
+    assert summary.errors == 5
+    assert world.registry.times == [1000.0]  # one request, and no time spent waiting
+    assert world.clock.now == 1000.0
+    held = [r.message for r in summary.results if "not asked again" in r.message]
+    assert len(held) == 4
+    assert re.search(
+        r"registry registry\.test: asked to wait 30s \(Retry-After\); "
+        r"not asked again until \d\d:\d\d:\d\dZ: team/app\d:1",
+        held[0],
+    ), held[0]
+
+    world.clock.now += 30  # the hold ends
+    summary = await world.auditor.audit_once()
+    assert (summary.judged, summary.errors) == (5, 0)
+    assert len(world.registry.times) == 6
+
+
+async def test_the_audit_waits_out_a_short_hold() -> None:
+    # A registry asking for 5 s is waited for (a workload marked "not inspected" for an audit
+    # period over 5 s would be worse); the lookup that got the 429 does not retry here.
+    world = World(["linux/amd64"], max_retries=0, requests_per_second=100.0, burst=10)
+    world.registry.docs = {"team/app": _index("amd64"), "team/next": _index("amd64")}
+    world.registry.throttle = ["5"]
     world.add(deployment("app", f"{HOST}/team/app:1"))
     world.add(deployment("next", f"{HOST}/team/next:1"))
     summary = await world.auditor.audit_once()
-    assert world.pacer.throttled == 1 and summary.errors == 1
+    assert summary.errors == 1
     first, second = world.registry.times
-    assert second - first >= 30 - 1e-9
+    assert second - first == pytest.approx(5)
 
 
 async def test_admissions_neither_wait_for_nor_spend_the_audit_budget() -> None:
     world = World(["linux/amd64"], requests_per_second=0.001, burst=1)
     world.registry.docs = {"team/app": _index("amd64")}
-    world.pacer.hold(HOST, 3600)  # the audit's budget for this registry is exhausted
+    await world.pacer.acquire(HOST)  # the audit's budget for this registry is spent
     outcome = await asyncio.wait_for(
         world.admission.review(deployment("app", f"{HOST}/team/app:1"), operation="CREATE"),
         timeout=5,
     )
     assert outcome.allowed and outcome.label == "allowed"
-    assert world.pacer.sent == {}
+    assert world.pacer.sent == {HOST: 1}  # the test's own token
+
+
+async def test_a_held_registry_answers_admissions_at_once_with_what_is_held() -> None:
+    world = World(["linux/amd64"])
+    world.registry.docs = {"team/app": _index("amd64"), "team/new": _index("amd64")}
+    app = deployment("app", f"{HOST}/team/app:1")
+    world.add(app)
+    assert (await world.admission.review(app, operation="CREATE")).allowed
+    world.clock.now += world.admission.config.cache.tag_ttl + 1  # app:1 must be asked again
+    world.registry.throttle = ["3600"]
+    summary = await world.auditor.audit_once()  # the audit meets the 429 revalidating app:1
+    assert summary.errors == 0  # and judges with the stale answer
+    assert len(world.registry.times) == 2
+
+    # The tag's last answer, stale, without asking the registry or waiting for it.
+    outcome = await asyncio.wait_for(world.admission.review(app, operation="CREATE"), timeout=1)
+    assert outcome.allowed and outcome.label == "allowed"
+    # An image never seen fails at once, saying why and until when (admitted: fail-open).
+    new = deployment("new", f"{HOST}/team/new:1")
+    outcome = await asyncio.wait_for(world.admission.review(new, operation="CREATE"), timeout=1)
+    assert outcome.reason == "ImageInspectionFailed"
+    assert "asked to wait 3600s (Retry-After); not asked again until" in outcome.message
+    assert len(world.registry.times) == 2
 
 
 async def test_a_tag_that_lost_a_platform_warns_the_workloads_running_on_it() -> None:

@@ -7,9 +7,12 @@ import ssl
 from pathlib import Path
 
 import kopf
+import pytest
 import yaml
+from aiohttp import web
 
-from archwarden import handlers, settings, webhook_server
+from archwarden import handlers, registry, settings, webhook_server
+from tests.registry import faults
 from tests.support.pki import write_tls_files
 from tests.support.registry import free_port
 
@@ -74,6 +77,44 @@ async def test_the_client_ca_and_names_reach_the_webhook_server(tmp_path: Path) 
         assert server.file_check_interval == 7.0
     finally:
         await handlers.cleanup(memo={"runtime": runtime})
+
+
+async def test_lookups_refused_by_a_held_registry_are_counted_by_registry(
+    tmp_path: Path,
+) -> None:
+    async def throttled(_request: web.Request) -> web.StreamResponse:
+        return web.Response(status=429, headers={"Retry-After": "1000000000"})
+
+    tls = write_tls_files(tmp_path / "tls")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(KUBECONFIG))
+    async with faults.fault_server(throttled) as held:
+        config = settings.Settings(
+            webhook=settings.WebhookSettings(
+                address="127.0.0.1", cert_file=str(tls.cert_file), key_file=str(tls.key_file)
+            ),
+            metrics=settings.MetricsSettings(address="127.0.0.1", port=free_port()),
+            registries={held.host: registry.RegistrySettings(insecure=True)},
+        )
+        runtime = handlers.Runtime(config, kubeconfig=str(kubeconfig))
+        await handlers.startup(settings=kopf.OperatorSettings(), memo={"runtime": runtime})
+        try:
+            assert runtime.admission is not None
+            resolver = runtime.admission.resolver
+            with pytest.raises(registry.RateLimited):
+                await resolver.resolve(f"{held.host}/team/first:1")
+            for i in range(3):
+                with pytest.raises(registry.RegistryHeld):
+                    await resolver.resolve(f"{held.host}/team/app{i}:1")
+        finally:
+            await handlers.cleanup(memo={"runtime": runtime})
+        assert len(held.requests) == 1
+    counted = runtime.metrics.registry.get_sample_value(
+        "archwarden_registry_held_lookups_total", {"registry": held.host}
+    )
+    assert counted == 3
+    # Hosts nobody configured share one label, as for archwarden_registry_requests_total.
+    assert config.client_settings().metric_label("elsewhere.example") == "other"
 
 
 def _namespace(name: str, labels: dict[str, str]) -> dict[str, object]:

@@ -67,6 +67,7 @@ def test_registry_exports_exactly() -> None:
         "DigestMismatch",
         "EntryCheck",
         "ForbiddenAddress",
+        "Holds",
         "ImageNotFound",
         "ImagePlatforms",
         "InvalidDockerConfig",
@@ -77,6 +78,7 @@ def test_registry_exports_exactly() -> None:
         "RateLimited",
         "RegistryClient",
         "RegistryError",
+        "RegistryHeld",
         "RegistryServerError",
         "RegistrySettings",
         "RegistryTimeout",
@@ -105,6 +107,7 @@ def test_error_hierarchy() -> None:
     ):
         assert issubclass(getattr(r, name), r.RegistryError), name
     assert issubclass(r.RegistryTimeout, r.RegistryUnavailable)
+    assert issubclass(r.RegistryHeld, r.RateLimited)
     assert issubclass(r.DigestMismatch, r.InvalidManifest)
     assert issubclass(r.ManifestTooLarge, r.InvalidManifest)
     assert str(r.ImageNotFound("h", "manifest unknown", "a/b:c")) == (

@@ -23,10 +23,12 @@ from archwarden.registry._exceptions import (
     ManifestTooLarge,
     RateLimited,
     RegistryError,
+    RegistryHeld,
     RegistryServerError,
     RegistryTimeout,
     RegistryUnavailable,
 )
+from archwarden.registry._holds import Holds
 from archwarden.registry._models import EntryCheck, ImagePlatforms, ManifestHead, Verification
 from archwarden.registry._pacing import Pacer, paced
 
@@ -40,6 +42,7 @@ __all__ = [
     "DigestMismatch",
     "EntryCheck",
     "ForbiddenAddress",
+    "Holds",
     "ImageNotFound",
     "ImagePlatforms",
     "InvalidDockerConfig",
@@ -50,6 +53,7 @@ __all__ = [
     "RateLimited",
     "RegistryClient",
     "RegistryError",
+    "RegistryHeld",
     "RegistryServerError",
     "RegistrySettings",
     "RegistryTimeout",

@@ -206,7 +206,10 @@ class Resolver:
             self._note("miss")
             answer = await self.client.resolve(ref)
         except exc.RegistryError as error:
-            self._failures[attempt] = error
+            if not isinstance(error, exc.RegistryHeld):
+                # A held host was not asked: refusing again costs nothing, and a remembered
+                # refusal would outlast a hold that ends (or is released) sooner.
+                self._failures[attempt] = error
             raise
         self._digests[answer.digest] = answer
         if not ref.digest:

@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import random
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -27,6 +27,7 @@ from archwarden.registry import (
     _config,
     _credentials,
     _guard,
+    _holds,
     _manifests,
     _models,
     _pools,
@@ -88,7 +89,9 @@ class RegistryClient:
     """An async client for OCI / Docker registries; usable on its own.
 
     ``transport`` replaces the network (tests pass ``httpx.MockTransport``); ``resolver``
-    replaces DNS for the SSRF guard; ``observer`` sees every exchange (metrics).
+    replaces DNS for the SSRF guard; ``observer`` sees every exchange (metrics). ``holds``
+    keeps the hosts that answered 429 (tests pass one with their clock); ``held_observer`` is
+    told the host each time an operation fails at once because that host is held.
     """
 
     def __init__(
@@ -99,12 +102,17 @@ class RegistryClient:
         transport: httpx.AsyncBaseTransport | None = None,
         resolver: _guard.Resolver | None = None,
         observer: RequestObserver | None = None,
+        holds: _holds.Holds | None = None,
+        held_observer: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.credentials = credentials or _credentials.CredentialStore()
         self._transport = transport
         self._resolver = resolver or _guard.system_resolver
         self._observer = observer
+        # One for every endpoint: a 429 answered to the audit holds its host for admissions too.
+        self.holds = holds or _holds.Holds()
+        self._held_observer = held_observer
         self._pools = _pools.Pools(self._new_http)
         # TLS contexts by CA file, shared by every pool: loading a CA store costs 50-200 ms of
         # CPU, and a pod spec may name a new registry per image. The system store is loaded
@@ -172,7 +180,13 @@ class RegistryClient:
                 self.settings.max_connections_per_registry,
             )
         return httpx.AsyncClient(
-            transport=_transport.Metered(transport, host, self._observer),
+            transport=_transport.Metered(
+                transport,
+                host,
+                self._observer,
+                holds=self.holds,
+                patience=self.settings.max_retry_after,
+            ),
             timeout=timeout,
             follow_redirects=False,
             trust_env=False,
@@ -198,6 +212,8 @@ class RegistryClient:
             response = await client.send(_build(client, first), auth=auth, stream=True)
         except _redirects.RedirectRefused as refused:
             raise exc.RegistryServerError(endpoint.registry, str(refused), subject) from None
+        except exc.RegistryHeld as held:
+            raise held.about(endpoint.registry, subject) from None
         try:
             body = await self._read(response, endpoint, max_bytes, subject)
             return _Response(response.status_code, response.headers, body)
@@ -364,10 +380,16 @@ class RegistryClient:
                 if wait is not None and wait > self.settings.max_retry_after:
                     raise self._status_error(endpoint, response, subject, wait)
                 if retries < self.settings.max_retries:
+                    # The hold this 429 set (see _holds), which other lookups meet meanwhile.
+                    hold = self.holds.held(endpoint.host) if response.status == 429 else None
                     if wait is None:
                         wait = self.settings.backoff * (2**retries) * (0.5 + random.random())
                     retries += 1
                     await asyncio.sleep(wait)
+                    if hold is not None:
+                        # This lookup waited what was asked (or backed off without Retry-After)
+                        # and asks again; a hold another 429 set meanwhile refuses it.
+                        self.holds.release(endpoint.host, hold)
                     continue
                 raise self._status_error(endpoint, response, subject, wait)
             return response
@@ -423,6 +445,8 @@ class RegistryClient:
             async with deadline:
                 yield
         except exc.RegistryError as error:
+            if isinstance(error, exc.RegistryHeld) and self._held_observer is not None:
+                self._held_observer(error.host)
             error.redact(self._secrets())
             raise
         except TimeoutError:

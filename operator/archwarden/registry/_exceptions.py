@@ -7,6 +7,7 @@
     ├── AccessDenied              403 DENIED, insufficient_scope
     ├── ImageNotFound             MANIFEST_UNKNOWN, NAME_UNKNOWN, BLOB_UNKNOWN, 404
     ├── RateLimited               429 still answered after the retries
+    │   └── RegistryHeld          not asked: the host answered 429 and its hold has not ended
     ├── RegistryServerError       5xx still answered after the retries, or another odd status
     ├── ForbiddenAddress          the registry resolves to a link-local or cloud-metadata address
     └── InvalidManifest           unparseable, unsupported, oversize or cyclic documents
@@ -21,6 +22,7 @@ client redacts every credential in use (a registry may echo our Authorization he
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "ManifestTooLarge",
     "RateLimited",
     "RegistryError",
+    "RegistryHeld",
     "RegistryServerError",
     "RegistryTimeout",
     "RegistryUnavailable",
@@ -97,6 +100,45 @@ class RateLimited(RegistryError):
     ) -> None:
         super().__init__(registry, problem, subject)
         self.retry_after = retry_after
+
+
+class RegistryHeld(RateLimited):
+    """Refused without a request: ``host`` answered 429 and asked us to wait until
+    ``wall_until`` (Unix time); ``retry_after`` is what was left of the hold when refused.
+
+    ``host`` is the host as contacted (a mirror, or a registry's API host), named in the text
+    when it is not ``registry`` itself.
+    """
+
+    def __init__(
+        self,
+        registry: str,
+        host: str,
+        asked: float | None,
+        wall_until: float,
+        remaining: float,
+        subject: str = "",
+    ) -> None:
+        self.host = host
+        self.asked = asked
+        self.wall_until = wall_until
+        until = time.strftime("%H:%M:%SZ", time.gmtime(wall_until))
+        who = "" if host == registry else f"{host} "
+        if asked is None:
+            why = f"{who}answered 429 without Retry-After"
+        else:
+            # Retry-After of 16 digits or more is read as infinity (``_wire.retry_after``).
+            wait = f"{asked:.0f}s" if asked < 1e15 else "over 10^15s"
+            why = f"{who}asked to wait {wait} (Retry-After)"
+        super().__init__(
+            registry, f"{why}; not asked again until {until}", subject, retry_after=remaining
+        )
+
+    def about(self, registry: str, subject: str) -> RegistryHeld:
+        """The same hold, told about the lookup it refused."""
+        return RegistryHeld(
+            registry, self.host, self.asked, self.wall_until, self.retry_after or 0.0, subject
+        )
 
 
 class RegistryServerError(RegistryError):

@@ -1,11 +1,12 @@
 """What every exchange with a registry passes through, below httpx's client.
 
 - :class:`GuardedTransport`: httpx's own transport over the SSRF-guarded network backend.
-- :class:`Metered`: error and redirect bodies cut short before anyone reads them, and the
-  observer told about every exchange. An auth flow that answers a 401 or follows a redirect
-  moves on to its next request, and httpx then reads the previous response in full
-  (``Response.aread``): without the cut, a hostile registry's 401 body would be buffered
-  whole, and inflated if it came compressed.
+- :class:`Metered`: requests to a held host refused (``_holds``), every 429 holding its host,
+  error and redirect bodies cut short before anyone reads them, and the observer told about
+  every exchange. An auth flow that answers a 401 or follows a redirect moves on to its next
+  request, and httpx then reads the previous response in full (``Response.aread``): without
+  the cut, a hostile registry's 401 body would be buffered whole, and inflated if it came
+  compressed.
 - :func:`failure`: the one translation of httpx's connection errors into RegistryErrors.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from archwarden.registry import _config, _guard, _pacing, _wire
+from archwarden.registry import _config, _guard, _holds, _pacing, _wire
 from archwarden.registry import _exceptions as exc
 
 __all__ = ["GuardedTransport", "Metered", "Observer", "error_kind", "failure"]
@@ -86,24 +87,41 @@ class _Body(httpx.AsyncByteStream):
 
 
 class Metered(httpx.AsyncBaseTransport):
-    """Wraps one endpoint's transport; ``label`` is the host the observer is told about.
+    """Wraps one endpoint's transport. ``label`` is the host the observer is told about and
+    the host a 429 holds, whichever host actually answered (a redirect's target, a token
+    realm): a registry can only ever hold itself.
 
-    A body of a status 300 or above is cut at the error-body cap, and one the registry
-    encoded (gzip, though identity was asked for) is not read at all: only its code and
-    message are ever quoted. A 2xx body passes whole; the client caps it by its own kind.
+    A request to a held host fails at once with RegistryHeld; paced work first waits out a
+    hold ending within ``patience`` seconds. A body of a status 300 or above is cut at the
+    error-body cap, and one the registry encoded (gzip, though identity was asked for) is not
+    read at all: only its code and message are ever quoted. A 2xx body passes whole; the
+    client caps it by its own kind.
     """
 
     def __init__(
-        self, inner: httpx.AsyncBaseTransport, label: str, observer: Observer | None = None
+        self,
+        inner: httpx.AsyncBaseTransport,
+        label: str,
+        observer: Observer | None = None,
+        *,
+        holds: _holds.Holds | None = None,
+        patience: float = 0.0,
     ) -> None:
         self._inner = inner
         self._label = label
         self._observer = observer
+        self._holds = holds or _holds.Holds()
+        self._patience = patience
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        patience = self._patience if _pacing.current() is not None else 0.0
+        # Before the pacer: a held host is refused without waiting for (or spending) a token.
+        await self._holds.admit(self._label, patience)
         # Background work (the audit) is paced here, where every request on the wire passes:
         # redirects, token requests and retries included. Admissions run without a pacer.
         await _pacing.acquire(self._label)
+        # A 429 may have come in while this request waited for its token.
+        await self._holds.admit(self._label, patience)
         started = time.perf_counter()
         try:
             response = await self._inner.handle_async_request(request)
@@ -112,7 +130,7 @@ class Metered(httpx.AsyncBaseTransport):
             raise
         status = response.status_code
         if status == 429:
-            _pacing.throttled(self._label, _wire.retry_after(response.headers.get("retry-after")))
+            self._holds.hold(self._label, _wire.retry_after(response.headers.get("retry-after")))
         if status < 300 and self._observer is None:
             return response
         cap: int | None = None
