@@ -79,6 +79,38 @@ async def test_the_client_ca_and_names_reach_the_webhook_server(tmp_path: Path) 
         await handlers.cleanup(memo={"runtime": runtime})
 
 
+async def test_the_byte_bounds_reach_what_run_builds(tmp_path: Path) -> None:
+    """limits.* of issue 18 are read where the memory is kept, not left at their defaults."""
+    tls = write_tls_files(tmp_path / "tls")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(KUBECONFIG))
+    limits = settings.LimitsSettings(
+        decision_cache_bytes=123_456,
+        pull_secret_bytes=65_536,
+        pull_secret_cache_bytes=654_321,
+        api_object_bytes=2_000_000,
+    )
+    config = settings.Settings(
+        webhook=settings.WebhookSettings(
+            address="127.0.0.1", cert_file=str(tls.cert_file), key_file=str(tls.key_file)
+        ),
+        metrics=settings.MetricsSettings(address="127.0.0.1", port=free_port()),
+        limits=limits,
+    )
+    runtime = handlers.Runtime(config, kubeconfig=str(kubeconfig))
+    await handlers.startup(settings=kopf.OperatorSettings(), memo={"runtime": runtime})
+    try:
+        assert runtime.admission is not None
+        assert runtime.admission._decisions.maxsize == 123_456
+        credentials = runtime.admission.credentials
+        secrets = getattr(credentials, "__self__", None)
+        assert secrets is not None
+        assert secrets._secret_bytes == 65_536 and secrets._cache.maxsize == 654_321
+        assert runtime.watches and {w.max_object_bytes for w in runtime.watches} == {2_000_000}
+    finally:
+        await handlers.cleanup(memo={"runtime": runtime})
+
+
 async def test_lookups_refused_by_a_held_registry_are_counted_by_registry(
     tmp_path: Path,
 ) -> None:
