@@ -106,7 +106,12 @@ async def test_health_answers_within_100ms_during_many_image_reviews() -> None:
     assert at_cap.allowed
     assert past_cap.allowed and "more than limits.maxImagesPerReview" in past_cap.warnings[0]
     assert elapsed < BUDGET + 0.5
-    assert len(fake.requests) == 64  # the 3000-image pod caused none
+    # The 3000-image pod caused none: every request is one of the 64-image pod's, at most
+    # once (how many of those the budget reached depends on the machine's load: 58 of 64 were
+    # seen on a busy one).
+    asked = [seen.path for seen in fake.requests]
+    assert set(asked) <= {f"/v2/team/app{i}/manifests/1" for i in range(64)}, asked[-3:]
+    assert len(asked) == len(set(asked))
     # Responsive, not merely alive. The 100 ms target is bench/hostile.py's to measure; on a
     # shared two-core machine one probe can wait for the scheduler (247 ms was seen once in
     # CI), so the test asserts what noise cannot explain: nine probes in ten within 100 ms and
