@@ -377,7 +377,7 @@ class Auditor:
                 decision = policy.decide(
                     entry.workload, inventory, {image: before.platforms}, fallbacks=fallbacks
                 )
-                needed = {platforms.parse_node(p) for p in decision.node_platforms}
+                needed = {platforms.parse(p) for p in decision.node_platforms}
             lost = policy.lost_platforms(before.platforms, answer, needed, fallbacks)
             if not lost:
                 continue

@@ -1,13 +1,18 @@
 """Platforms (os/architecture/variant, plus os.version for Windows) with containerd semantics.
 
-Normalisation follows containerd/platforms ``Normalize``; matching follows its ``Only``
-matcher, which is what a node's container runtime uses to pick an image from an index.
+Normalisation follows containerd/platforms ``Normalize``, parsing its ``Parse``, and matching
+its ``Only`` matcher, which is what a node's container runtime uses to pick an image from an
+index (read at github.com/containerd/platforms v1.0.0-rc.4; tests/unit/test_platforms.py ports
+its tables).
 A platform's canonical string is ``os/arch[/variant]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,17 +22,83 @@ __all__ = [
     "Fallbacks",
     "InvalidPlatform",
     "Platform",
+    "candidates",
     "format_all",
     "node_can_run",
     "normalize",
-    "normalize_node",
     "parse",
-    "parse_node",
 ]
 
-# The first Windows build whose hosts run images from older builds (Windows Server 2022).
-# Older hosts need an exact build match (process isolation); see containerd/platforms.
+# Windows LTSC builds with a stable container ABI (containerd/platforms
+# platform_windows_compat.go, compatLTSCReleases): a host older than LTSC 2022 runs only its own
+# build; a newer host runs builds from the latest of these strictly older than it (or LTSC 2022
+# itself) up to its own (Server 2025 runs 20348..26100, a host above 26100 runs 26100..itself).
+WINDOWS_LTSC2019_BUILD = 17763
 WINDOWS_LTSC2022_BUILD = 20348
+WINDOWS_LTSC2025_BUILD = 26100
+_WINDOWS_COMPAT_LTSC = (WINDOWS_LTSC2022_BUILD, WINDOWS_LTSC2025_BUILD)
+
+# containerd's Parse: the os component (with optional "(version+feature...)") and the others.
+_OS_RE = re.compile(r"([A-Za-z0-9_-]+)(?:\(([A-Za-z0-9_.%-]*)((?:\+[A-Za-z0-9_.%-]+)*)\))?")
+_COMPONENT_RE = re.compile(r"[A-Za-z0-9_.-]+")
+# Go's strconv.Atoi syntax, which containerd uses to read amd64 and arm levels ("v3" -> 3).
+_ATOI_RE = re.compile(r"[+-]?[0-9]+")
+
+# containerd/platforms database.go isKnownOS / isKnownArch: a one-word specifier is an OS if it
+# names one, else an architecture if it names one, else an error.
+_KNOWN_OSES = frozenset(
+    [
+        "aix",
+        "android",
+        "darwin",
+        "dragonfly",
+        "freebsd",
+        "hurd",
+        "illumos",
+        "ios",
+        "js",
+        "linux",
+        "nacl",
+        "netbsd",
+        "openbsd",
+        "plan9",
+        "solaris",
+        "windows",
+        "zos",
+    ]
+)
+_KNOWN_ARCHES = frozenset(
+    [
+        "386",
+        "amd64",
+        "amd64p32",
+        "arm",
+        "armbe",
+        "arm64",
+        "arm64be",
+        "ppc64",
+        "ppc64le",
+        "loong64",
+        "mips",
+        "mipsle",
+        "mips64",
+        "mips64le",
+        "mips64p32",
+        "mips64p32le",
+        "ppc",
+        "riscv",
+        "riscv64",
+        "s390",
+        "s390x",
+        "sparc",
+        "sparc64",
+        "wasm",
+    ]
+)
+
+# The only os.feature containerd ignores when matching Windows images (windowsStripFeaturesMatcher
+# in platforms.go, v1.0.0-rc.4; earlier versions ignored every feature).
+_WINDOWS_IGNORED_FEATURE = "win32k"
 
 
 class InvalidPlatform(ValueError):
@@ -149,20 +220,6 @@ def normalize(
     )
 
 
-def normalize_node(os: str, architecture: str, variant: str = "", os_version: str = "") -> Platform:
-    """A node's platform: :func:`normalize`, except that an explicit arm64 v8 stays ``v8``.
-
-    containerd normalises arm64/v8 to arm64 with no variant and matches that as v8. A node's
-    empty variant means something else here: node labels carry no variant, so it is unknown
-    and accepts any (see :func:`node_can_run`). A node written as arm64/v8 must keep meaning
-    v8, or it would accept arm64/v9 images.
-    """
-    platform = normalize(os, architecture, variant, os_version)
-    if platform.architecture == "arm64" and not platform.variant and variant:
-        return dataclasses.replace(platform, variant="v8")
-    return platform
-
-
 def from_json(data: Mapping[str, Any]) -> Platform:
     """A platform from an OCI ``platform`` object or an image config (same key names)."""
 
@@ -180,125 +237,175 @@ def from_json(data: Mapping[str, Any]) -> Platform:
     )
 
 
+def _refuse(spec: str, reason: str) -> InvalidPlatform:
+    return InvalidPlatform(f"invalid platform {spec!r}: {reason}; expected os/arch[/variant]")
+
+
+def _decode_option(spec: str, value: str) -> str:
+    """containerd's decodeOSOption: ``%XX`` escapes (url.PathUnescape), refusing broken ones."""
+    if "%" in value and re.search(r"%(?![0-9A-Fa-f]{2})", value):
+        raise _refuse(spec, f"bad escape in {value!r}")
+    return urllib.parse.unquote(value)
+
+
 def parse(spec: str) -> Platform:
-    """Parse ``os/arch[/variant]`` (or a bare ``arch``, meaning linux) and normalise it."""
-    parts = spec.strip().split("/")
-    if not spec.strip() or len(parts) > 3 or any(not p for p in parts):
-        raise InvalidPlatform(f"invalid platform {spec!r}: expected os/arch[/variant]")
+    """containerd's ``Parse``, normalised: ``os[(version[+feature...])]/arch[/variant]``, or a
+    bare architecture (meaning linux).
+
+    Each component must be what containerd accepts (letters, digits, ``_ . -``; the os may
+    carry ``(10.0.20348+win32k)``). A bare OS (``linux``) is refused: containerd would supply
+    the architecture of the machine parsing it, which says nothing about a node.
+    """
+    text = spec.strip()
+    if not text:
+        raise _refuse(spec, "empty")
+    if "*" in text:
+        raise _refuse(spec, "wildcards are not supported")
+    parts = text.split("/", 3)
+    if len(parts) > 3:
+        raise _refuse(spec, "too many components")
+    head = _OS_RE.fullmatch(parts[0])
+    if head is None:
+        raise _refuse(spec, f"{parts[0]!r} is not an os")
+    for part in parts[1:]:
+        if not _COMPONENT_RE.fullmatch(part):
+            raise _refuse(spec, f"{part!r} is not an architecture or variant")
+    os_name, options, features = head.group(1), head.group(2) or "", head.group(3) or ""
     if len(parts) == 1:
-        return normalize("linux", parts[0])
-    return normalize(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+        if _normalize_os(os_name) in _KNOWN_OSES:
+            raise _refuse(spec, "an os without an architecture")
+        arch, variant = _normalize_arch(text, "")
+        if arch not in _KNOWN_ARCHES:
+            raise _refuse(spec, "unknown os or architecture")
+        # containerd takes the parsing machine's os here; archwarden's nodes are linux.
+        return normalize("linux", arch, variant)
+    return normalize(
+        os_name,
+        parts[1],
+        parts[2] if len(parts) == 3 else "",
+        _decode_option(spec, options),
+        [_decode_option(spec, f) for f in features.split("+") if f],
+    )
 
 
-def parse_node(spec: str) -> Platform:
-    """Parse a node's ``os/arch[/variant]`` (``--platforms``), normalised by
-    :func:`normalize_node`."""
-    platform = parse(spec)
-    parts = spec.strip().split("/")
-    if len(parts) == 3:
-        return normalize_node(parts[0], parts[1], parts[2])
-    return platform
+_MAX_LEVEL = 64
+"""Levels a vector spells out below a node's amd64 or arm level: containerd has no bound, but
+no CPU level comes near it, and a label or flag saying v999999999 must not build a huge list."""
+
+# compare.go arm64variantToVersion: each arm64 variant and the (major, highest minor) ranges it
+# runs, best first. Any other variant (v8.10, v9.8, v10) matches nothing at all in containerd.
+_ARM64_VERSIONS: Mapping[str, tuple[tuple[int, int], ...]] = {
+    "v8": ((8, 0),),
+    **{f"v8.{minor}": ((8, minor),) for minor in range(10)},
+    "v9": ((9, 0), (8, 5)),
+    **{f"v9.{minor}": ((9, minor), (8, min(minor + 5, 9))) for minor in range(8)},
+}
 
 
-def _amd64_level(variant: str) -> int:
-    if variant in ("", "v1"):
-        return 1
-    if len(variant) == 2 and variant[0] == "v" and variant[1].isdigit():
-        return int(variant[1])
-    return 99
+def _level(variant: str) -> int | None:
+    """containerd's ``strconv.Atoi(strings.TrimPrefix(variant, "v"))``; None if not a number."""
+    number = variant.removeprefix("v")
+    return int(number) if _ATOI_RE.fullmatch(number) else None
 
 
-def _arm_level(variant: str) -> int | None:
-    if len(variant) == 2 and variant[0] == "v" and variant[1].isdigit():
-        return int(variant[1])
-    return None
+@functools.lru_cache(maxsize=4096)
+def candidates(node: Platform, fallbacks: Fallbacks = ALL_FALLBACKS) -> tuple[Platform, ...]:
+    """What a node's runtime pulls, best first: containerd's ``Only`` vector (compare.go
+    platformVector) over the node's platform, each entry normalised as its matcher does, less
+    the cross-architecture fallbacks ``fallbacks`` says the CPU cannot execute.
+
+    A node without a variant is what containerd's default platform says on that machine:
+    amd64 is level v1 (containerd detects no amd64 level), arm64 is v8 (/proc/cpuinfo says 8
+    on ARMv9 CPUs too) and arm is v7.
+    """
+
+    def entry(arch: str, variant: str) -> Platform:
+        return normalize(node.os, arch, variant, node.os_version, node.os_features)
+
+    def lower(arch: str, level: int | None, floor: int) -> list[Platform]:
+        if level is None or level <= floor:
+            return []
+        return [entry(arch, f"v{n}") for n in range(min(level - 1, _MAX_LEVEL), floor - 1, -1)]
+
+    if node.architecture == "amd64":
+        vector = [entry("amd64", node.variant), *lower("amd64", _level(node.variant), 1)]
+        if fallbacks.i386_on_amd64:
+            vector.append(entry("386", ""))
+        return tuple(vector)
+    if node.architecture == "arm":
+        return (entry("arm", node.variant), *lower("arm", _level(node.variant), 5))
+    if node.architecture == "arm64":
+        versions = _ARM64_VERSIONS.get(node.variant or "v8")
+        if versions is None:
+            return ()
+        vector = [
+            entry("arm64", f"v{major}.{minor}" if minor else f"v{major}")
+            for major, top in versions
+            for minor in range(top, -1, -1)
+        ]
+        if fallbacks.arm32_on_arm64:
+            # containerd: every arm64/v8.x and v9.x runs arm/v8 and below, down to v5.
+            vector += [entry("arm", "v8"), *lower("arm", 8, 5)]
+        return tuple(vector)
+    return (entry(node.architecture, node.variant),)
 
 
-def _arm64_version(variant: str) -> tuple[int, int] | None:
-    """``""`` (normalised v8) -> (8, 0); ``v8.2`` -> (8, 2); ``v9`` -> (9, 0); else None."""
-    if not variant:
-        return 8, 0
-    major, _, minor = variant.removeprefix("v").partition(".")
-    if not variant.startswith("v") or not major.isdigit() or not (minor.isdigit() or not minor):
-        return None
-    return int(major), int(minor or 0)
-
-
-def _arm64_runs(node_variant: str, image_variant: str) -> bool:
-    """containerd's arm64 vector: v8.x runs v8.0..v8.x; v9.x also runs v8.0..v8.min(x+5, 9)."""
-    node, image = _arm64_version(node_variant), _arm64_version(image_variant)
-    if node is None or image is None or node[0] not in (8, 9):
-        return node_variant == image_variant
-    if image[0] == node[0]:
-        return image[1] <= node[1]
-    return node[0] == 9 and image[0] == 8 and image[1] <= min(node[1] + 5, 9)
-
-
-def _windows_build(version: str) -> tuple[int, int, int] | None:
-    parts = version.split(".")
-    try:
-        major, minor, build = (int(p) for p in parts[:3])
-    except ValueError:
-        return None
-    return major, minor, build
+def _windows_version(text: str) -> tuple[int, int, int]:
+    """containerd's getWindowsOSVersion: major.minor.build as uint8.uint8.uint16, else 0.0.0."""
+    if text.count(".") < 2:
+        return 0, 0, 0
+    fields = text.split(".")[:3]
+    numbers = [int(f) if f.isascii() and f.isdigit() else -1 for f in fields]
+    if any(n < 0 or n >= limit for n, limit in zip(numbers, (256, 256, 65536), strict=True)):
+        return 0, 0, 0
+    return numbers[0], numbers[1], numbers[2]
 
 
 def _windows_version_ok(host: str, image: str) -> bool:
-    """Windows images only run on hosts whose build accepts them (process isolation)."""
-    if not image or not host:
+    """containerd's windowsVersionMatcher (platform_windows_compat.go): an image without a
+    version, or a host whose version is unknown, matches; else see _WINDOWS_COMPAT_LTSC."""
+    host_v = _windows_version(host)
+    if host_v == (0, 0, 0) or not image:
         return True
-    host_v, image_v = _windows_build(host), _windows_build(image)
-    if host_v is None or image_v is None:
-        return True
+    image_v = _windows_version(image)
     if host_v[:2] != image_v[:2]:
         return False
     if host_v[2] < WINDOWS_LTSC2022_BUILD:
         return host_v[2] == image_v[2]
-    return WINDOWS_LTSC2022_BUILD <= image_v[2] <= host_v[2]
+    oldest = next(
+        (ltsc for ltsc in reversed(_WINDOWS_COMPAT_LTSC) if host_v[2] > ltsc),
+        WINDOWS_LTSC2022_BUILD,
+    )
+    return oldest <= image_v[2] <= host_v[2]
+
+
+def _matches(wanted: Platform, image: Platform) -> bool:
+    """containerd's NewMatcher(wanted).Match(image), both normalised."""
+    if (wanted.os, wanted.architecture, wanted.variant) != (
+        image.os,
+        image.architecture,
+        image.variant,
+    ):
+        return False
+    if wanted.os != "windows":
+        # Deliberately not containerd's rule: since v1.0.0-rc.3 its matcher wants a Linux
+        # image's os.features on the node too, but no Linux node reports any, runtimes on older
+        # versions ignore them, and they are not used on Linux in practice.
+        return True
+    if not _windows_version_ok(wanted.os_version, image.os_version):
+        return False
+    return set(image.os_features) - {_WINDOWS_IGNORED_FEATURE} <= set(wanted.os_features)
 
 
 def node_can_run(node: Platform, image: Platform, fallbacks: Fallbacks = DEFAULT_FALLBACKS) -> bool:
-    """Whether a node of platform ``node`` can run an image built for ``image``.
-
-    A node's labels give os and arch but no variant, so an unknown node variant accepts any
-    variant of its own architecture, except on 32-bit arm, where ``kubernetes.io/arch=arm``
-    nodes are v7 (Kubernetes publishes arm/v7 binaries). Fallbacks follow containerd's
-    ``Only``: amd64 runs 386, arm/vN runs arm/v5..vN, arm64 runs arm/v8..v5, arm64/v8.x runs
-    v8.0..v8.x and arm64/v9.x also runs v9.0..v9.x and v8.0..v8.min(x+5, 9). The two
-    cross-architecture fallbacks apply only as far as ``fallbacks`` allows (see
+    """Whether a node of platform ``node`` can run an image built for ``image``: whether the
+    image matches one of the node's :func:`candidates`, as containerd's ``Only`` matcher
+    decides, with only the cross-architecture fallbacks ``fallbacks`` allows (see
     :class:`Fallbacks`).
     """
-    if node.os != image.os:
-        return False
-    if node.os == "windows" and not _windows_version_ok(node.os_version, image.os_version):
-        return False
-    # Only Windows images carry meaningful os.features (win32k); Linux runtimes ignore them.
-    if (
-        node.os == "windows"
-        and image.os_features
-        and not set(image.os_features) <= set(node.os_features)
-    ):
-        return False
-    if node.architecture == image.architecture:
-        if node.architecture == "arm":
-            node_level = _arm_level(node.variant or "v7")
-            image_level = _arm_level(image.variant)
-            if node_level is None or image_level is None:
-                return node.variant == image.variant
-            return image_level <= node_level
-        if node.architecture == "amd64" and node.variant:
-            return _amd64_level(image.variant) <= _amd64_level(node.variant)
-        if node.architecture == "arm64" and node.variant:
-            return _arm64_runs(node.variant, image.variant)
-        if node.variant:
-            return image.variant in ("", node.variant)
-        return True
-    if node.architecture == "amd64" and image.architecture == "386":
-        return fallbacks.i386_on_amd64
-    if node.architecture == "arm64" and image.architecture == "arm" and fallbacks.arm32_on_arm64:
-        level = _arm_level(image.variant)
-        return level is not None and level <= 8
-    return False
+    return node.os == image.os and any(
+        _matches(wanted, image) for wanted in candidates(node, fallbacks)
+    )
 
 
 def format_all(platforms: Iterable[Platform]) -> list[str]:

@@ -370,7 +370,7 @@ def _node_group(entry: Any, where: str) -> NodeGroupSettings:
         raise ConfigError(f"{where}.platforms: name at least one os/arch")
     for spec in found:
         try:
-            platforms.parse_node(spec)
+            platforms.parse(spec)
         except platforms.InvalidPlatform as exc:
             raise ConfigError(f"{where}.platforms: {exc}") from None
     labels = _expect(entry.get("labels", {}), dict, f"{where}.labels")

@@ -131,7 +131,7 @@ capacity:
             "capacity.nodeGroups[0].taints[0].effect: expected one of",
         ),
         (
-            "capacity: {nodeGroups: [{name: a, platforms: [arm64]}, {name: a, platforms: [x]}]}",
+            "capacity: {nodeGroups: [{name: a, platforms: [arm64]}, {name: a, platforms: [arm]}]}",
             "name 'a' is used twice",
         ),
         ("- a list", "the configuration must be a mapping"),

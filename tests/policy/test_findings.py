@@ -7,11 +7,11 @@ from archwarden import platforms, policy
 AMD64 = platforms.parse("linux/amd64")
 ARM64 = platforms.parse("linux/arm64")
 ARMV7 = platforms.parse("linux/arm/v7")
-S390X = platforms.parse_node("linux/s390x")
+S390X = platforms.parse("linux/s390x")
 
 
 def test_lost_platforms_are_only_those_needed() -> None:
-    nodes = [platforms.parse_node("linux/arm64"), platforms.parse_node("linux/amd64")]
+    nodes = [platforms.parse("linux/arm64"), platforms.parse("linux/amd64")]
     assert policy.lost_platforms((AMD64, ARM64), (AMD64,), nodes) == ("linux/arm64",)
     assert policy.lost_platforms((AMD64, ARM64), (AMD64,), nodes[1:]) == ()
     # Where arm64 nodes run arm/v7 images, an index trading arm64 for arm/v7 lost nothing there.
@@ -21,7 +21,7 @@ def test_lost_platforms_are_only_those_needed() -> None:
 
 
 def test_pending_is_explained_only_when_no_node_platform_fits() -> None:
-    nodes = {platforms.parse_node("linux/amd64"), platforms.parse_node("linux/arm64")}
+    nodes = {platforms.parse("linux/amd64"), platforms.parse("linux/arm64")}
     multi = [("reg/web:1", (AMD64, ARM64))]
     assert policy.pending_message(multi, nodes) is None
     assert policy.pending_message(multi, nodes, ("arm64",)) is None
@@ -130,7 +130,7 @@ def test_a_container_saying_exec_format_error_itself_is_no_finding() -> None:
 
 
 def test_exec_format_events_say_what_the_evidence_is() -> None:
-    amd64_node = platforms.parse_node("linux/amd64")
+    amd64_node = platforms.parse("linux/amd64")
     by_runtime = policy.exec_format_finding("StartError", GVISOR_START)
     assert by_runtime is not None
     said = policy.exec_format_message("c", "reg/x:1", by_runtime, (S390X,), "n1", amd64_node)

@@ -4,6 +4,7 @@ import pytest
 
 from archwarden import platforms
 from archwarden.policy import InvalidNode, Node, Taint, node_from_object, nodes_from_platforms
+from archwarden.policy._nodes import JUDGED_LABELS
 from tests.policy import objects
 
 
@@ -90,3 +91,22 @@ def test_nodes_from_platforms() -> None:
     assert nodes[3].platform == platforms.parse("linux/arm/v6")
     with pytest.raises(platforms.InvalidPlatform):
         nodes_from_platforms(["linux//"])
+
+
+@pytest.mark.parametrize(
+    ("level", "runs_v3"), [(None, False), ("v3", True), ("V4", True), ("v2", False), ("v9", False)]
+)
+def test_amd64_level_label_states_the_level_the_runtime_pulls(
+    level: str | None, runs_v3: bool
+) -> None:
+    # containerd detects no amd64 level: an unlabelled node is v1 and pulls no amd64/v3-only
+    # image; an unknown label value is ignored (v1).
+    labels = {} if level is None else {"archwarden.io/amd64-level": level}
+    node = node_from_object(objects.node("n", "amd64", labels=labels))
+    v3 = platforms.parse("linux/amd64/v3")
+    assert platforms.node_can_run(node.platform, v3) is runs_v3
+    assert platforms.node_can_run(node.platform, platforms.parse("linux/amd64"))
+
+
+def test_amd64_level_is_a_judged_label() -> None:
+    assert "archwarden.io/amd64-level" in JUDGED_LABELS

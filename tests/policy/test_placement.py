@@ -27,7 +27,7 @@ from archwarden.policy import (
     extract,
     pod_patch,
 )
-from archwarden.policy._nodes import LABEL_RUNS_386, LABEL_RUNS_ARM32
+from archwarden.policy._nodes import LABEL_AMD64_LEVEL, LABEL_RUNS_386, LABEL_RUNS_ARM32
 from archwarden.policy._placement import placement
 from archwarden.policy._workloads import Requirement
 from tests.policy import objects
@@ -47,10 +47,12 @@ KINDS = [
     ("windows", "amd64", "10.0.17763"),
 ]
 OVERRIDES = [None, "true", "false", "False", "maybe"]
+LEVELS = [None, "v2", "v3", "v4", "V3", "bogus"]
 TAINTS = [Taint("gpu", "true", "NoSchedule"), Taint("spot", "", "NoExecute")]
 IMAGES = ["registry.local/a:1", "registry.local/b:1"]
 IMAGE_PLATFORMS = [
     "linux/amd64",
+    "linux/amd64/v3",
     "linux/arm64",
     "linux/arm/v6",
     "linux/arm/v7",
@@ -84,6 +86,9 @@ def clusters(draw: st.DrawFn) -> list[Node]:
             value = draw(st.sampled_from(OVERRIDES))
             if value is not None:
                 labels[key] = value
+        level = draw(st.sampled_from(LEVELS))
+        if level is not None:
+            labels[LABEL_AMD64_LEVEL] = level
         out.append(
             Node(
                 name=f"n{i}",

@@ -152,6 +152,25 @@ async def test_check_reports_bad_input_in_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ("linux", "an os without an architecture"),
+        ("linux /arm", "'linux ' is not an os"),
+        ("linux/&arm", "'&arm' is not an architecture or variant"),
+        ("+windows", "an os without an architecture"),
+    ],
+)
+async def test_check_refuses_platforms_containerd_would_not_parse(
+    tmp_path: Path, entry: str, reason: str
+) -> None:
+    pod = tmp_path / "pod.yaml"
+    pod.write_text("kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: x}]}\n")
+    code, out, err = await run("-f", str(pod), "--platforms", f"linux/amd64,{entry}")
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and reason in err and repr(entry.lstrip("+")) in err
+
+
+@pytest.mark.parametrize(
     "content", ['{"auths": {"x": {"auth": "%%%"}}', '{"auths": {"x.example": {"auth": "%%%"}}}']
 )
 async def test_check_with_a_broken_docker_config_prints_one_line(

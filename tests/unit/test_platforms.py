@@ -181,7 +181,7 @@ MATCHES = [
     ("linux/amd64", "linux/386", True),
     ("linux/386", "linux/amd64", False),
     ("linux/amd64", "linux/arm64", False),
-    ("linux/amd64", "linux/amd64/v2", True),  # an unknown node level accepts any
+    ("linux/amd64", "linux/amd64/v2", False),  # a node without a level is v1, as containerd's
     ("linux/amd64/v3", "linux/amd64/v2", True),
     ("linux/amd64/v3", "linux/amd64", True),
     ("linux/amd64/v2", "linux/amd64/v3", False),
@@ -246,12 +246,14 @@ def test_windows_os_version(node_version: str, image_version: str, expected: boo
     assert node_can_run(node, image) is expected
 
 
-def test_windows_os_features_must_be_on_the_node() -> None:
-    image = normalize("windows", "amd64", "", "10.0.20348.1", ["win32k"])
+def test_windows_os_features_must_be_on_the_node_except_win32k() -> None:
+    image = normalize("windows", "amd64", "", "10.0.20348.1", ["gpu"])
     bare = normalize("windows", "amd64", "", "10.0.20348")
-    full = normalize("windows", "amd64", "", "10.0.20348", ["win32k"])
+    full = normalize("windows", "amd64", "", "10.0.20348", ["gpu"])
     assert node_can_run(full, image)
     assert not node_can_run(bare, image)
+    # containerd strips win32k before matching (test_platforms_containerd.py).
+    assert node_can_run(bare, normalize("windows", "amd64", "", "10.0.20348.1", ["win32k"]))
 
 
 def test_linux_os_features_are_ignored() -> None:
@@ -338,19 +340,19 @@ NODE_SPECS = [
     ("linux/arm64/v8", "linux/arm/v7", False),  # no AArch32 unless configured
     ("linux/aarch64/8", "linux/arm64/v9", False),
     ("linux/arm64/v8.0", "linux/arm64/v9", False),
-    ("linux/arm64", "linux/arm64/v9", True),  # no variant written: unknown, accepts any
+    ("linux/arm64", "linux/arm64/v9", False),  # no variant written: v8, as containerd's
     ("linux/arm64/v9", "linux/arm64/v8", True),
 ]
 
 
 @pytest.mark.parametrize(("node", "image", "expected"), NODE_SPECS)
-def test_node_specs_keep_an_explicit_arm64_v8(node: str, image: str, expected: bool) -> None:
-    # containerd normalises arm64/v8 to arm64 and matches that as v8; a node's empty variant
-    # means "unknown" here, so a node written as arm64/v8 must stay v8.
-    assert node_can_run(platforms.parse_node(node), platforms.parse(image)) is expected
+def test_node_specs_arm64_is_v8(node: str, image: str, expected: bool) -> None:
+    # containerd normalises arm64/v8 to arm64 and matches that as v8, with or without a variant
+    # written (its default platform on every arm64 machine is v8).
+    assert node_can_run(platforms.parse(node), platforms.parse(image)) is expected
 
 
-def test_node_spec_is_named_as_written() -> None:
-    assert platforms.parse_node("linux/aarch64/8").canonical == "linux/arm64/v8"
-    assert platforms.parse_node("linux/arm64").canonical == "linux/arm64"
-    assert platforms.parse_node("linux/arm/7") == platforms.parse("linux/arm/v7")
+def test_node_spec_is_named_canonically() -> None:
+    assert platforms.parse("linux/aarch64/8").canonical == "linux/arm64"
+    assert platforms.parse("linux/arm64").canonical == "linux/arm64"
+    assert platforms.parse("linux/arm/7") == platforms.parse("linux/arm/v7")

@@ -14,6 +14,7 @@ from archwarden.policy import _errors, _fields
 __all__ = [
     "FALLBACK_LABELS",
     "JUDGED_LABELS",
+    "LABEL_AMD64_LEVEL",
     "LABEL_ARCH",
     "LABEL_OS",
     "LABEL_RUNS_386",
@@ -36,6 +37,12 @@ LABEL_WINDOWS_BUILD = "node.kubernetes.io/windows-build"
 LABEL_RUNS_ARM32 = "archwarden.io/runs-arm32"
 LABEL_RUNS_386 = "archwarden.io/runs-386"
 
+# The x86-64 microarchitecture level ("v2", "v3", "v4") an amd64 node's runtime pulls for. Without
+# it a node is v1, as containerd's default platform is on every amd64 machine (it detects no
+# level), so amd64/v2..v4-only images are refused; label nodes whose runtime is set to a level.
+LABEL_AMD64_LEVEL = "archwarden.io/amd64-level"
+_AMD64_LEVELS = frozenset({"v1", "v2", "v3", "v4"})
+
 # Each per-node override label and the platforms.Fallbacks field it sets. A new override is one
 # entry here: Node.fallbacks reads it and placement (policy/_placement.py) pins it.
 FALLBACK_LABELS: Mapping[str, str] = types.MappingProxyType(
@@ -45,7 +52,13 @@ FALLBACK_LABELS: Mapping[str, str] = types.MappingProxyType(
 # Every label a judgement of a node reads, from the most fundamental to the least: nodes equal
 # in these are judged alike, and node affinity built over exactly these keeps a pod on the nodes
 # judged able to run it (policy/_placement.py).
-JUDGED_LABELS: tuple[str, ...] = (LABEL_ARCH, LABEL_OS, LABEL_WINDOWS_BUILD, *FALLBACK_LABELS)
+JUDGED_LABELS: tuple[str, ...] = (
+    LABEL_ARCH,
+    LABEL_OS,
+    LABEL_WINDOWS_BUILD,
+    LABEL_AMD64_LEVEL,
+    *FALLBACK_LABELS,
+)
 
 # Labels whose value is (nearly) unique per node. Nodes differing only in these are one class
 # for decisions (see Inventory.classes); a pod naming one is judged node by node.
@@ -79,7 +92,7 @@ class Node:
     """As labelled (``kubernetes.io/arch``), else as the kubelet reports it; '' when unknown."""
     windows_build: str = ""
     variant: str = ""
-    """Only synthetic nodes set it: node labels never carry an architecture variant."""
+    """Only synthetic nodes set it: node labels carry no variant (see :attr:`platform`)."""
     labels: tuple[tuple[str, str], ...] = ()
     """Sorted ``(key, value)`` pairs; see :attr:`label_map`."""
     taints: tuple[Taint, ...] = ()
@@ -114,13 +127,21 @@ class Node:
     def platform(self) -> platforms.Platform:
         """The node's platform; Windows nodes carry their build as ``os_version``.
 
+        Without a variant, the one containerd assumes (amd64 v1, arm64 v8, arm v7), except that
+        an amd64 node labelled :data:`LABEL_AMD64_LEVEL` with a known level has that level (any
+        other value is ignored: v1 is the level every amd64 runtime pulls).
+
         Cached: with thousands of nodes, normalising each on every review dominated warm
         admissions. A node value is frozen, so a change makes a new node (normalised once).
         """
-        return platforms.normalize_node(
+        variant = self.variant
+        level = self.label_map.get(LABEL_AMD64_LEVEL, "").strip().lower()
+        if not variant and self.arch.lower() == "amd64" and level in _AMD64_LEVELS:
+            variant = level
+        return platforms.normalize(
             self.os,
             self.arch,
-            self.variant,
+            variant,
             os_version=self.windows_build if self.os.lower() == "windows" else "",
         )
 
@@ -175,7 +196,7 @@ def node_from_object(obj: Mapping[str, Any]) -> Node:
 
 
 def nodes_from_platforms(specs: Iterable[str]) -> list[Node]:
-    """One ready, untainted synthetic node per ``os/arch[/variant]`` (for offline checks).
+    """One ready, untainted synthetic node per ``os[(build)]/arch[/variant]`` (offline checks).
 
     Repeat a platform to get several nodes of it. Names are ``linux-amd64``, ``linux-amd64-2``...
     Raises :class:`archwarden.platforms.InvalidPlatform` for a malformed specifier.
@@ -183,21 +204,25 @@ def nodes_from_platforms(specs: Iterable[str]) -> list[Node]:
     nodes: list[Node] = []
     seen: dict[str, int] = {}
     for spec in specs:
-        platform = platforms.parse_node(spec)
+        platform = platforms.parse(spec)
         base = platform.canonical.replace("/", "-")
         seen[base] = seen.get(base, 0) + 1
         name = base if seen[base] == 1 else f"{base}-{seen[base]}"
+        labels = [
+            (LABEL_OS, platform.os),
+            (LABEL_ARCH, platform.architecture),
+            ("kubernetes.io/hostname", name),
+        ]
+        if platform.os == "windows" and platform.os_version:
+            labels.append((LABEL_WINDOWS_BUILD, platform.os_version))
         nodes.append(
             Node(
                 name=name,
                 os=platform.os,
                 arch=platform.architecture,
                 variant=platform.variant,
-                labels=(
-                    (LABEL_OS, platform.os),
-                    (LABEL_ARCH, platform.architecture),
-                    ("kubernetes.io/hostname", name),
-                ),
+                windows_build=platform.os_version,
+                labels=tuple(labels),
             )
         )
     return nodes

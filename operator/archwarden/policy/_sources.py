@@ -148,7 +148,7 @@ def _platforms(
     oses = _choices(options.pop(_nodes.LABEL_OS, None), default_oses)
     if len(arches) * len(oses) > MAX_PLATFORMS:
         raise _read.fail(path, f"more than {MAX_PLATFORMS} os/arch combinations")
-    return tuple(platforms.normalize_node(os, arch) for os in oses for arch in arches)
+    return tuple(platforms.normalize(os, arch) for os in oses for arch in arches)
 
 
 def _limits_note(spec: Mapping[str, Any], status: Mapping[str, Any]) -> str:
@@ -335,7 +335,7 @@ def node_group(
     if platform_specs:
         options.pop(_nodes.LABEL_ARCH, None)
         options.pop(_nodes.LABEL_OS, None)
-        found = tuple(dict.fromkeys(platforms.parse_node(spec) for spec in platform_specs))
+        found = tuple(dict.fromkeys(platforms.parse(spec) for spec in platform_specs))
         if len(found) > MAX_PLATFORMS:
             raise _read.fail("platforms", f"more than {MAX_PLATFORMS} platforms")
     else:
