@@ -40,6 +40,12 @@ def _registry_settings(args: argparse.Namespace) -> registry.ClientSettings:
         registries={host: registry.RegistrySettings(**values) for host, values in per_host.items()},
         ca_file=args.ca_file,
         timeout=args.timeout,
+        # --timeout promises seconds per request: a registry trickling a byte a second passes
+        # every per-read timeout, so the whole request is bounded too.
+        request_deadline=args.timeout,
+        # A lookup is several requests; a --timeout above a third of the usual deadline would
+        # otherwise be cut short by it.
+        deadline=max(registry.ClientSettings().deadline, 3 * args.timeout),
     )
 
 
@@ -741,7 +747,11 @@ def _registry_flags(parser: argparse.ArgumentParser) -> None:
         help="try MIRROR before REGISTRY (repeatable)",
     )
     inspect.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds per registry request (default 10)"
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds per registry request, its whole answer included (default 10; a timed-out "
+        "request is tried once more)",
     )
 
 

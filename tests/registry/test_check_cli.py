@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.registry import faults
 from tests.registry.test_inspect_cli import ARCHWARDEN
 from tests.support.images import Seeder, unique_repo
 from tests.support.registry import RegistryServer
@@ -218,3 +220,30 @@ async def test_check_honours_the_32_bit_arm_fallback_settings(
     )
     code, out, _ = await run(*common, plain_registry.host, "--arm64-runs-arm32")
     assert (code, out.strip()) == (0, "OK    Pod/p")
+
+
+async def test_check_timeout_bounds_each_request_whole(tmp_path: Path) -> None:
+    async with faults.trickle_server(interval=1.0, lasting=40.0) as host:
+        path = tmp_path / "pod.yaml"
+        path.write_text(
+            f"apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\n"
+            f'spec: {{containers: [{{name: app, image: "{host}/team/web:1"}}]}}\n'
+        )
+        started = asyncio.get_running_loop().time()
+        code, out, err = await run(
+            "-f",
+            str(path),
+            "--platforms",
+            "linux/amd64",
+            "--timeout",
+            "2",
+            "--insecure-registry",
+            host,
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+    assert (code, err) == (1, "")
+    assert out.strip() == (
+        f"DENY  Pod/p: could not inspect image {host}/team/web:1: registry {host}: "
+        "no complete answer within 2s: team/web:1 (failure policy closed)"
+    )
+    assert elapsed < 8.0
