@@ -15,11 +15,14 @@ __all__ = [
     "FALLBACK_LABELS",
     "JUDGED_LABELS",
     "LABEL_ARCH",
+    "LABEL_BETA_ARCH",
+    "LABEL_BETA_OS",
     "LABEL_OS",
     "LABEL_RUNS_386",
     "LABEL_RUNS_ARM32",
     "LABEL_WINDOWS_BUILD",
     "PER_NODE_LABELS",
+    "SYNTHETIC_LABELS",
     "Node",
     "Taint",
     "node_from_object",
@@ -28,6 +31,14 @@ __all__ = [
 
 LABEL_OS = "kubernetes.io/os"
 LABEL_ARCH = "kubernetes.io/arch"
+# Deprecated since Kubernetes 1.14, yet every kubelet still sets them, and manifests still pin
+# with them (flannel's per-arch DaemonSets): synthetic nodes carry them too.
+LABEL_BETA_OS = "beta.kubernetes.io/os"
+LABEL_BETA_ARCH = "beta.kubernetes.io/arch"
+# The labels a synthetic node (nodes_from_platforms) models: its platform, under both names.
+# Its host name is made up, and it has none of a real node's other labels (roles, zones,
+# disktype), so offline checks cannot judge constraints on those.
+SYNTHETIC_LABELS = frozenset({LABEL_OS, LABEL_ARCH, LABEL_BETA_OS, LABEL_BETA_ARCH})
 # Set by the kubelet on Windows nodes (e.g. 10.0.20348); Windows images must match the host build.
 LABEL_WINDOWS_BUILD = "node.kubernetes.io/windows-build"
 
@@ -196,6 +207,8 @@ def nodes_from_platforms(specs: Iterable[str]) -> list[Node]:
                 labels=(
                     (LABEL_OS, platform.os),
                     (LABEL_ARCH, platform.architecture),
+                    (LABEL_BETA_OS, platform.os),
+                    (LABEL_BETA_ARCH, platform.architecture),
                     ("kubernetes.io/hostname", name),
                 ),
             )
