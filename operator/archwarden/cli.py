@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,12 @@ def _registry_settings(args: argparse.Namespace) -> registry.ClientSettings:
         registries={host: registry.RegistrySettings(**values) for host, values in per_host.items()},
         ca_file=args.ca_file,
         timeout=args.timeout,
+        # --timeout promises seconds per request: a registry trickling a byte a second passes
+        # every per-read timeout, so the whole request is bounded too.
+        request_deadline=args.timeout,
+        # A lookup is several requests; a --timeout above a third of the usual deadline would
+        # otherwise be cut short by it.
+        deadline=max(registry.ClientSettings().deadline, 3 * args.timeout),
     )
 
 
@@ -120,7 +126,8 @@ async def _inspect(args: argparse.Namespace) -> int:
 
 
 def _load_documents(paths: list[str]) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
-    """(source, object) for every document, unwrapping ``kind: List``; and read errors."""
+    """(source, object) for every document, unwrapping lists (see :func:`_unwrap`); and read
+    errors."""
     import yaml
 
     found: list[tuple[str, dict[str, Any]]] = []
@@ -144,11 +151,43 @@ def _load_documents(paths: list[str]) -> tuple[list[tuple[str, dict[str, Any]]],
             if not isinstance(doc, dict):
                 errors.append(f"{path}: document {index + 1} is not a mapping")
                 continue
-            items = doc.get("items") if doc.get("kind") == "List" else [doc]
-            for item in items if isinstance(items, list) else []:
-                if isinstance(item, dict):
-                    found.append((path, item))
+            if not _unwrap(doc, found.append, path):
+                errors.append(
+                    f"{path}: document {index + 1}: lists nested deeper than {MAX_LIST_DEPTH}"
+                )
     return found, errors
+
+
+MAX_LIST_DEPTH = 4
+"""Lists inside lists unwrapped at most: kubectl output nests once at most, and a deeper
+nesting is a broken (or hostile) file, not a reason to recurse without end."""
+
+
+def _unwrap(
+    obj: dict[str, Any],
+    add: Callable[[tuple[str, dict[str, Any]]], None],
+    source: str,
+    depth: int = 0,
+) -> bool:
+    """Pass ``obj``, or every object of a list kind kubectl applies (``List``, and any
+    ``FooList`` with ``items``), to ``add``; False when lists nest too deep."""
+    kind, items = obj.get("kind"), obj.get("items")
+    if not (isinstance(kind, str) and kind.endswith("List") and isinstance(items, list)):
+        add((source, obj))
+        return True
+    if depth >= MAX_LIST_DEPTH:
+        return False
+    # Typed lists (ReplicationControllerList) may leave kind and apiVersion off their items,
+    # as the API server does; kubectl takes them from the list, and so does this.
+    item_kind = kind.removesuffix("List")
+    ok = True
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        if item_kind and "kind" not in item:
+            item = {"apiVersion": obj.get("apiVersion"), **item, "kind": item_kind}
+        ok = _unwrap(item, add, source, depth + 1) and ok
+    return ok
 
 
 def _cluster_nodes(
@@ -256,12 +295,19 @@ async def _check(args: argparse.Namespace) -> int:
             return 2
         for problem in problems:
             print(f"archwarden: warning: capacity ignored: {problem}", file=sys.stderr)
-    workloads: list[tuple[str, policy.Workload]] = []
+    workloads: list[tuple[str, policy.Workload, tuple[str, ...]]] = []
     for source, obj in documents:
         if obj.get("kind") not in policy.SPEC_PATHS:
             continue
         try:
-            workloads.append((source, policy.extract(obj)))
+            workload = policy.extract(obj)
+            assumed: tuple[str, ...] = ()
+            if args.platforms:
+                # Nodes made from --platforms model only os and arch: a pod selecting disktype
+                # or a host name would match none of them and its images go unchecked. Live
+                # nodes (--from-cluster) have every label, so nothing is assumed there.
+                workload, assumed = policy.assume_unmodelled(workload)
+            workloads.append((source, workload, assumed))
         except policy.InvalidWorkload as exc:
             name = (obj.get("metadata") or {}).get("name", "?")
             errors.append(f"{source}: {obj.get('kind')} {name}: {exc}")
@@ -269,7 +315,7 @@ async def _check(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     async with registry.RegistryClient(_registry_settings(args), credentials) as client:
         engine = _engine(config, client, nodes, args.timeout, capacity=capacity)
-        for source, workload in workloads:
+        for source, workload, assumed in workloads:
             answers = await engine.answers(workload.template.images, None)
             decision = policy.decide(
                 workload,
@@ -294,6 +340,7 @@ async def _check(args: argparse.Namespace) -> int:
                     "message": decision.message,
                     "platforms": list(decision.pod_platforms),
                     "provisionable": list(decision.provisionable_sources),
+                    "assumed": list(assumed),
                 }
             )
     for error in errors:
@@ -309,6 +356,8 @@ async def _check(args: argparse.Namespace) -> int:
             if row["message"]:
                 line += f": {row['message']}"
             print(printable(line))
+            if row["assumed"]:
+                print(printable(f"      assumed satisfiable: {', '.join(row['assumed'])}"))
     return 1 if errors or any(r["verdict"] == "deny" for r in rows) else 0
 
 
@@ -741,7 +790,11 @@ def _registry_flags(parser: argparse.ArgumentParser) -> None:
         help="try MIRROR before REGISTRY (repeatable)",
     )
     inspect.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds per registry request (default 10)"
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds per registry request, its whole answer included (default 10; a timed-out "
+        "request is tried once more)",
     )
 
 

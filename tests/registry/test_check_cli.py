@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.registry import faults
 from tests.registry.test_inspect_cli import ARCHWARDEN
 from tests.support.images import Seeder, unique_repo
 from tests.support.registry import RegistryServer
@@ -237,3 +239,192 @@ async def test_check_honours_the_32_bit_arm_fallback_settings(
     )
     code, out, _ = await run(*common, plain_registry.host, "--arm64-runs-arm32")
     assert (code, out.strip()) == (0, "OK    Pod/p")
+
+
+async def test_check_timeout_bounds_each_request_whole(tmp_path: Path) -> None:
+    async with faults.trickle_server(interval=1.0, lasting=40.0) as host:
+        path = tmp_path / "pod.yaml"
+        path.write_text(
+            f"apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\n"
+            f'spec: {{containers: [{{name: app, image: "{host}/team/web:1"}}]}}\n'
+        )
+        started = asyncio.get_running_loop().time()
+        code, out, err = await run(
+            "-f",
+            str(path),
+            "--platforms",
+            "linux/amd64",
+            "--timeout",
+            "2",
+            "--insecure-registry",
+            host,
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+    assert (code, err) == (1, "")
+    assert out.strip() == (
+        f"DENY  Pod/p: could not inspect image {host}/team/web:1: registry {host}: "
+        "no complete answer within 2s: team/web:1 (failure policy closed)"
+    )
+    assert elapsed < 8.0
+
+
+# In the shape of flannel's kube-flannel.yml before 0.12 (written here, not copied): one
+# DaemonSet per architecture, each pinned with the beta labels every kubelet still sets.
+FLANNEL_LIKE = """
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: kube-flannel-ds-{arch}, namespace: kube-system}}
+spec:
+  selector: {{matchLabels: {{app: flannel}}}}
+  template:
+    metadata: {{labels: {{app: flannel}}}}
+    spec:
+      nodeSelector: {{beta.kubernetes.io/os: linux, beta.kubernetes.io/arch: {arch}}}
+      tolerations: [{{operator: Exists, effect: NoSchedule}}]
+      containers: [{{name: kube-flannel, image: "{image}"}}]
+"""
+
+
+async def test_check_judges_daemonsets_pinned_with_the_beta_labels(
+    plain_registry: RegistryServer, manifests: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    _, legacy, multi = manifests
+    path = tmp_path / "flannel.yaml"
+    path.write_text(
+        "---".join(
+            FLANNEL_LIKE.format(arch=arch, image=image)
+            for arch, image in (("amd64", legacy), ("arm64", legacy), ("ppc64le", multi))
+        )
+    )
+    code, out, err = await run(
+        "-f",
+        str(path),
+        "--platforms",
+        "linux/amd64,linux/arm64,linux/ppc64le",
+        "--json",
+        "--insecure-registry",
+        plain_registry.host,
+    )
+    assert (code, err) == (1, "")
+    rows = json.loads(out)
+    assert [(r["name"], r["verdict"], r["platforms"]) for r in rows] == [
+        ("kube-flannel-ds-amd64", "ok", ["linux/amd64"]),
+        ("kube-flannel-ds-arm64", "deny", ["linux/amd64"]),
+        ("kube-flannel-ds-ppc64le", "deny", ["linux/amd64", "linux/arm64"]),
+    ]
+    assert rows[1]["message"].startswith(
+        f"image {legacy} supports linux/amd64 only; the node this pod can use is linux/arm64 (1)"
+    )
+    assert all(r["assumed"] == [] for r in rows)
+
+
+async def test_check_unwraps_every_list_kind_kubectl_applies(
+    plain_registry: RegistryServer, manifests: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    _, legacy, _ = manifests
+    containers = [{"name": "app", "image": legacy}]
+    rc = {
+        "metadata": {"name": "old-web"},
+        "spec": {"selector": {"app": "w"}, "template": {"spec": {"containers": containers}}},
+    }
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}
+    # A typed list's items may leave their kind off, as the API server serves them.
+    rc_list = {"apiVersion": "v1", "kind": "ReplicationControllerList", "items": [rc]}
+    listed = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [rc_list, {**pod, "spec": {"containers": containers}}],
+    }
+    path = tmp_path / "lists.yaml"
+    path.write_text(f"{json.dumps(listed)}\n---\n{json.dumps(rc_list)}\n")
+    common = ["--platforms", "linux/arm64", "--insecure-registry", plain_registry.host]
+    code, out, err = await run("-f", str(path), *common)
+    assert (code, err) == (1, "")
+    assert [line.split(":")[0] for line in out.splitlines()] == [
+        "DENY  ReplicationController/old-web",
+        "DENY  Pod/p",
+        "DENY  ReplicationController/old-web",
+    ]
+    deep = tmp_path / "deep.yaml"
+    nested = "{kind: Pod, metadata: {name: p}, spec: {containers: [{name: a, image: x}]}}"
+    for _ in range(5):
+        nested = f"{{apiVersion: v1, kind: List, items: [{nested}]}}"
+    deep.write_text(nested + "\n")
+    code, out, err = await run("-f", str(deep), *common)
+    assert (code, out) == (1, "")
+    assert err == f"archwarden: error: {deep}: document 1: lists nested deeper than 4\n"
+
+
+async def test_check_assumes_constraints_synthetic_nodes_cannot_model(
+    plain_registry: RegistryServer,
+    seeder_for: Callable[[Any], Seeder],
+    manifests: tuple[Path, str, str],
+    tmp_path: Path,
+) -> None:
+    _, legacy, multi = manifests
+    repo = unique_repo("armhf")
+    seeder_for(plain_registry).push_image(repo, "1", "linux/arm/v7")
+    armhf = f"{plain_registry.host}/{repo}:1"
+    path = tmp_path / "app.yaml"
+    path.write_text(
+        f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: db}}
+spec:
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      nodeSelector: {{disktype: ssd}}
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms:
+            - matchExpressions:
+              - {{key: node-role.kubernetes.io/worker, operator: Exists}}
+              - {{key: node-role.kubernetes.io/control-plane, operator: DoesNotExist}}
+      containers: [{{name: db, image: "{armhf}"}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: pinned}}
+spec:
+  nodeName: worker-7
+  nodeSelector: {{kubernetes.io/arch: arm64}}
+  containers: [{{name: app, image: "{legacy}"}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: pinned-multi}}
+spec:
+  nodeName: worker-7
+  nodeSelector: {{kubernetes.io/arch: arm64}}
+  containers: [{{name: app, image: "{multi}"}}]
+"""
+    )
+    common = ["-f", str(path), "--insecure-registry", plain_registry.host]
+    code, out, err = await run(*common, "--platforms", "linux/amd64,linux/arm64")
+    assert (code, err) == (1, "")
+    lines = out.splitlines()
+    assert lines[0].startswith(f"DENY  Deployment/db: image {armhf} supports linux/arm/v7 only")
+    assert lines[1] == (
+        "      assumed satisfiable: nodeSelector disktype=ssd, "
+        "node affinity node-role.kubernetes.io/worker Exists"
+    )
+    # nodeName is assumed, the arch pin is not: judged against arm64 only, amd64 nodes or not.
+    assert lines[2] == (
+        f"DENY  Pod/pinned: nodeSelector kubernetes.io/arch=arm64 contradicts image {legacy}, "
+        "which supports linux/amd64 only; remove the pin or publish an arm64 image"
+    )
+    assert lines[3:] == [
+        "      assumed satisfiable: nodeName worker-7",
+        "OK    Pod/pinned-multi",
+        "      assumed satisfiable: nodeName worker-7",
+    ]
+    code, out, _ = await run(*common, "--platforms", "linux/amd64,linux/arm64", "--json")
+    assert [(r["name"], r["platforms"]) for r in json.loads(out)] == [
+        ("db", ["linux/arm/v7"]),
+        ("pinned", ["linux/amd64"]),
+        ("pinned-multi", ["linux/amd64", "linux/arm64"]),
+    ]

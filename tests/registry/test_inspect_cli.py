@@ -234,3 +234,21 @@ async def test_inspect_unusable_hosts_print_one_line(image: str) -> None:
     assert "Traceback" not in stderr
     assert len(stderr.splitlines()) == 1
     assert stderr.startswith(f"archwarden: error: invalid image reference {image!r}: ")
+
+
+async def test_inspect_timeout_bounds_each_request_whole() -> None:
+    # One byte a second: every read arrives well within --timeout, so only a bound on the
+    # whole request ends it in seconds rather than at the lookup's 30 s deadline.
+    async with faults.trickle_server(interval=1.0, lasting=40.0) as host:
+        started = asyncio.get_running_loop().time()
+        code, _, stdout, stderr = await run_cli(
+            "--timeout", "2", "--insecure-registry", host, f"{host}/team/web:1"
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+    assert code == 1
+    assert (
+        stderr == f"archwarden: error: registry {host}: no complete answer within 2s: team/web:1\n"
+    )
+    # A timed-out request is tried once more, as for a per-read timeout: two requests of 2 s.
+    assert elapsed < 8.0
+    assert "error: see stderr" in stdout

@@ -6,6 +6,8 @@ Pure functions over frozen values: no kopf, no HTTP, no I/O. The webhook and the
     workload = policy.extract(obj)                    # Pod, Deployment, ..., CronJob
     nodes = [policy.node_from_object(n) for n in node_objects]
     # or, offline: nodes = policy.nodes_from_platforms(["linux/amd64", "linux/arm64"])
+    # and what such nodes cannot model (disktype, nodeName) assumed: ("nodeName n1", ...)
+    workload, assumed = policy.assume_unmodelled(workload)
     answers = {image: resolved.platforms, other: policy.ImageFailure("401 Unauthorized")}
     decision = policy.decide(workload, nodes, answers, mode=policy.Mode.WARN)
     # capacity autoscalers can add, judged beside the nodes:
@@ -78,13 +80,17 @@ from archwarden.policy._mutation import (
 )
 from archwarden.policy._nodes import (
     LABEL_ARCH,
+    LABEL_BETA_ARCH,
+    LABEL_BETA_OS,
     LABEL_OS,
     LABEL_WINDOWS_BUILD,
+    SYNTHETIC_LABELS,
     Node,
     Taint,
     node_from_object,
     nodes_from_platforms,
 )
+from archwarden.policy._offline import assume_unmodelled
 from archwarden.policy._scheduling import candidate_nodes, concerned
 from archwarden.policy._sources import (
     CAPI_KINDS,
@@ -112,9 +118,12 @@ __all__ = [
     "GATE",
     "KARPENTER_WELL_KNOWN_LABELS",
     "LABEL_ARCH",
+    "LABEL_BETA_ARCH",
+    "LABEL_BETA_OS",
     "LABEL_OS",
     "LABEL_WINDOWS_BUILD",
     "SPEC_PATHS",
+    "SYNTHETIC_LABELS",
     "Capacity",
     "Container",
     "ContainerKind",
@@ -151,6 +160,7 @@ __all__ = [
     "Toleration",
     "Workload",
     "arch_unschedulable",
+    "assume_unmodelled",
     "candidate_nodes",
     "class_of",
     "concerned",

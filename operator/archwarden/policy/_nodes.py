@@ -16,11 +16,14 @@ __all__ = [
     "JUDGED_LABELS",
     "LABEL_AMD64_LEVEL",
     "LABEL_ARCH",
+    "LABEL_BETA_ARCH",
+    "LABEL_BETA_OS",
     "LABEL_OS",
     "LABEL_RUNS_386",
     "LABEL_RUNS_ARM32",
     "LABEL_WINDOWS_BUILD",
     "PER_NODE_LABELS",
+    "SYNTHETIC_LABELS",
     "Node",
     "Taint",
     "node_from_object",
@@ -29,6 +32,14 @@ __all__ = [
 
 LABEL_OS = "kubernetes.io/os"
 LABEL_ARCH = "kubernetes.io/arch"
+# Deprecated since Kubernetes 1.14, yet every kubelet still sets them, and manifests still pin
+# with them (flannel's per-arch DaemonSets): synthetic nodes carry them too.
+LABEL_BETA_OS = "beta.kubernetes.io/os"
+LABEL_BETA_ARCH = "beta.kubernetes.io/arch"
+# The labels a synthetic node (nodes_from_platforms) models: its platform, under both names.
+# Its host name is made up, and it has none of a real node's other labels (roles, zones,
+# disktype), so offline checks cannot judge constraints on those.
+SYNTHETIC_LABELS = frozenset({LABEL_OS, LABEL_ARCH, LABEL_BETA_OS, LABEL_BETA_ARCH})
 # Set by the kubelet on Windows nodes (e.g. 10.0.20348); Windows images must match the host build.
 LABEL_WINDOWS_BUILD = "node.kubernetes.io/windows-build"
 
@@ -208,9 +219,12 @@ def nodes_from_platforms(specs: Iterable[str]) -> list[Node]:
         base = platform.canonical.replace("/", "-")
         seen[base] = seen.get(base, 0) + 1
         name = base if seen[base] == 1 else f"{base}-{seen[base]}"
+        # The beta labels too: every kubelet still sets them, and manifests still pin by them.
         labels = [
             (LABEL_OS, platform.os),
             (LABEL_ARCH, platform.architecture),
+            (LABEL_BETA_OS, platform.os),
+            (LABEL_BETA_ARCH, platform.architecture),
             ("kubernetes.io/hostname", name),
         ]
         if platform.os == "windows" and platform.os_version:

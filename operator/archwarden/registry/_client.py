@@ -66,6 +66,11 @@ class _Endpoint:
     mirror: bool = False
 
 
+class _RequestExpired(httpx.TimeoutException):
+    """A request outlived ``request_deadline``. A timeout like a slow read, so it is retried
+    and translated the same way; its own class only so the message names the whole request."""
+
+
 @dataclasses.dataclass(frozen=True)
 class _Response:
     status: int
@@ -207,7 +212,27 @@ class RegistryClient:
         max_bytes: int,
         subject: str,
     ) -> _Response:
-        """Send ``first`` through ``auth``'s flow (redirects, credentials) and read the answer."""
+        """Send ``first`` through ``auth``'s flow (redirects, credentials) and read the answer,
+        all of it within ``request_deadline`` when one is set."""
+        limit = self.settings.request_deadline
+        deadline = asyncio.timeout(limit)
+        try:
+            async with deadline:
+                return await self._exchange(client, endpoint, first, auth, max_bytes, subject)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # an enclosing deadline's, or the library's: not this request's to name
+            raise _RequestExpired(f"no complete answer within {limit:g}s") from None
+
+    async def _exchange(
+        self,
+        client: httpx.AsyncClient,
+        endpoint: _Endpoint,
+        first: _redirects.Hop,
+        auth: httpx.Auth,
+        max_bytes: int,
+        subject: str,
+    ) -> _Response:
         try:
             response = await client.send(_build(client, first), auth=auth, stream=True)
         except _redirects.RedirectRefused as refused:
@@ -370,11 +395,13 @@ class RegistryClient:
                 if retries < min(1, self.settings.max_retries):
                     retries += 1
                     continue
-                raise exc.RegistryTimeout(
-                    endpoint.registry,
-                    f"no answer within {endpoint.settings.timeout or self.settings.timeout:g}s",
-                    subject,
-                ) from None
+                waited = endpoint.settings.timeout or self.settings.timeout
+                problem = (
+                    str(error)
+                    if isinstance(error, _RequestExpired)
+                    else f"no answer within {waited:g}s"
+                )
+                raise exc.RegistryTimeout(endpoint.registry, problem, subject) from None
             if response.status in RETRYABLE_STATUSES:
                 wait = _wire.retry_after(response.headers.get("retry-after"))
                 if wait is not None and wait > self.settings.max_retry_after:

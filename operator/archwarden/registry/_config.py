@@ -99,6 +99,11 @@ class ClientSettings:
     """Seconds one lookup (a whole resolution, every request and retry in it) may take.
     ``timeout`` bounds each read, so without this a registry sending a byte a second would
     keep a lookup alive indefinitely."""
+    request_deadline: float | None = None
+    """Seconds one request may take whole (connecting, headers, body, and the redirects and
+    token exchange of its auth flow), each retry afresh; ``None``: bounded only by ``timeout``
+    per read and ``deadline`` per lookup. A command line user asking for ``--timeout 2``
+    means the request, not each byte of a trickled body."""
     max_connections_per_registry: int = MAX_CONNECTIONS_PER_REGISTRY
     """Connections open to one registry endpoint at most; each has its own pool, so a slow
     registry queues its own lookups and never takes connections from the others."""
