@@ -325,6 +325,7 @@ async def _check(args: argparse.Namespace) -> int:
                 failure_policy=policy.FailurePolicy(args.failure_policy),
                 fallbacks=config.platforms.fallbacks(),
                 capacity=capacity,
+                platform_taints=config.platforms.taints,
             )
             verdict = "deny" if not decision.allowed else ("warn" if decision.message else "ok")
             if decision.reason is policy.Reason.PROVISIONABLE:

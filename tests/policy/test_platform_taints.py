@@ -19,6 +19,7 @@ from archwarden.policy import (
     Taint,
     Toleration,
     candidate_nodes,
+    concerned,
     decide,
     extract,
     node_from_object,
@@ -204,3 +205,14 @@ def test_a_tainted_arm64_nodepool_counts_for_a_pod_that_runs_on_arm64() -> None:
     other = decide(extract(objects.pod(AMD64_ONLY)), [], ANSWERS, capacity=[pool])
     assert other.provisionable_sources == ()
     assert other.tolerations == ()
+
+
+def test_a_change_to_a_tainted_arm64_node_concerns_a_pod_that_may_opt_in() -> None:
+    # Re-evaluation on node changes skips unconcerned workloads: the decision above used the
+    # tainted nodes, so a change to one of them must not be skipped.
+    arm = _cluster(ARM_TAINT)[1]
+    workload = extract(objects.pod(MULTI))
+    assert concerned(workload, [arm])
+    assert not concerned(workload, [arm], ())
+    pinned = extract(objects.pod(MULTI, nodeSelector={ARCH: "amd64"}))
+    assert not concerned(pinned, [arm])

@@ -263,15 +263,27 @@ def candidate_nodes(
     return list(filter(admits(workload), nodes))
 
 
-def concerned(workload: _workloads.Workload, changed: Iterable[_nodes.Node]) -> bool:
+def concerned(
+    workload: _workloads.Workload,
+    changed: Iterable[_nodes.Node],
+    platform_taints: Iterable[PlatformTaint] = DEFAULT_PLATFORM_TAINTS,
+) -> bool:
     """Whether changes to these nodes (or node classes: before and after each change) can
     change a decision about ``workload``: only when one of them is, or was, a candidate.
 
     A decision reads nothing but the candidate nodes, so a workload none of whose candidates
     changed keeps its decision; re-evaluation skips it. Pods whose constraints name single
-    nodes are always concerned: a class hides the names they select on.
+    nodes are always concerned: a class hides the names they select on. A node the pod may
+    use once it tolerates the node's platform taints counts too: the decision may opt in to it.
     """
     if names_nodes(workload.template):
         return True
     admitted = admits(workload)
-    return any(node.known and admitted(node) for node in changed)
+    platform_taints = tuple(platform_taints)
+    own = workload.template.tolerations
+
+    def opted_in(node: _nodes.Node) -> bool:
+        need = platform_tolerations(node, own, platform_taints)
+        return bool(need) and admits(with_tolerations(workload, need))(node)
+
+    return any(node.known and (admitted(node) or opted_in(node)) for node in changed)
