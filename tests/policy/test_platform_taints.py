@@ -24,6 +24,7 @@ from archwarden.policy import (
     extract,
     node_from_object,
     pod_patch,
+    settled,
     template_patch,
 )
 from archwarden.policy._workloads import Requirement
@@ -216,3 +217,13 @@ def test_a_change_to_a_tainted_arm64_node_concerns_a_pod_that_may_opt_in() -> No
     assert not concerned(workload, [arm], ())
     pinned = extract(objects.pod(MULTI, nodeSelector={ARCH: "amd64"}))
     assert not concerned(pinned, [arm])
+
+
+def test_answers_so_far_never_settle_a_denial_an_opt_in_would_undo() -> None:
+    # Only the arm64 nodes (tainted) run the first image; the second is still outstanding.
+    arm_only = "registry.local/arm:1"
+    pod = extract(objects.pod(arm_only, MULTI))
+    partial: dict[str, ImageAnswer] = {arm_only: plats("linux/arm64")}
+    assert not settled(pod, _cluster(ARM_TAINT), partial)
+    decision = decide(pod, _cluster(ARM_TAINT), {**partial, MULTI: ANSWERS[MULTI]})
+    assert decision.allowed and decision.tolerations == (ARM_TOLERATION,)

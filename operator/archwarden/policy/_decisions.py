@@ -401,7 +401,12 @@ def _assess(
     defaults: platforms.Fallbacks,
     capacity: Provisionable = (),
     platform_taints: PlatformTaints = _scheduling.DEFAULT_PLATFORM_TAINTS,
+    *,
+    partial: bool = False,
 ) -> _Findings:
+    """``partial``: images without an answer are still outstanding, not failed; opting in to
+    tainted platforms then reads the answers so far, so a mismatch found is one that no later
+    answer can undo (:func:`settled`)."""
     images = workload.template.images
     if not images:
         return _Findings(Reason.SKIPPED, "the pod has no images to check")
@@ -420,10 +425,11 @@ def _assess(
     failed = tuple(failures.items())
     if not isinstance(nodes, _inventory.Inventory):
         nodes = tuple(nodes)  # read once for the opt-ins, once for the candidates
-    # Opting in to a tainted platform needs every image known to run there.
+    # Opting in to a tainted platform needs every image known to run there; an image that
+    # could not be inspected might not.
     opt_ins = (
         _opt_ins(workload, nodes, capacity, resolved, defaults, platform_taints)
-        if resolved and not failures
+        if resolved and (partial or not failures)
         else ()
     )
     # From here on the pod is judged as it will be, with those tolerations: its candidates
@@ -587,7 +593,8 @@ def settled(
     resolved = {i: a for i, a in partial.items() if not isinstance(a, ImageFailure)}
     if not resolved:
         return False
-    reason = _assess(workload, nodes, resolved, fallbacks, capacity, platform_taints).reason
+    found = _assess(workload, nodes, resolved, fallbacks, capacity, platform_taints, partial=True)
+    reason = found.reason
     return reason in (Reason.ARCHITECTURE_MISMATCH, Reason.ARCHITECTURE_PIN_MISMATCH)
 
 
