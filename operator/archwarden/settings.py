@@ -15,7 +15,7 @@ import yaml
 
 from archwarden import platforms, policy, registry
 
-__all__ = ["ConfigError", "Settings", "load"]
+__all__ = ["ConfigError", "Settings", "load", "platform_taint"]
 
 MODES = ("enforce", "warn", "audit")
 FAILURE_POLICIES = ("open", "closed")
@@ -333,7 +333,8 @@ def _limits(data: Any) -> LimitsSettings:
     )
 
 
-def _platform_taint(entry: Any, where: str) -> policy.PlatformTaint:
+def platform_taint(entry: Any, where: str) -> policy.PlatformTaint:
+    """One ``platforms.taints`` entry (``{key, effects}``), validated."""
     entry = _expect(entry, dict, where)
     _only(entry, {"key", "effects"}, where)
     key = _expect(entry.get("key"), str, f"{where}.key")
@@ -358,7 +359,7 @@ def _platforms(data: Any) -> PlatformSettings:
     if "taints" in section:
         entries = _expect(section["taints"], list, "platforms.taints")
         taints = tuple(
-            _platform_taint(entry, f"platforms.taints[{i}]") for i, entry in enumerate(entries)
+            platform_taint(entry, f"platforms.taints[{i}]") for i, entry in enumerate(entries)
         )
     return PlatformSettings(
         taints=taints,
