@@ -143,6 +143,7 @@ class Admission:
         self._mode = policy.Mode(config.mode)
         self._failure_policy = policy.FailurePolicy(config.failure_policy)
         self._fallbacks = config.platforms.fallbacks()
+        self._platform_taints = config.platforms.taints
         self._gate_mode = policy.GateMode(config.scheduling_gates.mode)
         held = getattr(self, "_decisions", None)
         if held is None or held.maxsize != config.limits.decision_cache_bytes:
@@ -478,6 +479,7 @@ class Admission:
                 failure_policy=failure_policy,
                 fallbacks=fallbacks,
                 capacity=capacity,
+                platform_taints=self._platform_taints,
             )
 
         answers = await self.answers(
@@ -499,6 +501,7 @@ class Admission:
                 failure_policy=failure_policy,
                 fallbacks=fallbacks,
                 capacity=capacity,
+                platform_taints=self._platform_taints,
             )
 
         events: list[EventNote] = []
@@ -537,9 +540,14 @@ class Admission:
                 op["path"].endswith("/affinity") or "nodeAffinity" in op["path"] for op in patch
             ):
                 events.append(EventNote("Normal", "NodeAffinityInjected", _constrained(decision)))
+            added = _added_tolerations(patch)
+            if added:
+                # Its own Event: a toleration lets the pod onto nodes it stayed off before, which
+                # whoever reads the pod's Events should find apart from a narrowing.
+                events.append(EventNote("Normal", "TolerationInjected", _tolerated(added)))
         if mutate:
             # The validating webhook reports mismatches; the mutating one only its own patches.
-            events = [e for e in events if e.reason == "NodeAffinityInjected"]
+            events = [e for e in events if e.reason in _PATCH_EVENTS]
             warnings = []
         if not decision.allowed:
             label = "denied"
@@ -585,7 +593,15 @@ class Admission:
             written.update(repr(tuple(answers.items())).encode())
             # Settings and capacity are the cluster's, shared by every entry: kept as they are.
             key = _Key(
-                (written.digest(), mode, failure_policy, fallbacks, tuple(capacity), generation)
+                (
+                    written.digest(),
+                    mode,
+                    failure_policy,
+                    fallbacks,
+                    self._platform_taints,
+                    tuple(capacity),
+                    generation,
+                )
             )
             held = self._decisions.get(key)
             if held is not None:
@@ -599,6 +615,7 @@ class Admission:
             failure_policy=failure_policy,
             fallbacks=fallbacks,
             capacity=capacity,
+            platform_taints=self._platform_taints,
         )
         if key is not None:
             self._child(self.metrics.decision_cache, "miss").inc()
@@ -650,12 +667,37 @@ def _decision_bytes(decision: policy.Decision) -> int:
     strings = [decision.message, *decision.warnings, *decision.pod_platforms]
     strings += [*decision.node_platforms, *decision.provisionable_platforms]
     strings += [*decision.provisionable_sources]
+    strings += [t.value for t in decision.tolerations]
     strings += [text for pair in decision.inspection_errors for text in pair]
     total = 8 * _ITEM_BYTES + sum(_ITEM_BYTES + len(text) for text in strings)
     total += 8 * (len(decision.compatible_classes) + len(decision.incompatible_classes))
     if decision.placement is not None:
         total += len(repr(decision.placement))
     return total
+
+
+_PATCH_EVENTS = frozenset({"NodeAffinityInjected", "TolerationInjected"})
+
+
+def _added_tolerations(patch: Sequence[policy.PatchOperation]) -> list[Mapping[str, Any]]:
+    """The tolerations ``patch`` adds (a new list, or items appended to one)."""
+    added: list[Mapping[str, Any]] = []
+    for op in patch:
+        if op["path"].endswith("/tolerations"):
+            added.extend(op["value"])
+        elif op["path"].endswith("/tolerations/-"):
+            added.append(op["value"])
+    return added
+
+
+def _tolerated(added: Sequence[Mapping[str, Any]]) -> str:
+    """The TolerationInjected message: ``tolerations added for the taints
+    kubernetes.io/arch=arm64:NoSchedule (every image runs on that architecture)``."""
+    taints = [f"{t['key']}={t['value']}:{t['effect']}" for t in added]
+    return (
+        f"tolerations added for the taint{'s' if len(taints) > 1 else ''} {', '.join(taints)}"
+        " (every image runs on the tainted nodes' architecture)"
+    )
 
 
 def _constrained(decision: policy.Decision) -> str:

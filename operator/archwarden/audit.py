@@ -240,6 +240,7 @@ class Auditor:
                 failure_policy=failure_policy,
                 fallbacks=fallbacks,
                 capacity=capacity,
+                platform_taints=config.platforms.taints,
             )
             result = self._judged(key, entry, decision)
             summary.results.append(result)
@@ -375,7 +376,11 @@ class Auditor:
             if not needed:
                 # No pod seen running: where the workload could be placed with the old answer.
                 decision = policy.decide(
-                    entry.workload, inventory, {image: before.platforms}, fallbacks=fallbacks
+                    entry.workload,
+                    inventory,
+                    {image: before.platforms},
+                    fallbacks=fallbacks,
+                    platform_taints=self.admission.config.platforms.taints,
                 )
                 needed = {platforms.parse(p) for p in decision.node_platforms}
             lost = policy.lost_platforms(before.platforms, answer, needed, fallbacks)

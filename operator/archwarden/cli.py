@@ -236,7 +236,13 @@ def _offline_settings(args: argparse.Namespace) -> settings.Settings:
         mode=getattr(args, "mode", "audit"),
         failure_policy=getattr(args, "failure_policy", "open"),
         platforms=settings.PlatformSettings(
-            arm64_runs_arm32=args.arm64_runs_arm32, amd64_runs_386=args.amd64_runs_386
+            arm64_runs_arm32=args.arm64_runs_arm32,
+            amd64_runs_386=args.amd64_runs_386,
+            taints=(
+                policy.DEFAULT_PLATFORM_TAINTS
+                if args.platform_taints is None
+                else tuple(args.platform_taints)
+            ),
         ),
     )
 
@@ -325,6 +331,7 @@ async def _check(args: argparse.Namespace) -> int:
                 failure_policy=policy.FailurePolicy(args.failure_policy),
                 fallbacks=config.platforms.fallbacks(),
                 capacity=capacity,
+                platform_taints=config.platforms.taints,
             )
             verdict = "deny" if not decision.allowed else ("warn" if decision.message else "ok")
             if decision.reason is policy.Reason.PROVISIONABLE:
@@ -424,7 +431,13 @@ async def _report(args: argparse.Namespace) -> int:
         answers = await engine.answers(images, None)
     # Each error names the registry and repository, or the image it could not parse.
     errors.extend(a.error for a in answers.values() if isinstance(a, policy.ImageFailure))
-    report = readiness.build(workloads, nodes, answers, fallbacks=config.platforms.fallbacks())
+    report = readiness.build(
+        workloads,
+        nodes,
+        answers,
+        fallbacks=config.platforms.fallbacks(),
+        platform_taints=config.platforms.taints,
+    )
     if args.format == "json":
         text = json.dumps(report.to_json(), indent=2) + "\n"
     elif args.format == "html":
@@ -763,6 +776,35 @@ def _platform_flags(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="amd64 nodes do not run 386 images (platforms.amd64Runs386: false)",
     )
+    taints = parser.add_mutually_exclusive_group()
+    taints.add_argument(
+        "--platform-taint",
+        dest="platform_taints",
+        action="append",
+        type=_platform_taint,
+        metavar="KEY[:EFFECT,...]",
+        help="a platform taint (platforms.taints) pods whose images all run on the tainted arch "
+        "are judged to tolerate (repeatable; default: kubernetes.io/arch with NoSchedule and "
+        "PreferNoSchedule)",
+    )
+    taints.add_argument(
+        "--no-platform-taints",
+        dest="platform_taints",
+        action="store_const",
+        const=[],
+        help="judge architecture taints as the scheduler does (platforms.taints: [])",
+    )
+
+
+def _platform_taint(text: str) -> policy.PlatformTaint:
+    key, _, effects = text.partition(":")
+    entry: dict[str, Any] = {"key": key}
+    if effects:
+        entry["effects"] = effects.split(",")
+    try:
+        return settings.platform_taint(entry, "--platform-taint")
+    except settings.ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _registry_flags(parser: argparse.ArgumentParser) -> None:

@@ -530,7 +530,9 @@ async def _reevaluate(rt: Runtime) -> None:
             # template's verdict no longer holds.
             rt.stranded.pop(key, None)
             continue
-        if not (everything or policy.concerned(entry.workload, changed)):
+        if not (
+            everything or policy.concerned(entry.workload, changed, rt.config.platforms.taints)
+        ):
             continue
         judged += 1
         answers: dict[str, policy.ImageAnswer] = {}
@@ -539,7 +541,12 @@ async def _reevaluate(rt: Runtime) -> None:
             if held is not None:
                 answers[image] = held
         left = policy.stranded(
-            {key: entry.workload}, inventory, answers, fallbacks=fallbacks, capacity=capacity
+            {key: entry.workload},
+            inventory,
+            answers,
+            fallbacks=fallbacks,
+            capacity=capacity,
+            platform_taints=rt.config.platforms.taints,
         )
         decision = left.get(key)
         if decision is None:

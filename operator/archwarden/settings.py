@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from archwarden import platforms, registry
+from archwarden import platforms, policy, registry
 
-__all__ = ["ConfigError", "Settings", "load"]
+__all__ = ["ConfigError", "Settings", "load", "platform_taint"]
 
 MODES = ("enforce", "warn", "audit")
 FAILURE_POLICIES = ("open", "closed")
@@ -103,6 +103,11 @@ class PlatformSettings:
     from Graviton4, Google Axion, Azure Cobalt and AmpereOne."""
     amd64_runs_386: bool = True
     """amd64 nodes run 386 images (every amd64 CPU executes them)."""
+    taints: tuple[policy.PlatformTaint, ...] = policy.DEFAULT_PLATFORM_TAINTS
+    """Taints that keep pods off a platform's nodes unless they opt in (GKE's
+    ``kubernetes.io/arch=arm64:NoSchedule``): on a node whose arch is the taint's value, a pod
+    every image of which runs there is judged to tolerate it, and mutation adds the
+    toleration. Empty: such taints are read as the scheduler reads them."""
 
     def fallbacks(self) -> platforms.Fallbacks:
         return platforms.Fallbacks(
@@ -328,11 +333,36 @@ def _limits(data: Any) -> LimitsSettings:
     )
 
 
+def platform_taint(entry: Any, where: str) -> policy.PlatformTaint:
+    """One ``platforms.taints`` entry (``{key, effects}``), validated."""
+    entry = _expect(entry, dict, where)
+    _only(entry, {"key", "effects"}, where)
+    key = _expect(entry.get("key"), str, f"{where}.key")
+    if not key:
+        raise ConfigError(f"{where}.key: required")
+    effects = _strings(entry.get("effects", ["NoSchedule", "PreferNoSchedule"]), f"{where}.effects")
+    if not effects:
+        raise ConfigError(f"{where}.effects: name at least one effect")
+    for effect in effects:
+        if effect not in _TAINT_EFFECTS:
+            raise ConfigError(
+                f"{where}.effects: expected {', '.join(_TAINT_EFFECTS)}, got {effect!r}"
+            )
+    return policy.PlatformTaint(key, frozenset(effects))
+
+
 def _platforms(data: Any) -> PlatformSettings:
     section = _expect(data, dict, "platforms")
-    _only(section, {"arm64RunsArm32", "amd64Runs386"}, "platforms")
+    _only(section, {"arm64RunsArm32", "amd64Runs386", "taints"}, "platforms")
     d = PlatformSettings()
+    taints = d.taints
+    if "taints" in section:
+        entries = _expect(section["taints"], list, "platforms.taints")
+        taints = tuple(
+            platform_taint(entry, f"platforms.taints[{i}]") for i, entry in enumerate(entries)
+        )
     return PlatformSettings(
+        taints=taints,
         arm64_runs_arm32=_expect(
             section.get("arm64RunsArm32", d.arm64_runs_arm32), bool, "platforms.arm64RunsArm32"
         ),

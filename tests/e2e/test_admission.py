@@ -307,6 +307,59 @@ def test_losing_the_last_compatible_node_emits_architecture_unavailable(
         cluster.delete_node(f"{namespace}-amd", wait=False)
 
 
+ARCH_TAINT = {"key": "kubernetes.io/arch", "value": "arm64", "effect": "NoSchedule"}
+ARCH_TOLERATION = {
+    "key": "kubernetes.io/arch",
+    "operator": "Equal",
+    "value": "arm64",
+    "effect": "NoSchedule",
+}
+
+
+def test_a_gke_style_arm_pool_is_used_by_pods_whose_images_all_run_there(
+    cluster: LocalCluster, namespace: str, images: Images
+) -> None:
+    # GKE's Arm pool: the node is tainted kubernetes.io/arch=arm64:NoSchedule.
+    pool = {"e2e-pool": namespace}
+    arm = f"{namespace}-arm"
+    cluster.add_node(arm, "arm64", labels=pool, taints=[ARCH_TAINT])
+    cluster.add_node(f"{namespace}-amd", "amd64", labels=pool)
+    try:
+        # Only the Arm node is left to it: without the toleration the scheduler keeps it
+        # Pending (FailedScheduling, untolerated taint).
+        on_arm = {"nodeSelector": {**pool, "kubernetes.io/arch": "arm64"}}
+        code, _, stderr = apply(
+            cluster, namespace, deployment("edge", images.multi, pod_spec=on_arm)
+        )
+        assert code == 0, stderr
+        (pod,) = cluster.wait_pods_running(namespace, 1, selector="app=edge")
+        assert pod["spec"]["nodeName"] == arm
+        assert ARCH_TOLERATION in pod["spec"]["tolerations"]
+        injected = cluster.wait_for(
+            lambda: events(cluster, namespace, "TolerationInjected"),
+            timeout=30,
+            message="a TolerationInjected Event",
+        )
+        assert [(e["involvedObject"]["kind"], e["involvedObject"]["name"]) for e in injected] == [
+            ("Deployment", "edge")
+        ]
+        assert "kubernetes.io/arch=arm64:NoSchedule" in injected[0]["message"]
+
+        # An image that does not run on arm64 never gets it: placed on the amd64 node.
+        code, _, stderr = apply(
+            cluster,
+            namespace,
+            deployment("legacy", images.amd64_only, pod_spec={"nodeSelector": pool}),
+        )
+        assert code == 0, stderr
+        (legacy,) = cluster.wait_pods_running(namespace, 1, selector="app=legacy")
+        assert legacy["spec"]["nodeName"] == f"{namespace}-amd"
+        assert ARCH_TOLERATION not in (legacy["spec"].get("tolerations") or [])
+    finally:
+        cluster.delete_node(arm, wait=False)
+        cluster.delete_node(f"{namespace}-amd", wait=False)
+
+
 def test_metrics_describe_inventory_and_registry_traffic(archwarden: ArchwardenProcess) -> None:
     assert archwarden.metric("archwarden_nodes", os="linux", arch="arm64") >= 2
     assert archwarden.metric("archwarden_nodes", os="windows", arch="amd64") >= 1

@@ -203,6 +203,64 @@ def test_pods_wait_while_archwarden_is_away_and_are_placed_when_it_returns(
     )
 
 
+def test_a_gated_pod_gets_the_arch_toleration_when_released(
+    cluster: LocalCluster,
+    namespace: str,
+    images: Images,
+    policy: list[dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    # A pod that exists already (gated while archwarden was away) gets the toleration for a
+    # GKE-style Arm pool in the patch that releases it: the API server accepts tolerations
+    # added to a pod, and the scheduler then binds it to the tainted node.
+    pool = {"gates-pool": namespace}
+    arm = f"{namespace}-arm"
+    taint = {"key": "kubernetes.io/arch", "value": "arm64", "effect": "NoSchedule"}
+    cluster.add_node(arm, "arm64", labels=pool, taints=[taint])
+    try:
+        spec = {
+            "nodeSelector": {**pool, "kubernetes.io/arch": "arm64"},
+            "tolerations": [{"key": "example.com/own", "operator": "Exists"}],
+        }
+        cluster.kubectl(
+            "create",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            input=json.dumps(pod("edge", images.multi, **spec)),
+        )
+        assert gated(cluster.get_json("pod", "edge", "-n", namespace))
+        archwarden = gates_archwarden(cluster, images, tmp_path / "aw")
+        archwarden.start()
+        try:
+            bound = cluster.wait_for(
+                lambda: cluster.get_json("pod", "edge", "-n", namespace)["spec"].get("nodeName"),
+                timeout=60,
+                interval=0.5,
+                message=lambda: archwarden.log_tail(),
+            )
+        finally:
+            archwarden.stop()
+        assert bound == arm
+        released = cluster.get_json("pod", "edge", "-n", namespace)
+        assert not gated(released)
+        # The user's own toleration kept, the platform one appended once.
+        assert released["spec"]["tolerations"][0] == {
+            "key": "example.com/own",
+            "operator": "Exists",
+        }
+        assert [t for t in released["spec"]["tolerations"] if t.get("key") == taint["key"]] == [
+            {**taint, "operator": "Equal"}
+        ]
+        assert any(
+            e["reason"] == "TolerationInjected" and e["involvedObject"]["name"] == "edge"
+            for e in cluster.get_json("events", "-n", namespace)["items"]
+        )
+    finally:
+        cluster.delete_node(arm, wait=False)
+
+
 def test_the_uninstall_command_deletes_the_policy_and_releases_every_gate(
     cluster: LocalCluster, namespace: str, images: Images, policy: list[dict[str, Any]]
 ) -> None:

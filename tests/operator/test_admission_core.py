@@ -212,6 +212,43 @@ async def test_mutation_patches_pods_and_notes_an_event() -> None:
     assert "/metadata/annotations" in paths
 
 
+async def test_a_tainted_arm_pool_gets_the_toleration_and_its_own_event() -> None:
+    # GKE's Arm nodes: kubernetes.io/arch=arm64:NoSchedule.
+    taint = policy.Taint("kubernetes.io/arch", "arm64", "NoSchedule")
+    nodes = [
+        dataclasses.replace(node, taints=(taint,)) if node.arch == "arm64" else node
+        for node in policy.nodes_from_platforms(["linux/amd64", "linux/arm64", "linux/ppc64le"])
+    ]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "team"},
+        "spec": {"containers": [{"name": "c", "image": f"{HOST}/team/web:1"}]},
+    }
+    outcome = await engine(Registry(), nodes).review(pod, operation="CREATE", mutate=True)
+    assert outcome.allowed
+    assert [e.reason for e in outcome.events] == ["NodeAffinityInjected", "TolerationInjected"]
+    assert "kubernetes.io/arch=arm64:NoSchedule" in outcome.events[1].message
+    added = [op["value"] for op in outcome.patch if op["path"] == "/spec/tolerations"]
+    assert added == [
+        [
+            {
+                "key": "kubernetes.io/arch",
+                "operator": "Equal",
+                "value": "arm64",
+                "effect": "NoSchedule",
+            }
+        ]
+    ]
+    # Configured away: the taint keeps its meaning, nothing is tolerated.
+    plain = settings.PlatformSettings(taints=())
+    outcome = await engine(Registry(), nodes, platforms=plain).review(
+        pod, operation="CREATE", mutate=True
+    )
+    assert [e.reason for e in outcome.events] == ["NodeAffinityInjected"]
+    assert not [op for op in outcome.patch if "tolerations" in op["path"]]
+
+
 @pytest.mark.parametrize("bad", ["UPPER/Case:1", "registry.test/a@sha256:abc"])
 async def test_malformed_image_reference_is_an_inspection_failure(bad: str) -> None:
     eng = engine(Registry(), failure_policy="closed")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from archwarden import platforms, registry, settings
+from archwarden import platforms, policy, registry, settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -21,6 +21,24 @@ def test_defaults_without_a_file() -> None:
     assert not config.platforms.arm64_runs_arm32 and config.platforms.amd64_runs_386
     assert (config.webhook.port, config.metrics.port) == (9443, 8080)
     assert config.webhook.budget_seconds < config.webhook.timeout_seconds
+
+
+def test_platform_taints_default_to_the_arch_taint_and_can_be_set(tmp_path: Path) -> None:
+    assert settings.load(None).platforms.taints == (
+        policy.PlatformTaint("kubernetes.io/arch", frozenset({"NoSchedule", "PreferNoSchedule"})),
+    )
+    config = settings.load(
+        write(
+            tmp_path,
+            "platforms:\n  taints:\n    - {key: example.com/arch, effects: [NoExecute]}\n"
+            "    - {key: kubernetes.io/arch}\n",
+        )
+    )
+    assert config.platforms.taints == (
+        policy.PlatformTaint("example.com/arch", frozenset({"NoExecute"})),
+        policy.PlatformTaint("kubernetes.io/arch", frozenset({"NoSchedule", "PreferNoSchedule"})),
+    )
+    assert settings.load(write(tmp_path, "platforms: {taints: []}")).platforms.taints == ()
 
 
 def test_every_documented_key(tmp_path: Path) -> None:
@@ -116,6 +134,12 @@ capacity:
         ("limits: {templateBytes: 1.5}", "limits.templateBytes: expected int"),
         ("capacity: {clusterAPI: {namespaces: a}}", "capacity.clusterAPI.namespaces: expected"),
         ("platforms: {arm64RunsArm32: yes-please}", "platforms.arm64RunsArm32: expected bool"),
+        ("platforms: {taints: {key: a}}", "platforms.taints: expected list"),
+        ("platforms: {taints: [{effects: [NoSchedule]}]}", "platforms.taints[0].key: expected str"),
+        ("platforms: {taints: [{key: ''}]}", "platforms.taints[0].key: required"),
+        ("platforms: {taints: [{key: a, effects: []}]}", "platforms.taints[0].effects: name at"),
+        ("platforms: {taints: [{key: a, effects: [Soon]}]}", "taints[0].effects: expected"),
+        ("platforms: {taints: [{key: a, value: arm64}]}", "unknown key platforms.taints[0].value"),
         ("skip: {allowed: admins}", "skip.allowed: expected one of everyone, labelledNamespaces"),
         ("capacity: {karpenter: {enabeld: true}}", "unknown key capacity.karpenter.enabeld"),
         (

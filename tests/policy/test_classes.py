@@ -66,7 +66,15 @@ def nodes(draw: st.DrawFn) -> Node:
         variant=variant,
         windows_build=build,
         labels=tuple(labels.items()),
-        taints=tuple(draw(st.lists(st.sampled_from(TAINTS), max_size=2, unique=True))),
+        taints=(
+            *draw(st.lists(st.sampled_from(TAINTS), max_size=2, unique=True)),
+            # GKE's arch taint on the node's own arch: decisions may opt pods in to it.
+            *(
+                (Taint("kubernetes.io/arch", arch, "NoSchedule"),)
+                if draw(st.integers(0, 3)) == 0
+                else ()
+            ),
+        ),
         ready=draw(st.integers(0, 5)) > 0,
         unschedulable=draw(st.integers(0, 5)) == 0,
     )

@@ -3,7 +3,9 @@
 Property test over random clusters and pods: nodes of every platform archwarden judges (Linux
 arches, 32-bit arm and 386 images on 64-bit nodes with and without the per-node
 ``archwarden.io/runs-arm32`` / ``runs-386`` overrides, Windows builds), taints, cordons and
-readiness; pods with arch/os pins, affinity terms and tolerations. After the pod's patch is
+readiness, and architecture taints (``kubernetes.io/arch=<own arch>`` with each effect, and one
+with another arch's value); pods with arch/os pins, affinity terms and tolerations. After the
+pod's patch (affinity and the platform-taint tolerations it adds) is
 applied, the nodes the scheduler may use are the compatible ones: not a superset (a pod on a node
 that cannot run it), not a subset (capacity lost).
 """
@@ -48,7 +50,13 @@ KINDS = [
 ]
 OVERRIDES = [None, "true", "false", "False", "maybe"]
 LEVELS = [None, "v2", "v3", "v4", "V3", "bogus"]
-TAINTS = [Taint("gpu", "true", "NoSchedule"), Taint("spot", "", "NoExecute")]
+TAINTS = [
+    Taint("gpu", "true", "NoSchedule"),
+    Taint("spot", "", "NoExecute"),
+    # Another arch's value: never tolerated, whatever the node.
+    Taint(ARCH, "s390x", "NoSchedule"),
+]
+ARCH_EFFECTS = [None, "NoSchedule", "PreferNoSchedule", "NoExecute"]
 IMAGES = ["registry.local/a:1", "registry.local/b:1"]
 IMAGE_PLATFORMS = [
     "linux/amd64",
@@ -70,6 +78,11 @@ def _platform(spec: str) -> platforms.Platform:
     if build:
         return platforms.normalize(os, arch, os_version=build)
     return platforms.parse(base)
+
+
+def _arch_taint(arch: str, effect: str | None) -> tuple[Taint, ...]:
+    """GKE's taint on its Arm nodes, on any arch (NoExecute is not a platform taint by default)."""
+    return () if effect is None else (Taint(ARCH, arch, effect),)
 
 
 @st.composite
@@ -96,7 +109,10 @@ def clusters(draw: st.DrawFn) -> list[Node]:
                 arch=arch,
                 windows_build=build,
                 labels=tuple(labels.items()),
-                taints=tuple(draw(st.lists(st.sampled_from(TAINTS), max_size=1))),
+                taints=(
+                    *draw(st.lists(st.sampled_from(TAINTS), max_size=1)),
+                    *_arch_taint(arch, draw(st.sampled_from(ARCH_EFFECTS))),
+                ),
                 ready=draw(st.integers(0, 6)) > 0,
                 unschedulable=draw(st.integers(0, 6)) == 0,
             )
@@ -182,9 +198,17 @@ def test_the_patched_pod_may_use_exactly_the_nodes_judged_able_to_run_it(
     if decision.placement is None:
         assert decision.compatible_nodes == ()
         return
+    assert by_class.tolerations == decision.tolerations
+    # Only the arches the pod is placed on are ever tolerated, never another key.
+    assert all(t.key == ARCH and t.operator == "Equal" for t in decision.tolerations)
+    assert {t.value for t in decision.tolerations} <= set(decision.placement.arches)
     patched = objects.apply_patch(pod, pod_patch(pod, decision))
     after = {node.name for node in candidate_nodes(extract(patched), cluster)}
     assert after == set(decision.compatible_nodes)
+    # Judging the patched pod again adds nothing: the tolerations are there once.
+    again = decide(extract(patched), cluster, found, mode=Mode.WARN, fallbacks=fallbacks)
+    assert again.tolerations == ()
+    assert not [op for op in pod_patch(patched, again) if "tolerations" in op["path"]]
 
 
 def test_arm32_images_go_only_to_the_arm64_nodes_that_run_them() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from archwarden import platforms, policy, readiness
+from tests.policy import objects
 
 NODES = policy.nodes_from_platforms(
     ["linux/amd64", "linux/amd64", "linux/arm64", "linux/ppc64le", "windows/amd64"]
@@ -238,3 +239,21 @@ def test_the_table_escapes_control_characters_in_names_images_and_errors() -> No
     assert "evil:1\\x1b[2J\\x0ashop/Deployment/forged" in text
     assert "error: boom\\x1b[31m\\x0d\\x0aforged" in text
     assert not any(line.startswith("shop/Deployment/forged") for line in text.splitlines())
+
+
+def test_schedulable_today_reads_the_configured_platform_taints() -> None:
+    # GKE's Arm pool: every arm64 node tainted kubernetes.io/arch=arm64:NoSchedule.
+    taint = {"key": "kubernetes.io/arch", "value": "arm64", "effect": "NoSchedule"}
+    nodes = [
+        policy.node_from_object(objects.node("amd-0", "amd64")),
+        policy.node_from_object(objects.node("arm-0", "arm64", taints=[taint])),
+    ]
+    web = workload("Deployment", "web", WEB)
+
+    (default,) = readiness.build([web], nodes, ANSWERS).workloads
+    (scheduler,) = readiness.build([web], nodes, ANSWERS, platform_taints=()).workloads
+
+    assert default.schedulable_on == ("linux/amd64", "linux/arm64")
+    # As the scheduler reads the taint, without the toleration archwarden would add.
+    assert scheduler.schedulable_on == ("linux/amd64",)
+    assert default.runs_on == scheduler.runs_on == ("linux/amd64", "linux/arm64")

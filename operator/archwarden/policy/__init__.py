@@ -91,7 +91,12 @@ from archwarden.policy._nodes import (
     nodes_from_platforms,
 )
 from archwarden.policy._offline import assume_unmodelled
-from archwarden.policy._scheduling import candidate_nodes, concerned
+from archwarden.policy._scheduling import (
+    DEFAULT_PLATFORM_TAINTS,
+    PlatformTaint,
+    candidate_nodes,
+    concerned,
+)
 from archwarden.policy._sources import (
     CAPI_KINDS,
     node_group,
@@ -115,6 +120,7 @@ from archwarden.policy._workloads import (
 __all__ = [
     "ANNOTATION_PLATFORMS",
     "CAPI_KINDS",
+    "DEFAULT_PLATFORM_TAINTS",
     "GATE",
     "KARPENTER_WELL_KNOWN_LABELS",
     "LABEL_ARCH",
@@ -147,6 +153,7 @@ __all__ = [
     "Offer",
     "PatchOperation",
     "Placement",
+    "PlatformTaint",
     "PodTemplate",
     "Provisionable",
     "ProvisionableClass",

@@ -133,6 +133,10 @@ class Decision:
     run the pod (``node_platforms`` are the existing nodes')."""
     provisionable_sources: tuple[str, ...] = ()
     """The sources of that capacity (``NodePool arm64-spot``), sorted."""
+    tolerations: tuple[_workloads.Toleration, ...] = ()
+    """Tolerations of platform taints (``kubernetes.io/arch=arm64:NoSchedule``) the pod needs
+    for the nodes judged able to run it; mutation adds them. The candidates above are the
+    nodes the pod may use with them."""
 
     # Names are listed only when asked for: with thousands of candidate nodes, sorting their
     # names would cost more than the decision itself, and admission never reads them.
@@ -154,6 +158,9 @@ Provisionable: TypeAlias = Sequence[_capacity.ProvisionableClass]
 """Capacity autoscalers can add, judged beside the existing nodes."""
 
 _Class: TypeAlias = _inventory.NodeClass
+
+PlatformTaints: TypeAlias = Sequence[_scheduling.PlatformTaint]
+"""Taints that keep pods off a platform's nodes unless they opt in (see :func:`_opt_ins`)."""
 
 
 def _classes(workload: _workloads.Workload, nodes: Nodes) -> list[_Class]:
@@ -204,6 +211,7 @@ class _Findings:
     failures: tuple[tuple[str, str], ...] = ()
     offers: tuple[_capacity.Offer, ...] = ()
     """Provisionable offers the pod can use that can run it."""
+    tolerations: tuple[_workloads.Toleration, ...] = ()
 
 
 NodeKind: TypeAlias = tuple[platforms.Platform, platforms.Fallbacks]
@@ -246,13 +254,17 @@ def _provision(offers: Iterable[_capacity.Offer]) -> str:
     return _messages.join_and(parts)
 
 
+def _is_daemonset(workload: _workloads.Workload) -> bool:
+    return "DaemonSet" in (workload.kind, workload.controller_kind)
+
+
 def _offers(workload: _workloads.Workload, capacity: Provisionable) -> tuple[_capacity.Offer, ...]:
     """Offers the workload's pods could be scheduled to.
 
     None for a DaemonSet (or its pods): it never makes an autoscaler add a node, it follows
     the nodes that exist.
     """
-    if not capacity or "DaemonSet" in (workload.kind, workload.controller_kind):
+    if not capacity or _is_daemonset(workload):
         return ()
     return tuple(
         offer
@@ -260,6 +272,53 @@ def _offers(workload: _workloads.Workload, capacity: Provisionable) -> tuple[_ca
         for offer in value.offers
         if _capacity.offer_admits(workload, offer)
     )
+
+
+def _opt_ins(
+    workload: _workloads.Workload,
+    nodes: Nodes,
+    capacity: Provisionable,
+    resolved: Mapping[str, tuple[platforms.Platform, ...]],
+    defaults: platforms.Fallbacks,
+    platform_taints: PlatformTaints,
+) -> tuple[_workloads.Toleration, ...]:
+    """The platform-taint tolerations to add: for each node (or offer) tainted with its own
+    arch that the pod may use once it tolerates that taint, and that can run every image.
+
+    Nothing else is tolerated: another key, or an arch some image does not run on, keeps its
+    taint's meaning. A DaemonSet's tolerations choose the nodes it runs on (tolerating more
+    would add pods, not place them), so it gets none.
+    """
+    if not platform_taints or _is_daemonset(workload):
+        return ()
+    own = workload.template.tolerations
+    # Classes as a pod tolerating every platform taint would see them: a superset, each
+    # member then judged with the tolerations of its own arch only.
+    everything = _scheduling.with_tolerations(
+        workload,
+        (
+            _workloads.Toleration(key=p.key, operator="Exists", effect=effect)
+            for p in platform_taints
+            for effect in sorted(p.effects)
+        ),
+    )
+    judged = [c.node for c in _classes(everything, nodes)]
+    offers = [o for value in capacity for o in value.offers]
+    wanted: dict[_workloads.Toleration, None] = {}
+    for node, offer in [*((n, None) for n in judged), *((o.node, o) for o in offers)]:
+        need = _scheduling.platform_tolerations(node, own, platform_taints)
+        if not need or not node.known or set(need) <= wanted.keys():
+            continue
+        relaxed = _scheduling.with_tolerations(workload, need)
+        admitted = (
+            _capacity.offer_admits(relaxed, offer)
+            if offer is not None
+            else _scheduling.admits(relaxed)(node)
+        )
+        kind = _kind(node, defaults)
+        if admitted and all(_runs(kind[0], p, kind[1]) for p in resolved.values()):
+            wanted.update(dict.fromkeys(need))
+    return tuple(sorted(wanted, key=lambda t: (t.key, t.value, t.effect)))
 
 
 def _mismatch(
@@ -341,7 +400,13 @@ def _assess(
     answers: Mapping[str, ImageAnswer],
     defaults: platforms.Fallbacks,
     capacity: Provisionable = (),
+    platform_taints: PlatformTaints = _scheduling.DEFAULT_PLATFORM_TAINTS,
+    *,
+    partial: bool = False,
 ) -> _Findings:
+    """``partial``: images without an answer are still outstanding, not failed; opting in to
+    tainted platforms then reads the answers so far, so a mismatch found is one that no later
+    answer can undo (:func:`settled`)."""
     images = workload.template.images
     if not images:
         return _Findings(Reason.SKIPPED, "the pod has no images to check")
@@ -358,6 +423,19 @@ def _assess(
         else:
             resolved[image] = tuple(answer)
     failed = tuple(failures.items())
+    if not isinstance(nodes, _inventory.Inventory):
+        nodes = tuple(nodes)  # read once for the opt-ins, once for the candidates
+    # Opting in to a tainted platform needs every image known to run there; an image that
+    # could not be inspected might not.
+    opt_ins = (
+        _opt_ins(workload, nodes, capacity, resolved, defaults, platform_taints)
+        if resolved and (partial or not failures)
+        else ()
+    )
+    # From here on the pod is judged as it will be, with those tolerations: its candidates
+    # are then exactly the nodes it may use, and placement keeps it off those that cannot run
+    # it (another node tainted with the same arch, say Windows).
+    workload = _scheduling.with_tolerations(workload, opt_ins)
     # A node whose platform is unknown (no labels, no nodeInfo) can be judged neither way.
     admits = _scheduling.admits(workload)
     candidates = [c for c in _classes(workload, nodes) if admits(c.node) and c.node.known]
@@ -417,6 +495,7 @@ def _assess(
         ),
         failures=failed,
         offers=good,
+        tolerations=opt_ins if compatible or good else (),
     )
     if resolved and not compatible and not good:
         reason, message = _mismatch(workload.template, candidates, resolved, defaults, offers)
@@ -444,6 +523,7 @@ def decide(
     failure_policy: FailurePolicy = FailurePolicy.OPEN,
     fallbacks: platforms.Fallbacks = platforms.DEFAULT_FALLBACKS,
     capacity: Provisionable = (),
+    platform_taints: PlatformTaints = _scheduling.DEFAULT_PLATFORM_TAINTS,
 ) -> Decision:
     """Decide whether ``workload`` may be admitted onto ``nodes``, or onto ``capacity`` that
     autoscalers can add.
@@ -454,8 +534,10 @@ def decide(
     an image could not be inspected and ``failure_policy`` is closed. ``fallbacks`` are the
     cluster's runtime fallbacks (``platforms.*`` settings); node labels override them.
     A pod that only ``capacity`` can run is allowed (:attr:`Reason.PROVISIONABLE`).
+    ``platform_taints``: taints the pod is judged (and mutated) to tolerate on nodes of an
+    arch every image runs on (:attr:`Decision.tolerations`).
     """
-    found = _assess(workload, nodes, answers, fallbacks, capacity)
+    found = _assess(workload, nodes, answers, fallbacks, capacity, platform_taints)
     reason, message = found.reason, found.message
     mismatch = reason.is_mismatch
     allowed = True
@@ -481,6 +563,7 @@ def decide(
         inspection_errors=found.failures,
         provisionable_platforms=tuple(platforms.format_all(o.node.platform for o in found.offers)),
         provisionable_sources=tuple(sorted({str(o.capacity.source) for o in found.offers})),
+        tolerations=found.tolerations,
     )
 
 
@@ -493,6 +576,7 @@ def settled(
     failure_policy: FailurePolicy = FailurePolicy.OPEN,
     fallbacks: platforms.Fallbacks = platforms.DEFAULT_FALLBACKS,
     capacity: Provisionable = (),
+    platform_taints: PlatformTaints = _scheduling.DEFAULT_PLATFORM_TAINTS,
 ) -> bool:
     """Whether the answers so far already decide a denial, whatever the others turn out to be.
 
@@ -509,7 +593,8 @@ def settled(
     resolved = {i: a for i, a in partial.items() if not isinstance(a, ImageFailure)}
     if not resolved:
         return False
-    reason = _assess(workload, nodes, resolved, fallbacks, capacity).reason
+    found = _assess(workload, nodes, resolved, fallbacks, capacity, platform_taints, partial=True)
+    reason = found.reason
     return reason in (Reason.ARCHITECTURE_MISMATCH, Reason.ARCHITECTURE_PIN_MISMATCH)
 
 
@@ -519,6 +604,7 @@ def stranded(
     answers: Mapping[str, ImageAnswer],
     fallbacks: platforms.Fallbacks = platforms.DEFAULT_FALLBACKS,
     capacity: Provisionable = (),
+    platform_taints: PlatformTaints = _scheduling.DEFAULT_PLATFORM_TAINTS,
 ) -> dict[K, Decision]:
     """The workloads that no candidate node (nor provisionable ``capacity``) can run, with the
     enforce-mode decision for each.
@@ -530,7 +616,14 @@ def stranded(
         nodes = tuple(nodes)  # read once per workload
     left: dict[K, Decision] = {}
     for key, workload in workloads.items():
-        decision = decide(workload, nodes, answers, fallbacks=fallbacks, capacity=capacity)
+        decision = decide(
+            workload,
+            nodes,
+            answers,
+            fallbacks=fallbacks,
+            capacity=capacity,
+            platform_taints=platform_taints,
+        )
         if decision.reason in (Reason.ARCHITECTURE_MISMATCH, Reason.ARCHITECTURE_PIN_MISMATCH):
             left[key] = decision
     return left

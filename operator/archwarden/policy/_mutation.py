@@ -192,6 +192,22 @@ def _annotation_ops(
     return [_add((*metadata_path, "annotations", ANNOTATION_PLATFORMS), value)]
 
 
+def _toleration_ops(
+    spec: Mapping[str, Any], spec_path: Path, tolerations: Sequence[_workloads.Toleration]
+) -> list[PatchOperation]:
+    """Append the tolerations the pod lacks; the user's own are never touched."""
+    wanted = [
+        {"key": t.key, "operator": t.operator, "value": t.value, "effect": t.effect}
+        for t in tolerations
+    ]
+    path: Path = (*spec_path, "tolerations")
+    present = spec.get("tolerations")
+    if present is None:
+        return [_add(path, wanted)] if wanted else []
+    existing = _read.list(present, _dotted(path))
+    return [_add((*path, "-"), t) for t in wanted if t not in existing]
+
+
 def _patch(
     root: Mapping[str, Any],
     spec_path: Path,
@@ -209,6 +225,9 @@ def _patch(
         alternatives = [[r.to_json() for r in term] for term in decision.placement.terms]
         preferred = _preferences(decision.placement, preferences or {})
         ops.extend(_affinity_ops(spec, spec_path, alternatives, preferred, narrow_only))
+    if decision.tolerations:
+        spec = _walk(root, spec_path)
+        ops.extend(_toleration_ops(spec, spec_path, decision.tolerations))
     if annotate and decision.pod_platforms:
         metadata_path = (*spec_path[:-1], "metadata")
         ops.extend(_annotation_ops(root, metadata_path, ",".join(decision.pod_platforms)))
@@ -227,8 +246,9 @@ def pod_patch(
     Adds the placement's required terms (``kubernetes.io/arch In [...]``, and the os, the
     Windows build or a runtime override label where those tell compatible nodes apart) only
     when some candidate node cannot run the pod; ``preferences`` (``{"arm64": 50}``) adds
-    preferred terms for arches that can run it, unless already present; and sets the
-    ``archwarden.io/platforms`` annotation.
+    preferred terms for arches that can run it, unless already present; adds the decision's
+    platform-taint tolerations the pod lacks; and sets the ``archwarden.io/platforms``
+    annotation.
     Returns ``[]`` for a denied decision. ``narrow_only``: the pod exists (gated), so its own
     required terms may only gain expressions, never be multiplied.
     """

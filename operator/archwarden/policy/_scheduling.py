@@ -7,12 +7,15 @@ would blame images for nodes the pod could never use, a stricter one would miss 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 
 from archwarden.policy import _nodes, _workloads
 
 __all__ = [
     "DAEMONSET_TOLERATIONS",
+    "DEFAULT_PLATFORM_TAINTS",
+    "PlatformTaint",
     "admits",
     "candidate_nodes",
     "matches_affinity",
@@ -21,8 +24,10 @@ __all__ = [
     "matches_term",
     "may_admit_some",
     "names_nodes",
+    "platform_tolerations",
     "tolerates",
     "tolerates_taints",
+    "with_tolerations",
 ]
 
 # Effects that keep a pod off a node; PreferNoSchedule only lowers the node's score.
@@ -43,6 +48,63 @@ DAEMONSET_TOLERATIONS: tuple[_workloads.Toleration, ...] = tuple(
         ("node.kubernetes.io/unschedulable", "NoSchedule"),
     )
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class PlatformTaint:
+    """A taint that keeps pods off nodes of a platform unless they select it (GKE taints every
+    Arm node ``kubernetes.io/arch=arm64:NoSchedule``; AKS and Alibaba recommend it).
+
+    Only a taint whose value is the tainted node's own arch counts: that one says "pods must
+    opt in to this arch", which archwarden does for a pod all of whose images run there.
+    """
+
+    key: str
+    effects: frozenset[str]
+
+
+DEFAULT_PLATFORM_TAINTS: tuple[PlatformTaint, ...] = (
+    PlatformTaint(_nodes.LABEL_ARCH, frozenset({"NoSchedule", "PreferNoSchedule"})),
+)
+
+
+def platform_tolerations(
+    node: _nodes.Node,
+    tolerations: Iterable[_workloads.Toleration],
+    platform_taints: Iterable[PlatformTaint],
+) -> tuple[_workloads.Toleration, ...]:
+    """Tolerations of ``node``'s platform taints (value: its own arch) that ``tolerations`` do
+    not tolerate yet, PreferNoSchedule ones included (they lower the node's score)."""
+    arch = node.label_map.get(_nodes.LABEL_ARCH)
+    if not arch:
+        return ()
+    tolerations = tuple(tolerations)
+    wanted = [
+        taint
+        for taint in node.taints
+        if taint.value == arch
+        and any(taint.key == p.key and taint.effect in p.effects for p in platform_taints)
+        and not any(tolerates(t, taint) for t in tolerations)
+    ]
+    return tuple(
+        dict.fromkeys(
+            _workloads.Toleration(key=t.key, operator="Equal", value=t.value, effect=t.effect)
+            for t in wanted
+        )
+    )
+
+
+def with_tolerations(
+    workload: _workloads.Workload, extra: Iterable[_workloads.Toleration]
+) -> _workloads.Workload:
+    """``workload`` as it will be once ``extra`` tolerations are added to its pods."""
+    extra = tuple(extra)
+    if not extra:
+        return workload
+    template = dataclasses.replace(
+        workload.template, tolerations=workload.template.tolerations + extra
+    )
+    return dataclasses.replace(workload, template=template)
 
 
 def matches_requirement(requirement: _workloads.Requirement, labels: Mapping[str, str]) -> bool:
@@ -201,15 +263,27 @@ def candidate_nodes(
     return list(filter(admits(workload), nodes))
 
 
-def concerned(workload: _workloads.Workload, changed: Iterable[_nodes.Node]) -> bool:
+def concerned(
+    workload: _workloads.Workload,
+    changed: Iterable[_nodes.Node],
+    platform_taints: Iterable[PlatformTaint] = DEFAULT_PLATFORM_TAINTS,
+) -> bool:
     """Whether changes to these nodes (or node classes: before and after each change) can
     change a decision about ``workload``: only when one of them is, or was, a candidate.
 
     A decision reads nothing but the candidate nodes, so a workload none of whose candidates
     changed keeps its decision; re-evaluation skips it. Pods whose constraints name single
-    nodes are always concerned: a class hides the names they select on.
+    nodes are always concerned: a class hides the names they select on. A node the pod may
+    use once it tolerates the node's platform taints counts too: the decision may opt in to it.
     """
     if names_nodes(workload.template):
         return True
     admitted = admits(workload)
-    return any(node.known and admitted(node) for node in changed)
+    platform_taints = tuple(platform_taints)
+    own = workload.template.tolerations
+
+    def opted_in(node: _nodes.Node) -> bool:
+        need = platform_tolerations(node, own, platform_taints)
+        return bool(need) and admits(with_tolerations(workload, need))(node)
+
+    return any(node.known and (admitted(node) or opted_in(node)) for node in changed)

@@ -205,8 +205,13 @@ def build(
     answers: Mapping[str, policy.ImageAnswer],
     *,
     fallbacks: platforms.Fallbacks = platforms.DEFAULT_FALLBACKS,
+    platform_taints: Sequence[policy.PlatformTaint] = policy.DEFAULT_PLATFORM_TAINTS,
 ) -> Report:
-    """The report over ``workloads``; ``answers`` holds every image they use."""
+    """The report over ``workloads``; ``answers`` holds every image they use.
+
+    ``platform_taints`` (``platforms.taints``) decides, as in admission, which architecture
+    taints a pod is judged to tolerate: where it is schedulable today reads them.
+    """
     counts: dict[platforms.Platform, int] = {}
     kinds: dict[tuple[platforms.Platform, platforms.Fallbacks], None] = {}
     for node in nodes:
@@ -255,6 +260,7 @@ def build(
             mode=policy.Mode.AUDIT,
             failure_policy=policy.FailurePolicy.OPEN,
             fallbacks=fallbacks,
+            platform_taints=tuple(platform_taints),
         )
         if any(i.arm64 is False for i in images):
             readiness = Readiness.BLOCKED
