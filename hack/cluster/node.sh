@@ -54,6 +54,30 @@ node_prereqs() {
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 }
 
+# node_bridge_owner: the state directory whose bridge awbr0 is ('' when there is none; a bridge
+# without our alias is reported as such).
+node_bridge_owner() {
+	ip link show "$NODE_BRIDGE" type bridge >/dev/null 2>&1 || return 0
+	local alias
+	alias=$(cat "/sys/class/net/$NODE_BRIDGE/ifalias" 2>/dev/null || true)
+	case $alias in
+	archwarden:?*) echo "${alias#archwarden:}" ;;
+	*) echo "(no archwarden cluster: alias '$alias')" ;;
+	esac
+}
+
+# node_free: the real node is one per machine; refuse before anything starts when another
+# cluster's bridge is up (its down.sh must stop it), so no clean-up of ours touches it.
+node_free() {
+	local owner
+	owner=$(node_bridge_owner)
+	[ -z "$owner" ] || [ "$owner" = "$STATE" ] && return 0
+	echo "up.sh: the real node's bridge $NODE_BRIDGE belongs to the cluster in $owner (one real" \
+		"node per machine): stop it with ARCHWARDEN_CLUSTER_DIR=$owner hack/cluster/down.sh," \
+		"or start this one with ARCHWARDEN_REAL_NODE=0" >&2
+	return 1
+}
+
 # node_up: bridge, registry, relay, containerd, pause image, kubelet; waits for the node Ready.
 node_up() {
 	[ "$(id -u)" = 0 ] || { echo "up.sh: the real node needs root (ARCHWARDEN_REAL_NODE=0 skips it)" >&2; return 1; }
@@ -246,8 +270,7 @@ node_down() {
 		# A bridge of ours without state (an interrupted up.sh) still goes; one another cluster
 		# owns (its alias names another state directory) stays: the real node is one per
 		# machine, and a cluster started with ARCHWARDEN_REAL_NODE=0 has none to stop.
-		if ip link show "$NODE_BRIDGE" type bridge >/dev/null 2>&1 &&
-			[ "$(cat "/sys/class/net/$NODE_BRIDGE/ifalias" 2>/dev/null)" = "archwarden:$STATE" ]; then
+		if [ "$(node_bridge_owner)" = "$STATE" ]; then
 			ip link del "$NODE_BRIDGE"
 		fi
 		return 0
@@ -270,7 +293,8 @@ node_down() {
 		findmnt -rn -o TARGET | awk -v d="$data" 'index($0, d) == 1' | sort -r |
 			while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	fi
-	if ip link show "$NODE_BRIDGE" type bridge >/dev/null 2>&1; then
+	# Only our own bridge: an up.sh that failed beside another cluster has state but no bridge.
+	if [ "$(node_bridge_owner)" = "$STATE" ]; then
 		local veth
 		for veth in $(ip -o link show master "$NODE_BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
 			ip link del "$veth" 2>/dev/null || true

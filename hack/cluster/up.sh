@@ -30,6 +30,7 @@ main() {
 	[ -z "$missing" ] || { echo "up.sh: missing commands:$missing" >&2; exit 1; }
 	# Anything left from an earlier or failed run goes first.
 	"$CLUSTER_HERE/down.sh" --quiet
+	! node_enabled || node_free
 
 	local dirs
 	dirs=$("$CLUSTER_HERE/build.sh")

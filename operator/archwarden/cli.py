@@ -57,6 +57,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
             lines.append((printable(row["image"]), "-", "error: see stderr"))
         else:
             platforms = ", ".join(row["platforms"])
+            if "artifactType" in row:
+                # Names no platform: mounts anywhere as an image volume, runs nowhere.
+                platforms = f"none: artifact {row['artifactType']}"
             lines.append((printable(row["image"]), row["digest"], printable(platforms)))
     widths = [max(len(line[i]) for line in lines) for i in range(2)]
     return "\n".join(

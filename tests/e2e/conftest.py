@@ -42,6 +42,7 @@ class Images:
     multi: str  # linux/amd64 + linux/arm64
     everywhere: str  # linux/amd64, arm64, ppc64le + windows/amd64 (ltsc2022)
     s390x_only: str
+    artifact: str  # an OCI artifact (a data file): names no platform
 
     def ref(self, name: str) -> str:
         return f"{self.host}/{name}"
@@ -69,6 +70,7 @@ def images(e2e_registry: RegistryServer) -> Images:
         ]
         win = seeder.push_image("e2e/all", None, "windows/amd64:10.0.20348.1129", fmt="docker")
         seeder.push_index("e2e/all", "1", [(c, c.platform) for c in [*children, win]], fmt="oci")
+        seeder.push_artifact("e2e/model", "1", {"weights.bin": b"\x00" * 64})
     host = e2e_registry.host
     return Images(
         host=host,
@@ -77,6 +79,7 @@ def images(e2e_registry: RegistryServer) -> Images:
         multi=f"{host}/e2e/web:1.0",
         everywhere=f"{host}/e2e/all:1",
         s390x_only=f"{host}/e2e/mainframe:1",
+        artifact=f"{host}/e2e/model:1",
     )
 
 

@@ -107,6 +107,48 @@ def test_amd64_image_on_an_arm64_pool_is_denied_with_the_reason(
     )
 
 
+def image_volume(name: str, reference: str) -> dict[str, Any]:
+    return {"name": name, "image": {"reference": reference, "pullPolicy": "IfNotPresent"}}
+
+
+def test_image_volumes_are_judged_and_placed_like_containers(
+    cluster: LocalCluster, namespace: str, images: Images
+) -> None:
+    # The API server takes image volumes (on by default since 1.35); the kubelet would pull
+    # them for the node's platform.
+    tools = {"volumes": [image_volume("tools", images.amd64_only)]}
+    code, _, stderr = apply(
+        cluster,
+        namespace,
+        deployment("on-arm", images.multi, pod_spec={**hostname_pool(ARM64_POOL), **tools}),
+    )
+    assert code != 0
+    assert (
+        f"image {images.amd64_only} (image volume tools) supports linux/amd64 only; the nodes "
+        "this pod can use are linux/arm64 (2)"
+    ) in stderr
+
+    # Anywhere else it narrows the placement to what the volume's image was built for.
+    code, _, stderr = apply(
+        cluster, namespace, deployment("tools", images.multi, replicas=3, pod_spec=tools)
+    )
+    assert code == 0, stderr
+    for pod in cluster.wait_pods_running(namespace, 3, selector="app=tools"):
+        assert pod["metadata"]["annotations"]["archwarden.io/platforms"] == "linux/amd64"
+        assert NODE_ARCH[pod["spec"]["nodeName"]] == "amd64"
+
+    # An artifact names no platform: mounted on any node, the arm64 pool included.
+    model = {"volumes": [image_volume("model", images.artifact)]}
+    code, _, stderr = apply(
+        cluster,
+        namespace,
+        deployment("model", images.multi, pod_spec={**hostname_pool(ARM64_POOL), **model}),
+    )
+    assert code == 0, stderr
+    (pod,) = cluster.wait_pods_running(namespace, 1, selector="app=model")
+    assert pod["spec"]["nodeName"] in ARM64_POOL
+
+
 def test_arch_pin_that_contradicts_the_image(
     cluster: LocalCluster, namespace: str, images: Images
 ) -> None:

@@ -428,7 +428,11 @@ def test_missing_and_empty_answers_count_as_failures() -> None:
     assert not decision.allowed
     assert decision.inspection_errors == (
         (API, "the image was not inspected"),
-        (SIDECAR, "the registry reported no platforms"),
+        (
+            SIDECAR,
+            "it is an OCI artifact, not an image: it names no platform and has nothing a "
+            "container can run",
+        ),
     )
 
 

@@ -62,10 +62,13 @@ def pod_specs(wrong: bool) -> st.SearchStrategy[Any]:
         {"nodeAffinity": obj({_workloads._REQUIRED: required}), "podAffinity": st.just({})}
     )
     toleration = obj({"key": STRINGS, "operator": OPERATORS, "value": STRINGS, "effect": STRINGS})
+    image_source = obj({"reference": STRINGS, "pullPolicy": STRINGS})
+    volume = obj({"name": STRINGS, "image": image_source, "emptyDir": st.just({})})
     shape = {
         "containers": listed(container),
         "initContainers": listed(container),
         "ephemeralContainers": listed(container),
+        "volumes": listed(volume),
         "nodeSelector": st.dictionaries(STRINGS, wild(STRINGS) if wrong else STRINGS, max_size=3),
         "affinity": affinity,
         "tolerations": listed(toleration),

@@ -428,3 +428,33 @@ spec:
         ("pinned", ["linux/amd64"]),
         ("pinned-multi", ["linux/amd64", "linux/arm64"]),
     ]
+
+
+async def test_check_judges_image_volumes_and_mounts_artifacts_anywhere(
+    plain_registry: RegistryServer, seeder_for: Callable[[Any], Seeder], tmp_path: Path
+) -> None:
+    seeder = seeder_for(plain_registry)
+    repo = unique_repo("volumes")
+    seeder.push_multiarch(repo, "app", ["linux/amd64", "linux/arm64"])
+    seeder.push_image(repo, "tools", "linux/amd64")
+    seeder.push_artifact(repo, "model", {"weights.bin": b"\x00" * 64})
+    app, tools, model = (f"{plain_registry.host}/{repo}:{t}" for t in ("app", "tools", "model"))
+    path = tmp_path / "pods.yaml"
+    path.write_text(
+        "\n---\n".join(
+            f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\n"
+            f'spec: {{containers: [{{name: app, image: "{app}"}}], '
+            f'volumes: [{{name: {name}, image: {{reference: "{ref}"}}}}]}}'
+            for name, ref in (("tools", tools), ("model", model))
+        )
+    )
+    code, out, err = await run(
+        "-f", str(path), "--platforms", "linux/arm64", "--insecure-registry", plain_registry.host
+    )
+    assert (code, err) == (1, "")
+    assert out.splitlines() == [
+        f"DENY  Pod/tools: image {tools} (image volume tools) supports linux/amd64 only; the "
+        "node this pod can use is linux/arm64 (1); publish a multi-arch image or select amd64 "
+        "nodes",
+        "OK    Pod/model",
+    ]

@@ -184,6 +184,29 @@ async def test_inspect_table_tls_with_ca_file(
     assert lines[1].split() == [f"{tls_registry.host}/{repo}:1", image.digest, "linux/s390x"]
 
 
+async def test_inspect_names_an_artifacts_type_instead_of_platforms(
+    plain_registry: RegistryServer, seeder_for: Callable[[Any], Seeder]
+) -> None:
+    repo = unique_repo("artifact")
+    artifact = seeder_for(plain_registry).push_artifact(repo, "1", {"data": b"1"})
+    image = f"{plain_registry.host}/{repo}:1"
+    code, _, stdout, stderr = await run_cli("--insecure-registry", plain_registry.host, image)
+    assert (code, stderr) == (0, "")
+    assert stdout.splitlines()[1].split() == [
+        image,
+        artifact.digest,
+        "none:",
+        "artifact",
+        "application/vnd.archwarden.test.data.v1",
+    ]
+    code, data, _, _ = await run_cli("--json", "--insecure-registry", plain_registry.host, image)
+    assert code == 0 and data is not None
+    assert (data[0]["platforms"], data[0]["artifactType"]) == (
+        [],
+        "application/vnd.archwarden.test.data.v1",
+    )
+
+
 async def test_inspect_failures_exit_one_with_one_line_each(
     plain_registry: RegistryServer, basic_registry: RegistryServer, tmp_path: Path
 ) -> None:

@@ -64,6 +64,46 @@ async def test_single_arch_oci_reads_the_config_blob(
     assert answer.digest == image.digest
 
 
+async def test_an_oci_artifact_names_no_platform(server: RegistryServer, seeder: Seeder) -> None:
+    # What an image volume may mount: OCI 1.1's empty config plus artifactType, or (older
+    # tools) only a config type of its own. Neither is read as an image config.
+    repo = unique_repo("artifact")
+    artifact = seeder.push_artifact(repo, "1", {"model.bin": b"weights"})
+    helm = seeder.push_artifact(
+        repo, "chart", {"c.tgz": b"x"}, artifact_type=None,
+        config_type="application/vnd.cncf.helm.config.v1+json",
+    )  # fmt: skip
+    answer = await resolve(server, f"{repo}:1")
+    assert answer.platforms == ()
+    assert answer.artifact_type == "application/vnd.archwarden.test.data.v1"
+    assert answer.digest == artifact.digest
+    assert answer.to_json()["artifactType"] == "application/vnd.archwarden.test.data.v1"
+    chart = await resolve(server, f"{repo}:chart")
+    assert (chart.platforms, chart.artifact_type) == (
+        (),
+        "application/vnd.cncf.helm.config.v1+json",
+    )
+    assert chart.digest == helm.digest
+    # An image's config still decides for it.
+    seeder.push_image(repo, "image", "linux/arm64")
+    image = await resolve(server, f"{repo}:image")
+    assert (image.canonical, image.artifact_type) == (["linux/arm64"], "")
+
+
+async def test_an_index_of_artifacts_alone_has_no_runnable_image(
+    server: RegistryServer, seeder: Seeder
+) -> None:
+    repo = unique_repo("artifacts")
+    artifact = seeder.push_artifact(repo, None, {"a": b"1"})
+    seeder.push_index(repo, "1", [(artifact, None)])
+    with pytest.raises(registry.InvalidManifest, match="index lists no runnable images"):
+        await resolve(server, f"{repo}:1")
+    # Beside images, an artifact entry with no platform is left out.
+    amd64 = seeder.push_image(repo, None, "linux/amd64")
+    seeder.push_index(repo, "2", [(artifact, None), (amd64, "linux/amd64")])
+    assert (await resolve(server, f"{repo}:2")).canonical == ["linux/amd64"]
+
+
 async def test_single_arch_docker_schema2_arm64(server: RegistryServer, seeder: Seeder) -> None:
     repo = unique_repo("schema2")
     seeder.push_image(repo, "1", {"os": "linux", "architecture": "aarch64"}, fmt="docker")

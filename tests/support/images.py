@@ -61,6 +61,8 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -440,6 +442,35 @@ class Seeder:
             annotations=None,
             children=tuple(d for d, _ in children),
         )
+
+    def push_artifact(
+        self,
+        repo: str,
+        tag: str | None,
+        files: Mapping[str, bytes],
+        *,
+        artifact_type: str | None = "application/vnd.archwarden.test.data.v1",
+        config_type: str = OCI_EMPTY,
+    ) -> Descriptor:
+        """An OCI 1.1 artifact: the empty config (``{}``), one uncompressed tar layer holding
+        ``files``, ``artifactType`` (omitted when None, as older tools write them). It names
+        no platform anywhere."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name, content in files.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(content), 0, 0o644
+                tar.addfile(info, io.BytesIO(content))
+        layer = self.push_blob(repo, buf.getvalue(), OCI_LAYER_TAR)
+        cfg = self.push_blob(repo, b"{}", config_type)
+        manifest: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
+        if artifact_type is not None:
+            manifest["artifactType"] = artifact_type
+        manifest["config"] = cfg.to_dict()
+        manifest["layers"] = [layer.to_dict()]
+        body = _dumps(manifest)
+        digest = self.push_manifest(repo, tag or sha256_digest(body), body, OCI_MANIFEST)
+        return Descriptor(OCI_MANIFEST, digest, len(body))
 
     def push_attestation(self, repo: str, subject: Descriptor) -> Descriptor:
         """A BuildKit-style attestation manifest for ``subject`` (annotated, not yet indexed)."""

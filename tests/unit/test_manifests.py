@@ -247,3 +247,23 @@ def test_config_platform() -> None:
     ]:
         with pytest.raises(m.DocumentError, match=message):
             m.config_platform(bad)
+
+
+def test_which_manifests_are_artifacts() -> None:
+    def doc(body: dict[str, object], media_type: str = m.OCI_MANIFEST) -> m.Document:
+        return m.Document.parse(json.dumps({"mediaType": media_type, **body}).encode(), media_type)
+
+    config = {"mediaType": m.OCI_CONFIG, "digest": "sha256:" + "a" * 64, "size": 2}
+    declared = {"artifactType": "application/x.model", "config": config}
+    assert doc(declared).artifact_type() == "application/x.model"
+    empty = {"config": {**config, "mediaType": m.OCI_EMPTY}}
+    assert doc(empty).artifact_type() == m.OCI_EMPTY
+    assert doc({"config": config}).artifact_type() == ""
+    # Docker manifests were always images, whatever their config says.
+    assert doc(empty, m.DOCKER_SCHEMA2).artifact_type() == ""
+    # Another config type is read: an image config under a generic type stays an image's.
+    image_config = json.dumps({"os": "linux", "architecture": "arm64"}).encode()
+    assert not m.config_artifact("application/octet-stream", image_config)
+    assert m.config_artifact("application/vnd.cncf.helm.config.v1+json", b'{"name":"c"}')
+    assert m.config_artifact("application/octet-stream", b"\x00binary")
+    assert not m.config_artifact(m.OCI_CONFIG, b"{}")

@@ -343,7 +343,9 @@ def _mismatch(
     ]
     lead = "" if unrunnable else "no node can run all images: "
     named = unrunnable or list(resolved)
-    clauses = [f"image {image} {_messages.supports(resolved[image])}" for image in named]
+    clauses = [
+        f"{_named(template, image)} {_messages.supports(resolved[image])}" for image in named
+    ]
     where = (
         "the node this pod can use is"
         if _size(candidates) == 1
@@ -368,6 +370,15 @@ def _mismatch(
         existing.append(_provision(offers))
     parts = [*clauses, *existing, *dict.fromkeys(refused), fix]
     return Reason.ARCHITECTURE_MISMATCH, lead + "; ".join(parts)
+
+
+def _named(template: _workloads.PodTemplate, image: str) -> str:
+    """``image X``, naming the volumes when only image volumes use it (users look for it
+    among their containers otherwise)."""
+    if image not in template.volume_only_images:
+        return f"image {image}"
+    names = ", ".join(c.name for c in template.containers if c.image == image)
+    return f"image {image} (image volume {names})"
 
 
 def _partial_message(
@@ -418,8 +429,15 @@ def _assess(
             failures[image] = "the image was not inspected"
         elif isinstance(answer, ImageFailure):
             failures[image] = answer.error or "unknown error"
+        elif not answer and image in workload.template.volume_only_images:
+            # An artifact mounted as an image volume names no platform: the kubelet pulls it
+            # whatever the node's, and nothing in it was built for one.
+            continue
         elif not answer:
-            failures[image] = "the registry reported no platforms"
+            failures[image] = (
+                "it is an OCI artifact, not an image: it names no platform and has nothing "
+                "a container can run"
+            )
         else:
             resolved[image] = tuple(answer)
     failed = tuple(failures.items())
@@ -501,7 +519,9 @@ def _assess(
         reason, message = _mismatch(workload.template, candidates, resolved, defaults, offers)
         return dataclasses.replace(findings, reason=reason, message=message)
     if failures:
-        message = "; ".join(f"could not inspect image {i}: {error}" for i, error in failed)
+        message = "; ".join(
+            f"could not inspect {_named(workload.template, i)}: {error}" for i, error in failed
+        )
         return dataclasses.replace(findings, reason=Reason.IMAGE_INSPECTION_FAILED, message=message)
     if incompatible and workload.kind == "DaemonSet":
         message = _partial_message(candidates, incompatible, resolved, defaults)

@@ -53,15 +53,24 @@ _read = _fields.Reader(_errors.InvalidWorkload)
 
 
 class ContainerKind(enum.StrEnum):
-    """The pod spec list a container comes from (its JSON field name)."""
+    """The pod spec list an image comes from (its JSON field name)."""
 
     CONTAINER = "containers"
     INIT = "initContainers"
     EPHEMERAL = "ephemeralContainers"
+    VOLUME = "volumes"
+    """An image volume (``volumes[].image.reference``): the kubelet pulls it for the node's
+    platform like a container's image, and what it carries may be executed by the pod."""
+
+
+CONTAINER_KINDS = (ContainerKind.CONTAINER, ContainerKind.INIT, ContainerKind.EPHEMERAL)
+"""The kinds that name their image in ``image``; a volume names it in ``image.reference``."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Container:
+    """A container, or an image volume (``kind`` VOLUME, ``name`` the volume's)."""
+
     name: str
     kind: ContainerKind
     image: str
@@ -109,7 +118,8 @@ class PodTemplate:
     """Everything in a pod spec that placement decisions depend on."""
 
     containers: tuple[Container, ...]
-    """``containers``, then ``initContainers``, then ``ephemeralContainers``; no empty images."""
+    """``containers``, then ``initContainers``, then ``ephemeralContainers``, then image
+    volumes; no empty images."""
     node_selector: tuple[tuple[str, str], ...] = ()
     required_terms: tuple[SelectorTerm, ...] | None = None
     """Required node affinity terms (ORed); ``None`` when the pod has no required affinity."""
@@ -123,6 +133,12 @@ class PodTemplate:
     def images(self) -> tuple[str, ...]:
         """Distinct images in container order (read several times per review)."""
         return tuple(dict.fromkeys(c.image for c in self.containers))
+
+    @functools.cached_property
+    def volume_only_images(self) -> frozenset[str]:
+        """Images only image volumes name: an artifact with no platform mounts anywhere."""
+        run = {c.image for c in self.containers if c.kind is not ContainerKind.VOLUME}
+        return frozenset(c.image for c in self.containers if c.image not in run)
 
     @functools.cached_property
     def projected_bytes(self) -> int:
@@ -231,7 +247,7 @@ def _containers(spec: Mapping[str, Any], path: str) -> tuple[Container, ...]:
     if spec.get(ContainerKind.CONTAINER) is None:
         raise _read.fail(f"{path}.containers", "required")
     found: list[Container] = []
-    for kind in ContainerKind:
+    for kind in CONTAINER_KINDS:
         items = _read.list(spec.get(kind), f"{path}.{kind}")
         for i, raw in enumerate(items):
             where = f"{path}.{kind}[{i}]"
@@ -241,6 +257,18 @@ def _containers(spec: Mapping[str, Any], path: str) -> tuple[Container, ...]:
             image = _read.string(body.get("image"), f"{where}.image").strip()
             if image:
                 found.append(Container(name=name, kind=kind, image=image))
+    volumes = _read.list(spec.get(ContainerKind.VOLUME), f"{path}.volumes")
+    for i, raw in enumerate(volumes):
+        where = f"{path}.volumes[{i}]"
+        body = _read.mapping(raw, where)
+        source = body.get("image")
+        if source is None:
+            continue  # another volume type
+        source = _read.mapping(source, f"{where}.image")
+        reference = _read.string(source.get("reference"), f"{where}.image.reference").strip()
+        if reference:
+            name = _read.string(body.get("name"), f"{where}.name")
+            found.append(Container(name=name, kind=ContainerKind.VOLUME, image=reference))
     return tuple(found)
 
 
@@ -299,10 +327,13 @@ def least_projected_bytes(obj: Mapping[str, Any], *, kind: str | None = None) ->
     def listed(value: object) -> list[Any]:
         return value if isinstance(value, list) else []
 
-    for kind_name in ContainerKind:
+    for kind_name in CONTAINER_KINDS:
         items += sum(
             1 for c in listed(spec.get(kind_name)) if isinstance(c, Mapping) and c.get("image")
         )
+    for volume in listed(spec.get(ContainerKind.VOLUME)):
+        source = volume.get("image") if isinstance(volume, Mapping) else None
+        items += isinstance(source, Mapping) and bool(source.get("reference"))
     items += len(listed(spec.get("tolerations")))
     items += sum(
         1 for s in listed(spec.get("imagePullSecrets")) if isinstance(s, Mapping) and s.get("name")
@@ -376,7 +407,7 @@ class _Irregular(Exception):
 
 
 _NO_FIELDS: Mapping[str, Any] = {}
-_CONTAINER_FIELDS = tuple((kind, kind.value) for kind in ContainerKind)
+_CONTAINER_FIELDS = tuple((kind, kind.value) for kind in CONTAINER_KINDS)
 _PLAIN_OPERATORS = NODE_SELECTOR_OPERATORS - {"Gt", "Lt"}
 """Operators the plain reader takes; Gt and Lt need their value checked by the careful one."""
 
@@ -445,6 +476,13 @@ def _plain_template(spec: Mapping[str, Any]) -> PodTemplate:
             name, image = _str(body.get("name")), _str(body.get("image")).strip()
             if image:
                 containers.append(Container(name, kind, image))
+    for raw in _list(spec.get("volumes")):
+        body = _dict(raw)
+        source = body.get("image")
+        if source is None:
+            continue
+        if reference := _str(_dict(source).get("reference")).strip():
+            containers.append(Container(_str(body.get("name")), ContainerKind.VOLUME, reference))
     selector = []
     for key, value in _dict(spec.get("nodeSelector")).items():
         if type(key) is not str:
@@ -513,7 +551,7 @@ def _plain_workload(obj: Mapping[str, Any], kind: str | None) -> Workload:
 def scheduling_changed(old_obj: Mapping[str, Any], new_obj: Mapping[str, Any]) -> bool:
     """Whether an UPDATE changed anything a placement decision depends on.
 
-    That is the images (any container kind), nodeSelector, required node affinity,
+    That is the images (any container kind, image volumes), nodeSelector, required node affinity,
     tolerations, nodeName, and the pull secrets and service account that decide how images
     are inspected. An object that cannot be read counts as changed, so it gets (re)checked.
     """

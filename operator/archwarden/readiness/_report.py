@@ -30,6 +30,9 @@ __all__ = [
 ]
 
 ARM64 = platforms.Platform("linux", "arm64")
+ANY = "any (artifact)"
+"""The platforms of an OCI artifact mounted as an image volume: it names none, mounts anywhere."""
+NOT_RUNNABLE = "an OCI artifact, not an image: it names no platform and has nothing to run"
 
 # What the report lists: workloads as users write them. ReplicaSets and Jobs owned by a
 # Deployment or CronJob, and pods owned by any controller, are reported through their owner.
@@ -235,6 +238,13 @@ def build(
                 images.append(ImageRow(image, registry_host, owner, error=answer.error))
                 continue
             found = tuple(answer)
+            if not found and image in workload.template.volume_only_images:
+                # An artifact mounted as an image volume: any node mounts it.
+                images.append(ImageRow(image, registry_host, owner, platforms=(ANY,), arm64=True))
+                continue
+            if not found:
+                images.append(ImageRow(image, registry_host, owner, error=NOT_RUNNABLE))
+                continue
             known.append(found)
             images.append(
                 ImageRow(
@@ -245,7 +255,7 @@ def build(
                     arm64=_runs(ARM64, arm64_fallbacks, found),
                 )
             )
-        complete = len(known) == len(images)
+        complete = not any(i.error for i in images)
         runs_on = sorted(
             {
                 node.canonical

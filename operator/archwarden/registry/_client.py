@@ -621,13 +621,15 @@ class RegistryClient:
             found = await walk.platforms(document, digest, depth=0, seen=frozenset({digest}))
         finally:
             _budget.reset(budget)
-        if not found:
+        artifact = walk.artifact_type
+        if not found and not artifact:
             raise exc.InvalidManifest(ref.domain, "index lists no runnable images", ref.short)
         return _models.ImagePlatforms(
             reference=ref,
             digest=digest,
             media_type=document.media_type,
             platforms=tuple(sorted(set(found))),
+            artifact_type=artifact,
         )
 
     async def verify(self, ref: reference.Reference | str) -> _models.Verification:

@@ -27,6 +27,10 @@ DOCKER_SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
 
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+IMAGE_CONFIG_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 IMAGE_TYPES = frozenset({OCI_MANIFEST, DOCKER_SCHEMA2})
 SCHEMA1_TYPES = frozenset({DOCKER_SCHEMA1_SIGNED, DOCKER_SCHEMA1})
@@ -165,6 +169,27 @@ class Document:
         data = schema1_payload(self.raw, self.body) if self.is_schema1 else self.raw
         return compute_digest(data, algorithm)
 
+    def artifact_type(self) -> str:
+        """What an image manifest that is plainly an OCI artifact carries, or ''.
+
+        An OCI manifest is an artifact when it declares ``artifactType`` or its config is
+        OCI's empty descriptor: it names no platform and no config is read for it. A config
+        of another type is read (:func:`config_artifact`): old tools wrote image configs as
+        ``application/octet-stream``. Docker manifests are images.
+        """
+        if self.media_type != OCI_MANIFEST:
+            return ""
+        declared = self.body.get("artifactType")
+        if isinstance(declared, str) and declared:
+            return declared
+        config_type = self.config_type()
+        return config_type if config_type == OCI_EMPTY else ""
+
+    def config_type(self) -> str:
+        config = self.body.get("config")
+        media_type = config.get("mediaType") if isinstance(config, Mapping) else None
+        return media_type if isinstance(media_type, str) else ""
+
     def children(self) -> list[Descriptor]:
         """An index's entries, without attestations and other non-image entries."""
         entries = self.body.get("manifests")
@@ -269,3 +294,16 @@ def config_claim(raw: bytes) -> tuple[platforms.Platform, bool]:
 
 def config_platform(raw: bytes) -> platforms.Platform:
     return config_claim(raw)[0]
+
+
+def config_artifact(media_type: str, raw: bytes) -> bool:
+    """Whether a config of ``media_type`` (not an image config type) that names no os and
+    architecture makes its manifest an artifact (a Helm chart's, say); one that names them is
+    an image's, whatever the type says."""
+    if media_type in IMAGE_CONFIG_TYPES or not media_type:
+        return False
+    try:
+        config_claim(raw)
+    except DocumentError:
+        return True
+    return False

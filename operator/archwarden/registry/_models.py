@@ -27,9 +27,13 @@ class ImagePlatforms:
     """The digest of the top-level document (index, list or single manifest)."""
     media_type: str
     platforms: tuple[platforms.Platform, ...]
-    """Sorted and de-duplicated; never empty."""
+    """Sorted and de-duplicated; empty only for an artifact."""
     stale: bool = False
     """True when served from cache after the registry failed (callers asked for that)."""
+    artifact_type: str = ""
+    """For an OCI artifact (a single manifest whose config is not an image config): its
+    ``artifactType`` or config media type. It names no platform: as an image volume it mounts
+    on any node; as a container's image it is nothing to run."""
 
     @property
     def canonical(self) -> list[str]:
@@ -47,6 +51,8 @@ class ImagePlatforms:
             "mediaType": self.media_type,
             "platforms": self.canonical,
         }
+        if self.artifact_type:
+            data["artifactType"] = self.artifact_type
         details = [p.to_json() for p in self.platforms if p.os_version or p.os_features]
         if details:
             data["platformDetails"] = details

@@ -59,6 +59,15 @@ class Walk:
         self._fetch_manifest = fetch_manifest
         self._fetch_blob = fetch_blob
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
+        self.artifact_type = ""
+        """Set when the top document is an OCI artifact (its type): it names no platform."""
+
+    def _artifact(self, artifact_type: str, depth: int) -> list[platforms.Platform]:
+        # A data artifact names no platform; what it may be used for is the caller's
+        # judgement (an image volume mounts it anywhere). Inside an index it adds nothing.
+        if depth == 0:
+            self.artifact_type = artifact_type
+        return []
 
     async def platforms(
         self, document: _manifests.Document, digest: str, *, depth: int, seen: frozenset[str]
@@ -69,9 +78,13 @@ class Walk:
             if document.is_schema1:
                 return [document.schema1_platform()]
             if document.is_image:
+                if artifact := document.artifact_type():
+                    return self._artifact(artifact, depth)
                 config = document.config()
                 async with self._slots:
                     raw = await self._fetch_blob(ref, config.digest, self.settings.config_max_bytes)
+                if _manifests.config_artifact(config.media_type, raw):
+                    return self._artifact(config.media_type, depth)
                 return [_manifests.config_platform(raw)]
             children = document.children()
         except _manifests.DocumentError as error:
