@@ -249,7 +249,7 @@ class CredentialProviders:
     # -- the public call ------------------------------------------------------------------------
 
     async def for_image(
-        self, ref: reference.Reference, *, namespace: str = "", service_account: str = ""
+        self, ref: reference.Reference, namespace: str = "", service_account: str = ""
     ) -> Provided:
         """Credentials for ``ref`` from every matching provider (a CredentialStore holding at
         most ``ref``'s own host). A provider that fails is reported, never raised: the image
