@@ -57,6 +57,10 @@ VEGETA_DIR=$BIN_ROOT/vegeta-$VEGETA_VERSION
 # completed by one short build instead of rebuilding everything.
 KUBELET_DIR=$BIN_ROOT/kubelet-$KUBE_VERSION
 CONTAINERD_DIR=$BIN_ROOT/containerd-$CONTAINERD_VERSION
+# Kubernetes' own test credential provider (test/e2e_node/plugins/gcp-credential-provider), from
+# the same k8s.io/kubernetes pin: a plugin written by others for archwarden and the real node's
+# kubelet to run alike (its token endpoint is reached through HTTP_PROXY set in the config's env).
+GCPCP_DIR=$BIN_ROOT/gcp-credential-provider-$KUBE_VERSION
 
 have_all() { # <dir> <binary>...
 	local d=$1; shift
@@ -119,6 +123,13 @@ build_kubelet() {
 	go_env
 	build_into "$KUBELET_DIR" kube -tags selinux,notest,grpcnotrace -ldflags "$(kube_ldflags)" \
 		k8s.io/kubernetes/cmd/kubelet
+}
+
+build_gcpcredprovider() {
+	have_all "$GCPCP_DIR" gcp-credential-provider && return 0
+	go_env
+	build_into "$GCPCP_DIR" kube -ldflags "-s -w" \
+		k8s.io/kubernetes/test/e2e_node/plugins/gcp-credential-provider
 }
 
 # containerd 2.x for the real node, static (CGO off): urfave_cli_no_docs drops the man-page
@@ -223,6 +234,7 @@ main() {
 		"$KUBE_DIR" "$ETCD_DIR" "$KWOK_DIR" "$HELM_DIR" "$KUBELET_DIR" "$CONTAINERD_DIR"
 	printf 'PROMTOOL_BIN=%s\nHELM_DOCS_BIN=%s\nVEGETA_BIN=%s\n' "$PROMTOOL_DIR" "$HELM_DOCS_DIR" \
 		"$VEGETA_DIR"
+	printf 'GCP_CREDENTIAL_PROVIDER_BIN=%s\n' "$GCPCP_DIR"
 }
 
 # Everything is parsed before anything runs, so editing this file during a long build is safe.

@@ -38,6 +38,9 @@ HeldCredentialsFn = Callable[
     [str, Iterable[str], str], tuple[registry.CredentialStore, list[str]] | None
 ]
 """``credentials``' answer from its caches alone, or None when it must read something."""
+ImageCredentialsFn = Callable[[reference.Reference, str, str], Awaitable[registry.Provided]]
+"""Credentials the node would get for one image (kubelet credential providers), given the
+pod's namespace and ServiceAccount: ``registry.CredentialProviders.for_image``."""
 ExistsFn = Callable[[Mapping[str, Any]], Awaitable[bool]]
 
 CREATE_SETTLE_SECONDS = 1.0
@@ -113,6 +116,7 @@ class Admission:
         capacity: Callable[[], policy.Provisionable] = tuple,
         credentials: CredentialsFn | None = None,
         held_credentials: HeldCredentialsFn | None = None,
+        image_credentials: ImageCredentialsFn | None = None,
         namespace_mode: Callable[[str], str | None] = lambda _ns: None,
         namespace_allows_skip: Callable[[str], bool] = lambda _ns: False,
         meters: metrics.Metrics | None = None,
@@ -126,6 +130,7 @@ class Admission:
         self.capacity = capacity
         self.credentials = credentials
         self.held_credentials = held_credentials
+        self.image_credentials = image_credentials
         self.namespace_mode = namespace_mode
         self.namespace_allows_skip = namespace_allows_skip
         self.metrics = meters or metrics.Metrics()
@@ -174,6 +179,8 @@ class Admission:
         *,
         settled: Callable[[Mapping[str, policy.ImageAnswer]], bool] | None = None,
         deadline: float | None = None,
+        namespace: str = "",
+        service_account: str = "",
     ) -> dict[str, policy.ImageAnswer]:
         """Platforms (or the failure) of every image, within the admission budget (by the
         event loop's clock, ``deadline`` when the review already spent part of it).
@@ -193,6 +200,11 @@ class Admission:
                 result[image] = held.platforms
         if len(result) == len(images):
             return result
+        budget = self.config.webhook.budget_seconds
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + budget
+        end = deadline
         slots = asyncio.Semaphore(self.config.limits.max_concurrent_resolutions)
 
         async def one(image: str) -> None:
@@ -202,20 +214,24 @@ class Admission:
                 result[image] = policy.ImageFailure(str(exc))
                 return
             async with slots:
-                token = registry.RegistryClient.using(creds)
-                try:
-                    answer = await self.resolver.resolve(ref, allow_stale=True)
-                except registry.RegistryError as exc:
-                    result[image] = policy.ImageFailure(str(exc))
-                else:
-                    result[image] = answer.platforms
-                finally:
-                    registry.RegistryClient.restore(token)
+                provided, notes = await self._provided(ref, namespace, service_account, end)
+                attempts = _attempts(creds, provided, ref)
+                for last, store in enumerate(attempts, 1 - len(attempts)):
+                    token = registry.RegistryClient.using(store)
+                    try:
+                        answer = await self.resolver.resolve(ref, allow_stale=True)
+                    except (registry.AuthenticationFailed, registry.AccessDenied) as exc:
+                        if last:
+                            continue  # as the kubelet: the next credential is tried
+                        result[image] = policy.ImageFailure(_noted(str(exc), notes))
+                    except registry.RegistryError as exc:
+                        result[image] = policy.ImageFailure(_noted(str(exc), notes))
+                    else:
+                        result[image] = answer.platforms
+                    finally:
+                        registry.RegistryClient.restore(token)
+                    break
 
-        budget = self.config.webhook.budget_seconds
-        loop = asyncio.get_running_loop()
-        if deadline is None:
-            deadline = loop.time() + budget
         pending = {asyncio.ensure_future(one(image)) for image in images if image not in result}
         decided = False
         while pending and not decided:
@@ -248,6 +264,21 @@ class Admission:
                 )
             )
         return result
+
+    async def _provided(
+        self, ref: reference.Reference, namespace: str, account: str, deadline: float
+    ) -> tuple[registry.Provided | None, list[str]]:
+        """What the credential providers give for ``ref``, in at most half of what the review
+        has left (the registry keeps the rest), and why some gave nothing."""
+        if self.image_credentials is None:
+            return None, []
+        allowed = max(deadline - asyncio.get_running_loop().time(), 0.0) / 2
+        try:
+            async with asyncio.timeout(allowed):
+                provided = await self.image_credentials(ref, namespace, account)
+        except TimeoutError:
+            return None, [f"credential providers gave no answer within {allowed:.3g}s"]
+        return provided, provided.problems
 
     def held_platforms(self, image: str) -> tuple[platforms.Platform, ...] | None:
         """The cached platforms of ``image`` without any I/O, however old; None if unknown."""
@@ -483,7 +514,12 @@ class Admission:
             )
 
         answers = await self.answers(
-            workload.template.images, creds, settled=settled, deadline=deadline
+            workload.template.images,
+            creds,
+            settled=settled,
+            deadline=deadline,
+            namespace=namespace,
+            service_account=workload.template.service_account,
         )
         decision = self._decide(workload, nodes, answers, mode, failure_policy, fallbacks, capacity)
         # A DaemonSet's own pods are pinned to one node each; denying one would make the
@@ -636,6 +672,28 @@ class Admission:
         if not mutate:  # each request is reviewed by both webhooks: counted once
             self._child(self.metrics.unchecked, reason).inc()
         return _unchecked(reason, what, mode, failure_policy, mutate)
+
+
+def _attempts(
+    pod: registry.CredentialStore | None,
+    provided: registry.Provided | None,
+    ref: reference.Reference,
+) -> list[registry.CredentialStore | None]:
+    """The stores to try, in the kubelet's order: the pod's pull secrets first, then what the
+    credential providers gave (each only when it holds a credential for ``ref``'s host)."""
+    node = provided.store if provided is not None else None
+    if node is None or node.lookup(ref.domain) is None:
+        return [pod]
+    if pod is None or pod.lookup(ref.domain) is None:
+        return [node if pod is None else pod.merged(node)]
+    if pod.lookup(ref.domain) == node.lookup(ref.domain):
+        return [pod]
+    return [pod, pod.merged(node)]
+
+
+def _noted(error: str, notes: list[str]) -> str:
+    """A failure with why the node's credentials were missing, when some were."""
+    return "; ".join([error, *notes[:3]])
 
 
 class _Key:

@@ -49,6 +49,22 @@ def _registry_settings(args: argparse.Namespace) -> registry.ClientSettings:
     )
 
 
+def _providers(args: argparse.Namespace) -> registry.CredentialProviders | None:
+    """Kubelet credential provider plugins, from the kubelet's own two flags. Without a
+    cluster no ServiceAccount token can be requested: token-mode providers run only when the
+    config lets them run without one (requireServiceAccount: false)."""
+    config, bin_dir = args.image_credential_provider_config, args.image_credential_provider_bin_dir
+    if not config and not bin_dir:
+        return None
+    if not config or not bin_dir:
+        raise registry.InvalidProviderConfig(
+            "--image-credential-provider-config and --image-credential-provider-bin-dir go together"
+        )
+    return registry.CredentialProviders.from_files(
+        config, bin_dir, limits=registry.ProviderLimits(timeout=args.timeout)
+    )
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     header = ("IMAGE", "DIGEST", "PLATFORMS")
     lines = [header]
@@ -91,15 +107,22 @@ async def _inspect(args: argparse.Namespace) -> int:
         credentials = registry.CredentialStore.from_files(
             args.docker_config, max_bytes=DOCKER_CONFIG_BYTES
         )
-    except registry.InvalidDockerConfig as error:
+        providers = _providers(args)
+    except (registry.InvalidDockerConfig, registry.InvalidProviderConfig) as error:
         print(f"archwarden: error: {error}", file=sys.stderr)
         return EXIT_FAILED
     async with registry.RegistryClient(settings, credentials) as client:
         resolver = registry.Resolver(client)
 
         async def one(text: str) -> dict[str, Any]:
+            notes: list[str] = []
             try:
                 ref = reference.parse(text)
+                if providers is not None:
+                    # --docker-config first, as the kubelet puts pull secrets before providers.
+                    provided = await providers.for_image(ref)
+                    notes = provided.problems
+                    registry.RegistryClient.using(provided.store.merged(credentials))
                 row = (await resolver.resolve(ref)).to_json()
                 if args.verify:
                     checked = await client.verify(ref)
@@ -110,8 +133,9 @@ async def _inspect(args: argparse.Namespace) -> int:
                     }
                 return row
             except (reference.InvalidReference, registry.RegistryError) as error:
-                return {"image": text, "error": str(error)}
+                return {"image": text, "error": "; ".join([str(error), *notes])}
 
+        # Each image is its own task (gather), so the credentials set for one stay its own.
         rows = await asyncio.gather(*(one(text) for text in args.images))
     for row in rows:
         if "error" in row:
@@ -257,6 +281,7 @@ def _engine(
     timeout: float,
     images: int = 1,
     capacity: list[policy.ProvisionableClass] | None = None,
+    providers: registry.CredentialProviders | None = None,
 ) -> Any:
     """The webhook's engine (resolver cache included) for a command line run. Its budget
     covers ``images`` lookups in rounds of ``limits.maxConcurrentResolutions``, each up to
@@ -270,6 +295,7 @@ def _engine(
         registry.Resolver(client),
         lambda: nodes,
         capacity=lambda: capacity or [],
+        image_credentials=providers.for_image if providers is not None else None,
     )
 
 
@@ -278,7 +304,8 @@ async def _check(args: argparse.Namespace) -> int:
         credentials = registry.CredentialStore.from_files(
             args.docker_config, max_bytes=DOCKER_CONFIG_BYTES
         )
-    except registry.InvalidDockerConfig as exc:
+        providers = _providers(args)
+    except (registry.InvalidDockerConfig, registry.InvalidProviderConfig) as exc:
         print(f"archwarden: error: {exc}", file=sys.stderr)
         return 2
     documents, errors = _load_documents(args.filename)
@@ -323,9 +350,11 @@ async def _check(args: argparse.Namespace) -> int:
     config = _offline_settings(args)
     rows: list[dict[str, Any]] = []
     async with registry.RegistryClient(_registry_settings(args), credentials) as client:
-        engine = _engine(config, client, nodes, args.timeout, capacity=capacity)
+        engine = _engine(
+            config, client, nodes, args.timeout, capacity=capacity, providers=providers
+        )
         for source, workload, assumed in workloads:
-            answers = await engine.answers(workload.template.images, None)
+            answers = await engine.answers(workload.template.images, credentials)
             decision = policy.decide(
                 workload,
                 nodes,
@@ -409,7 +438,8 @@ async def _report(args: argparse.Namespace) -> int:
         credentials = registry.CredentialStore.from_files(
             args.docker_config, max_bytes=DOCKER_CONFIG_BYTES
         )
-    except registry.InvalidDockerConfig as exc:
+        providers = _providers(args)
+    except (registry.InvalidDockerConfig, registry.InvalidProviderConfig) as exc:
         print(f"archwarden: error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -430,8 +460,8 @@ async def _report(args: argparse.Namespace) -> int:
     config = _offline_settings(args)
     images = list(dict.fromkeys(i for w in workloads for i in w.template.images))
     async with registry.RegistryClient(_registry_settings(args), credentials) as client:
-        engine = _engine(config, client, nodes, args.timeout, len(images))
-        answers = await engine.answers(images, None)
+        engine = _engine(config, client, nodes, args.timeout, len(images), providers=providers)
+        answers = await engine.answers(images, credentials)
     # Each error names the registry and repository, or the image it could not parse.
     errors.extend(a.error for a in answers.values() if isinstance(a, policy.ImageFailure))
     report = readiness.build(
@@ -818,6 +848,17 @@ def _registry_flags(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="FILE",
         help="docker config.json / dockerconfigjson with pull credentials (repeatable)",
+    )
+    inspect.add_argument(
+        "--image-credential-provider-config",
+        metavar="PATH",
+        help="the kubelet's CredentialProviderConfig (file or directory): run its credential "
+        "provider plugins for matching images, as the node would",
+    )
+    inspect.add_argument(
+        "--image-credential-provider-bin-dir",
+        metavar="DIR",
+        help="where the plugins named in that config are (the kubelet's flag of the same name)",
     )
     inspect.add_argument(
         "--insecure-registry",

@@ -423,6 +423,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         pull_secret_bytes=config.limits.pull_secret_bytes,
         pull_secret_cache_bytes=config.limits.pull_secret_cache_bytes,
     )
+    providers = _credential_providers(config, api_client, rt.reader)
     # Asked only for reviews from unauthenticated callers (no webhook.clientCAFile).
     objects = kube.ObjectChecker(rt.reader)
     rt.admission = admission.Admission(
@@ -431,6 +432,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         rt.inventory,
         credentials=secrets.for_pod,
         held_credentials=secrets.held,
+        image_credentials=providers.for_image if providers is not None else None,
         namespace_mode=rt.namespace_modes.get,
         namespace_allows_skip=rt.skip_namespaces.__contains__,
         meters=rt.metrics,
@@ -857,3 +859,27 @@ async def answer_review(
         "kind": review.get("kind") or "AdmissionReview",
         "response": response,
     }
+
+
+def _credential_providers(
+    config: settings.Settings, api_client: Any, reader: kube.ApiReader
+) -> registry.CredentialProviders | None:
+    """The kubelet credential provider plugins, read once at start: a config the kubelet
+    would refuse stops archwarden with its one-line reason."""
+    section = config.credential_providers
+    if not section.enabled:
+        return None
+    try:
+        providers = registry.CredentialProviders.from_files(
+            section.config, section.bin_dir, limits=section.limits()
+        )
+    except registry.InvalidProviderConfig as exc:
+        raise settings.ConfigError(f"credentialProviders: {exc}") from None
+    if providers.config.uses_tokens:
+        providers.accounts = kube.ServiceAccountTokens.for_cluster(
+            api_client,
+            reader,
+            providers.config.annotation_keys,
+            cache_bytes=section.token_cache_bytes,
+        )
+    return providers

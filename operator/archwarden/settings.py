@@ -205,6 +205,37 @@ class ReportsSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class CredentialProviderSettings:
+    """Kubelet credential provider plugins: read images as the node would, with its identity
+    (ECR, GCP Artifact Registry, ACR) where no pull secret exists."""
+
+    enabled: bool = False
+    config: str = "/etc/archwarden/credential-providers"
+    """The kubelet's ``--image-credential-provider-config``: a CredentialProviderConfig file,
+    or a directory of them (read in name order)."""
+    bin_dir: str = "/var/lib/archwarden/credential-providers/bin"
+    """The kubelet's ``--image-credential-provider-bin-dir``: the plugins, by provider name."""
+    timeout_seconds: float = registry.ProviderLimits.timeout
+    """Seconds one plugin run may take (never more than half of what a review has left)."""
+    output_bytes: int = registry.ProviderLimits.output_bytes
+    """Bytes of a plugin's answer; a longer one is cut and refused."""
+    stderr_bytes: int = registry.ProviderLimits.stderr_bytes
+    """Bytes of a plugin's stderr kept (never shown: it may quote secrets)."""
+    cache_bytes: int = registry.ProviderLimits.cache_bytes
+    """Bytes of plugin answers cached (per cacheKeyType and cacheDuration), oldest first."""
+    token_cache_bytes: int = 4 * 1024 * 1024
+    """Bytes of ServiceAccount tokens kept for token-mode providers (``tokenAttributes``)."""
+
+    def limits(self) -> registry.ProviderLimits:
+        return registry.ProviderLimits(
+            timeout=self.timeout_seconds,
+            output_bytes=self.output_bytes,
+            stderr_bytes=self.stderr_bytes,
+            cache_bytes=self.cache_bytes,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class SchedulingGateSettings:
     """The scheduling gate ``archwarden.io/platforms``: pods wait for their check."""
 
@@ -249,6 +280,9 @@ class Settings:
     reports: ReportsSettings = dataclasses.field(default_factory=ReportsSettings)
     scheduling_gates: SchedulingGateSettings = dataclasses.field(
         default_factory=SchedulingGateSettings
+    )
+    credential_providers: CredentialProviderSettings = dataclasses.field(
+        default_factory=CredentialProviderSettings
     )
 
     def client_settings(self) -> registry.ClientSettings:
@@ -563,6 +597,31 @@ def _reports(data: Any) -> ReportsSettings:
     )
 
 
+def _credential_providers(data: Any) -> CredentialProviderSettings:
+    where = "credentialProviders"
+    section = _expect(data, dict, where)
+    d = CredentialProviderSettings()
+    sizes = {
+        "outputBytes": "output_bytes",
+        "stderrBytes": "stderr_bytes",
+        "cacheBytes": "cache_bytes",
+        "tokenCacheBytes": "token_cache_bytes",
+    }
+    _only(section, {"enabled", "config", "binDir", "timeoutSeconds", *sizes}, where)
+    return CredentialProviderSettings(
+        enabled=_expect(section.get("enabled", d.enabled), bool, f"{where}.enabled"),
+        config=_expect(section.get("config", d.config), str, f"{where}.config"),
+        bin_dir=_expect(section.get("binDir", d.bin_dir), str, f"{where}.binDir"),
+        timeout_seconds=_positive(
+            section.get("timeoutSeconds", d.timeout_seconds), f"{where}.timeoutSeconds"
+        ),
+        **{
+            field: _at_least(section.get(key, getattr(d, field)), MIN_BYTES, f"{where}.{key}")
+            for key, field in sizes.items()
+        },
+    )
+
+
 def from_mapping(data: Mapping[str, Any]) -> Settings:
     _only(
         data,
@@ -586,6 +645,7 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
             "audit",
             "reports",
             "schedulingGates",
+            "credentialProviders",
         },
         "",
     )
@@ -702,6 +762,7 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
         audit=_audit(data.get("audit", {})),
         reports=_reports(data.get("reports", {})),
         scheduling_gates=_scheduling_gates(data.get("schedulingGates", {})),
+        credential_providers=_credential_providers(data.get("credentialProviders", {})),
     )
 
 

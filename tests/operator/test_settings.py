@@ -221,3 +221,26 @@ def test_scheduling_gate_settings() -> None:
     ):
         with pytest.raises(settings.ConfigError, match=named.replace(".", r"\.")):
             settings.from_mapping(bad)
+
+
+def test_credential_providers_block() -> None:
+    loaded = settings.from_mapping(
+        {
+            "credentialProviders": {
+                "enabled": True,
+                "config": "/c",
+                "binDir": "/b",
+                "outputBytes": 8192,
+            }
+        }
+    ).credential_providers
+    assert (loaded.enabled, loaded.config, loaded.bin_dir) == (True, "/c", "/b")
+    assert loaded.limits().output_bytes == 8192
+    assert settings.Settings().credential_providers.enabled is False
+    for section, error in [
+        ({"binDri": "/b"}, "unknown key credentialProviders.binDri"),
+        ({"outputBytes": 10}, "credentialProviders.outputBytes: must be at least 4096"),
+        ({"timeoutSeconds": 0}, "credentialProviders.timeoutSeconds: must be above 0"),
+    ]:
+        with pytest.raises(settings.ConfigError, match=error):
+            settings.from_mapping({"credentialProviders": section})

@@ -1,4 +1,5 @@
-"""Cluster facts archwarden reads: pull secrets, ServiceAccounts, workload owners and lists,
+"""Cluster facts archwarden reads: pull secrets, ServiceAccounts and their tokens (for
+kubelet credential providers), workload owners and lists,
 whether an object exists, which capacity sources (NodePools, Cluster API node groups) the
 cluster serves (the kubernetes client); nodes, namespaces, workloads and capacity as they change
 (one list-and-watch stream per kind); Event de-duplication; OpenReports policy reports; removing
@@ -37,6 +38,7 @@ from archwarden.kube._reports import (
     SyncSummary,
 )
 from archwarden.kube._secrets import PullSecrets
+from archwarden.kube._tokens import ServiceAccountTokens
 from archwarden.kube._watch import Connection, Watch, WatchError, object_key
 from archwarden.kube._webhooks import WebhookRemovalError, remove_webhook_configurations
 
@@ -60,6 +62,7 @@ __all__ = [
     "ReportWriteError",
     "ReportWriter",
     "Result",
+    "ServiceAccountTokens",
     "SyncSummary",
     "Watch",
     "WatchError",

@@ -16,6 +16,7 @@ from archwarden.registry._credentials import Credential, CredentialStore, Invali
 from archwarden.registry._exceptions import (
     AccessDenied,
     AuthenticationFailed,
+    CredentialProviderFailed,
     DigestMismatch,
     ForbiddenAddress,
     ImageNotFound,
@@ -31,6 +32,21 @@ from archwarden.registry._exceptions import (
 from archwarden.registry._holds import Holds
 from archwarden.registry._models import EntryCheck, ImagePlatforms, ManifestHead, Verification
 from archwarden.registry._pacing import Pacer, paced
+from archwarden.registry._provider_config import (
+    InvalidProviderConfig,
+    Provider,
+    ProviderConfig,
+    TokenAttributes,
+    load_provider_config,
+    parse_provider_config,
+)
+from archwarden.registry._providers import (
+    CredentialProviders,
+    Provided,
+    ProviderLimits,
+    ServiceAccount,
+    ServiceAccountSource,
+)
 
 __all__ = [
     "AccessDenied",
@@ -38,6 +54,8 @@ __all__ = [
     "CacheSettings",
     "ClientSettings",
     "Credential",
+    "CredentialProviderFailed",
+    "CredentialProviders",
     "CredentialStore",
     "DigestMismatch",
     "EntryCheck",
@@ -47,9 +65,14 @@ __all__ = [
     "ImagePlatforms",
     "InvalidDockerConfig",
     "InvalidManifest",
+    "InvalidProviderConfig",
     "ManifestHead",
     "ManifestTooLarge",
     "Pacer",
+    "Provided",
+    "Provider",
+    "ProviderConfig",
+    "ProviderLimits",
     "RateLimited",
     "RegistryClient",
     "RegistryError",
@@ -60,6 +83,11 @@ __all__ = [
     "RegistryUnavailable",
     "RequestObserver",
     "Resolver",
+    "ServiceAccount",
+    "ServiceAccountSource",
+    "TokenAttributes",
     "Verification",
+    "load_provider_config",
     "paced",
+    "parse_provider_config",
 ]

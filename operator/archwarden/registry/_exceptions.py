@@ -10,6 +10,7 @@
     │   └── RegistryHeld          not asked: the host answered 429 and its hold has not ended
     ├── RegistryServerError       5xx still answered after the retries, or another odd status
     ├── ForbiddenAddress          the registry resolves to a link-local or cloud-metadata address
+    ├── CredentialProviderFailed  a kubelet credential provider plugin gave no usable answer
     └── InvalidManifest           unparseable, unsupported, oversize or cyclic documents
         ├── DigestMismatch        content that does not hash to the digest it was fetched by
         └── ManifestTooLarge      a document larger than its cap
@@ -28,6 +29,7 @@ from collections.abc import Iterable
 __all__ = [
     "AccessDenied",
     "AuthenticationFailed",
+    "CredentialProviderFailed",
     "DigestMismatch",
     "ForbiddenAddress",
     "ImageNotFound",
@@ -149,6 +151,16 @@ class RegistryServerError(RegistryError):
 
 class ForbiddenAddress(RegistryError):
     pass
+
+
+class CredentialProviderFailed(RegistryError):
+    """A credential provider plugin failed: missing, timed out, exited non-zero, or answered
+    too much or something unreadable. ``provider`` names it; the text never quotes the
+    plugin's output (stdout holds credentials, stderr may)."""
+
+    def __init__(self, registry: str, provider: str, problem: str, subject: str = "") -> None:
+        self.provider = provider
+        super().__init__(registry, f"credential provider {provider}: {problem}", subject)
 
 
 class InvalidManifest(RegistryError):
