@@ -89,9 +89,10 @@ lock-check: venv
 
 # The chart's test tools, built from Go modules into the same cache as the cluster binaries;
 # the Prometheus Operator's module (its CRDs) and the npm packages Grafana's dashboard schema is
-# generated from, so the tests that check the copies in third_party/ download nothing.
+# generated from, so the tests that check the copies in third_party/ download nothing. Also
+# Kubernetes' own test credential provider (tests/unit/test_credential_provider_gcp.py).
 tools-build:
-	ARCHWARDEN_BUILD_ONLY="promtool helmdocs" hack/cluster/build.sh >/dev/null
+	ARCHWARDEN_BUILD_ONLY="promtool helmdocs gcpcredprovider" hack/cluster/build.sh >/dev/null
 	hack/prometheus-operator/fetch-crds.sh --download
 	hack/grafana/schema.sh --install
 
