@@ -120,6 +120,7 @@ EOF
 	python3 "$CLUSTER_HERE/pause_image.py" "$REGISTRY" "$PAUSE_IMAGE" "$(command -v catatonit)"
 
 	node_kubelet_config "$n"
+	node_credential_providers "$n"
 	# A shared bind mount: the volumes the kubelet mounts in its own namespace reach containerd.
 	mount --bind "$NODE_DATA/kubelet" "$NODE_DATA/kubelet"
 	mount --make-shared "$NODE_DATA/kubelet"
@@ -129,11 +130,44 @@ EOF
 		"$CLUSTER_HERE/kubelet-ns.sh" "$n/sysctl" "$KUBELET_BIN/kubelet" \
 		--config="$n/kubelet.yaml" --kubeconfig="$n/kubelet.kubeconfig" \
 		--root-dir="$NODE_DATA/kubelet" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" \
-		--node-labels="$NODE_TAINT_KEY=true"
+		--node-labels="$NODE_TAINT_KEY=true" \
+		--image-credential-provider-config="$n/credential-providers/config.yaml" \
+		--image-credential-provider-bin-dir="$n/credential-providers/bin"
 	wait_until "node $NODE_NAME Ready" node_is_ready
 	awk -v t0="$t0" -v t1="$(date +%s.%N)" -v r="$REGISTRY" 'BEGIN {
 		printf "up.sh: real node Ready %.1fs after the kubelet started; registry %s\n", t1 - t0, r }'
 	echo "$REGISTRY" >"$STATE/registry"
+}
+
+# node_credential_providers: the kubelet reads images of 127.0.0.1:$NODE_CREDENTIALS_PORT (a
+# token-auth registry a test starts there) with the project's test plugin, as EKS nodes read ECR
+# with ecr-credential-provider: no pull secret anywhere. The password is whatever the test writes
+# to credential-providers/password; every request is logged (never the secret). archwarden runs
+# the same plugin with the same config (tests/cluster/test_real_node.py).
+node_credential_providers() { # <node state dir>
+	local n=$1 d=$1/credential-providers
+	local host=127.0.0.1:$NODE_CREDENTIALS_PORT
+	mkdir -p "$d/bin"
+	install -m 0755 "$CLUSTER_HERE/../credprovider/archwarden-test-credential-provider" "$d/bin/"
+	: >"$d/password"
+	cat >"$d/config.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1
+kind: CredentialProviderConfig
+providers:
+- name: archwarden-test-credential-provider
+  apiVersion: credentialprovider.kubelet.k8s.io/v1
+  matchImages: ["$host"]
+  defaultCacheDuration: 10s
+  args: [--username, node, --log, $d/requests.log]
+  env:
+  - {name: ARCHWARDEN_TEST_PROVIDER_TOKEN_FILE, value: $d/password}
+EOF
+	mkdir -p "$n/certs.d/$host"
+	cat >"$n/certs.d/$host/hosts.toml" <<EOF
+server = "http://$host"
+[host."http://$host"]
+  capabilities = ["pull", "resolve"]
+EOF
 }
 
 node_is_ready() {

@@ -205,7 +205,7 @@ pick_ports() {
 	ports=$(python3 - <<'PY'
 import random, socket
 ports = []
-while len(ports) < 9:
+while len(ports) < 10:
     p = random.randint(20000, 32000)
     if p in ports:
         continue
@@ -219,7 +219,7 @@ print(" ".join(map(str, ports)))
 PY
 	)
 	read -r ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT \
-		KUBELET_PORT KUBELET_HEALTHZ_PORT REGISTRY_PORT <<<"$ports"
+		KUBELET_PORT KUBELET_HEALTHZ_PORT REGISTRY_PORT NODE_CREDENTIALS_PORT <<<"$ports"
 	cat >"$STATE/ports.env" <<EOF
 ETCD_PORT=$ETCD_PORT
 ETCD_PEER_PORT=$ETCD_PEER_PORT
@@ -230,6 +230,7 @@ KWOK_PORT=$KWOK_PORT
 KUBELET_PORT=$KUBELET_PORT
 KUBELET_HEALTHZ_PORT=$KUBELET_HEALTHZ_PORT
 REGISTRY_PORT=$REGISTRY_PORT
+NODE_CREDENTIALS_PORT=$NODE_CREDENTIALS_PORT
 EOF
 }
 

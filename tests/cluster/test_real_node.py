@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import pytest
 
 from tests.cluster.cluster import REPO_ROOT, LocalCluster, kube_version
 from tests.support.images import PlainRegistry, Seeder, unique_repo
+from tests.support.registry import start_registry
+from tests.support.token_server import TokenServer
 
 pytestmark = pytest.mark.cluster
 
@@ -131,6 +134,84 @@ def test_the_kubelet_mounts_image_volumes(cluster: LocalCluster, namespace: str)
 
     message = cluster.wait_for(refused, timeout=60, message="the artifact's mount to fail")
     assert "failed to mount image volume" in message and "exec format" not in message
+
+
+def test_the_kubelet_and_archwarden_read_a_node_identity_registry_alike(
+    cluster: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    # As on EKS with ecr-credential-provider: a registry that gives anonymous callers nothing,
+    # no pull secret anywhere, and the node's kubelet configured with a credential provider
+    # plugin (hack/cluster/node.sh: the project's test plugin, for 127.0.0.1:<port>). archwarden
+    # is given the very same config and plugin directory.
+    providers = cluster.state_dir / "node/credential-providers"
+    port = cluster.ports()["NODE_CREDENTIALS_PORT"]
+    password = secrets.token_urlsafe(16)
+    tokens = TokenServer(username="node", password=password, allow_anonymous=False)
+    server = start_registry(
+        tmp_path / "registry", "token", port=port, username="node", password=password,
+        token_server=tokens,
+    )  # fmt: skip
+    try:
+        (providers / "password").write_text(password)
+        repo = unique_repo("nodeid")
+        with Seeder(server) as seeder:
+            seeder.push_multiarch(repo, "1", ["linux/amd64", "linux/arm64"])
+        image = f"{server.host}/{repo}:1"
+        before = (
+            (providers / "requests.log").read_text()
+            if (providers / "requests.log").exists()
+            else ""
+        )
+
+        cluster.kubectl(
+            "create", "-n", namespace, "-f", "-", input=json.dumps(tolerating_pod("private", image))
+        )
+
+        def pulled() -> str | None:
+            for event in cluster.get_json("events", "-n", namespace)["items"]:
+                if event["involvedObject"]["name"] == "private" and event["reason"] in (
+                    "Pulled",
+                    "Failed",
+                ):
+                    return f"{event['reason']}: {event['message']}"
+            return None
+
+        outcome = cluster.wait_for(pulled, timeout=60, message="the kubelet's pull")
+        assert outcome.startswith(f'Pulled: Successfully pulled image "{image}"'), outcome
+        assert not cluster.get_json("pod", "private", "-n", namespace)["spec"].get(
+            "imagePullSecrets"
+        )
+
+        manifest = tmp_path / "app.yaml"
+        manifest.write_text(
+            f"apiVersion: v1\nkind: Pod\nmetadata: {{name: app}}\n"
+            f'spec: {{containers: [{{name: app, image: "{image}"}}]}}\n'
+        )
+        check = [
+            str(REPO_ROOT / ".venv/bin/archwarden"), "check", "-f", str(manifest),
+            "--platforms", "linux/arm64", "--insecure-registry", server.host,
+            "--insecure-registry", f"127.0.0.1:{tokens.port}",
+        ]  # fmt: skip
+        without = subprocess.run(check, capture_output=True, text=True, timeout=60, check=False)
+        assert "token server refused the credentials (HTTP 401)" in without.stderr + without.stdout
+        node = subprocess.run(
+            [
+                *check,
+                "--image-credential-provider-config", str(providers / "config.yaml"),
+                "--image-credential-provider-bin-dir", str(providers / "bin"),
+            ],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert (node.returncode, node.stdout.strip(), node.stderr) == (0, "OK    Pod/app", "")
+        # One plugin, one config, two callers: the kubelet's request and archwarden's alike.
+        requests = [
+            json.loads(line)
+            for line in (providers / "requests.log").read_text()[len(before) :].splitlines()
+        ]
+        assert len(requests) >= 2
+        assert {r["image"] for r in requests} == {f"{server.host}/{repo}"}
+    finally:
+        server.stop()
 
 
 def test_no_image_comes_from_outside_the_machine(cluster: LocalCluster, namespace: str) -> None:
