@@ -10,6 +10,7 @@ no cluster is needed.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import subprocess
@@ -109,6 +110,9 @@ def set_args(values: Mapping[str, Any]) -> list[str]:
         if isinstance(value, list | tuple) and not value:
             # `--set key={}` would be a list holding one empty string.
             args += ["--set-json", f"{key}=[]"]
+            continue
+        if isinstance(value, dict):
+            args += ["--set-json", f"{key}={json.dumps(value)}"]
             continue
         if isinstance(value, bool):
             text = str(value).lower()

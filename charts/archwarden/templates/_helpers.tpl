@@ -204,6 +204,30 @@ Included once, from the ConfigMap template (always rendered).
 {{- if and .Values.podDisruptionBudget.enabled (kindIs "invalid" .Values.podDisruptionBudget.minAvailable) (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable) }}
 {{- include "archwarden.fail" "podDisruptionBudget.enabled needs minAvailable or maxUnavailable" }}
 {{- end }}
+{{- with .Values.credentialProviders }}
+{{- if .enabled }}
+{{- if and .config .hostConfig }}
+{{- include "archwarden.fail" "credentialProviders: set config or hostConfig, not both" }}
+{{- end }}
+{{- if not (or .config .hostConfig) }}
+{{- include "archwarden.fail" "credentialProviders.enabled needs config (the CredentialProviderConfig) or hostConfig (the node's file)" }}
+{{- end }}
+{{- if and .hostBinDir .image.repository }}
+{{- include "archwarden.fail" "credentialProviders: set hostBinDir or image.repository, not both" }}
+{{- end }}
+{{- if not (or .hostBinDir .image.repository) }}
+{{- include "archwarden.fail" "credentialProviders.enabled needs the plugin binaries: hostBinDir (a directory on the node) or image.repository" }}
+{{- end }}
+{{- if and .image.repository (not .image.tag) }}
+{{- include "archwarden.fail" "credentialProviders.image.tag is required with image.repository" }}
+{{- end }}
+{{- range (.config.providers | default list) }}
+{{- if and (hasKey . "tokenAttributes") (not $.Values.credentialProviders.serviceAccountTokens) }}
+{{- include "archwarden.fail" (printf "credentialProviders: provider %v has tokenAttributes: set credentialProviders.serviceAccountTokens to grant serviceaccounts/token create" .name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and .Values.config.globalPullSecret (eq .Values.rbac.pullSecrets.scope "none") }}
 {{- include "archwarden.fail" "config.globalPullSecret needs rbac.pullSecrets.scope cluster or namespaces: archwarden must be allowed to read it" }}
 {{- end }}
