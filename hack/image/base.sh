@@ -29,8 +29,11 @@ mirrors=(
   "deb http://deb.debian.org/debian $suite-updates main"
   "deb http://deb.debian.org/debian-security $suite-security main"
 )
+# libstdc++6: frozenlist's compiled extension is C++ (Cython) and needs libstdc++.so.6; without it
+# frozenlist falls back to pure Python without a word (found by running each platform's image
+# under qemu-user in tests/image). python3 does not pull it in.
 case "$kind" in
-  runtime) variant=extract; packages=python3,ca-certificates,base-files ;;
+  runtime) variant=extract; packages=python3,ca-certificates,base-files,libstdc++6 ;;
   build) variant=minbase; packages=python3,python3-pip,ca-certificates ;;
   *) echo "base.sh: unknown kind $kind (runtime or build)" >&2; exit 2 ;;
 esac
