@@ -48,3 +48,13 @@ async def test_the_instance_is_the_pod_name_else_the_host_name_and_bounded(
     assert body["reportingInstance"] == socket.gethostname()[:128]
     (long,) = await posted(kube.EventPoster(None, instance="x" * 300))
     assert long["reportingInstance"] == "x" * 128
+
+
+async def test_every_replica_names_one_decision_alike_and_two_decisions_apart() -> None:
+    (first,) = await posted(kube.EventPoster(None, instance="archwarden-6f7c9-abcde"))
+    (second,) = await posted(kube.EventPoster(None, instance="archwarden-6f7c9-fghij"))
+    assert first["metadata"]["name"] == second["metadata"]["name"]
+    assert first["metadata"]["name"].startswith("web-0.")
+    assert "generateName" not in first["metadata"]
+    other = kube.event_body(POD, "Warning", "ArchitectureMismatch", "another message", "a")
+    assert other["metadata"]["name"] != first["metadata"]["name"]

@@ -19,7 +19,7 @@ from archwarden.kube._capacity import (
     source_of,
     static_capacity,
 )
-from archwarden.kube._events import EventDeduper, EventPoster
+from archwarden.kube._events import EventDeduper, EventPoster, event_body
 from archwarden.kube._gates import (
     RELEASED_REASON,
     GateReleaseError,
@@ -69,6 +69,7 @@ __all__ = [
     "WebhookRemovalError",
     "available_sources",
     "capacity_from_object",
+    "event_body",
     "ignored_namespace",
     "instance_name",
     "list_capacity",

@@ -1,9 +1,19 @@
-"""Event de-duplication: one Event per (object, reason, message) per window."""
+"""Events: one per (object, reason, message) per window in a replica, and one across replicas.
+
+Each replica de-duplicates in memory. Across replicas the Event's name is derived from what it
+says (the object, its uid, type, reason and message): the first replica to post creates it,
+and every later post of the same decision, by any replica, finds it taken (409) and adds one
+to its ``count`` with ``lastTimestamp`` and the poster's ``reportingInstance``, as client-go's
+event correlator counts repeats. Three replicas admitting one Deployment make one Event with
+count 3, not three Events.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -20,6 +30,9 @@ logger = logging.getLogger("archwarden.events")
 COMPONENT = "archwarden"
 MESSAGE_MAX = 1024
 INSTANCE_MAX = 128  # the API server's limit for reportingInstance
+
+COUNT_ATTEMPTS = 5
+"""Read-and-patch rounds to count a repeat while other replicas count theirs."""
 
 # Controllers re-create pods in bursts (a 50-replica rollout); one Event per window is enough.
 DEDUP_WINDOW = 600.0
@@ -58,7 +71,7 @@ def event_body(
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{name[:200]}.", "namespace": namespace},
+        "metadata": {"name": event_name(involved, type, reason, message), "namespace": namespace},
         "involvedObject": involved,
         "type": type,
         "reason": reason,
@@ -70,6 +83,26 @@ def event_body(
         "lastTimestamp": now,
         "count": 1,
     }
+
+
+def event_name(involved: Mapping[str, Any], type: str, reason: str, message: str) -> str:
+    """The name every replica gives this Event: the object's name (as client-go names
+    Events) and a digest of what the Event says, so the same decision is one object."""
+    said = "\x00".join(
+        str(part)
+        for part in (
+            involved.get("kind"),
+            involved.get("namespace"),
+            involved.get("name"),
+            involved.get("uid", ""),
+            type,
+            reason,
+            message[:MESSAGE_MAX],
+        )
+    )
+    return (
+        f"{str(involved.get('name') or '')[:200]}.{hashlib.sha256(said.encode()).hexdigest()[:16]}"
+    )
 
 
 class EventPoster:
@@ -104,8 +137,15 @@ class EventPoster:
 
     async def _send(self, namespace: str, body: dict[str, Any]) -> None:
         def call() -> None:
-            # A plain dict is serialised as it is; the typed model would drop nothing we set.
-            self._core.create_namespaced_event(namespace, cast(Any, body), _preload_content=False)
+            try:
+                # A plain dict is serialised as it is; the typed model would drop nothing.
+                self._core.create_namespaced_event(
+                    namespace, cast(Any, body), _preload_content=False
+                )
+            except kubernetes.client.ApiException as exc:
+                if exc.status != 409:
+                    raise
+                self._count(namespace, body)
 
         try:
             await asyncio.to_thread(call)
@@ -118,3 +158,33 @@ class EventPoster:
                 body["involvedObject"]["name"],
                 f"HTTP {status}" if status else type(exc).__name__,
             )
+
+    def _count(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Another replica (or this one, past its window) posted this Event: one more."""
+        name = body["metadata"]["name"]
+        for _ in range(COUNT_ATTEMPTS):
+            response: Any = self._core.read_namespaced_event(
+                name, namespace, _preload_content=False
+            )
+            current = json.loads(response.data)
+            patch = [
+                # The resourceVersion test makes a concurrent count retry instead of losing one.
+                {
+                    "op": "test",
+                    "path": "/metadata/resourceVersion",
+                    "value": current["metadata"]["resourceVersion"],
+                },
+                {"op": "replace", "path": "/count", "value": int(current.get("count") or 1) + 1},
+                {"op": "replace", "path": "/lastTimestamp", "value": body["lastTimestamp"]},
+                {"op": "replace", "path": "/reportingInstance", "value": body["reportingInstance"]},
+            ]
+            try:
+                self._core.patch_namespaced_event(
+                    name, namespace, cast(Any, patch), _preload_content=False,
+                    _content_type="application/json-patch+json",
+                )  # fmt: skip
+                return
+            except kubernetes.client.ApiException as exc:
+                if exc.status not in (409, 422):  # a failed test is 422 (resourceVersion moved)
+                    raise
+        raise RuntimeError(f"Event {namespace}/{name} kept changing")
