@@ -117,7 +117,7 @@ class PlatformSettings:
 
 @dataclasses.dataclass(frozen=True)
 class SkipSettings:
-    allowed: str = "everyone"
+    allowed: str = "labelledNamespaces"
     """Who may opt a workload out with the annotation ``archwarden.io/skip: "true"``:
     everyone, labelledNamespaces (namespaces labelled ``archwarden.io/allow-skip: "true"``) or
     nobody. A refused skip is checked anyway, and the warning says why."""

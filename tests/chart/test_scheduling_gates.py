@@ -156,7 +156,8 @@ def test_config_mode_is_accepted_by_archwardens_loader() -> None:
 
 
 def test_policy_gates_every_pod_created_in_scope() -> None:
-    spec = one(served(), "MutatingAdmissionPolicy")["spec"]
+    # With nobody allowed to skip, the plain gate (the default's skip rule: below).
+    spec = one(served({"config.skip.allowed": "nobody"}), "MutatingAdmissionPolicy")["spec"]
     # A CEL failure must never block pod creation cluster-wide; the webhooks still check.
     assert spec["failurePolicy"] == "Ignore"
     # IfNeeded would run the policy again after the webhook removed the gate, adding it back.
@@ -228,6 +229,8 @@ def test_skip_in_labelled_namespaces_is_decided_by_the_namespace_labels() -> Non
     # by a variable of the mutation, which an annotated pod in a labelled namespace turns into
     # an empty apply configuration.
     policy = one(served({"config.skip.allowed": "labelledNamespaces"}), "MutatingAdmissionPolicy")
+    # The default: a tenant who can annotate a workload does not opt out alone.
+    assert one(served(), "MutatingAdmissionPolicy") == policy
     spec = policy["spec"]
     assert spec["matchConditions"] == [NOT_BOUND]
     assert not any("namespaceObject" in c["expression"] for c in spec["matchConditions"])

@@ -280,8 +280,16 @@ def test_excluded_namespace_and_opt_out_are_never_checked(
 ) -> None:
     skipped = deployment("skipped", images.amd64_only, pod_spec=hostname_pool(ARM64_POOL))
     skipped["metadata"]["annotations"] = {"archwarden.io/skip": "true"}
+    # By default only a namespace labelled to allow it may skip: checked, and denied.
     code, _, stderr = apply(cluster, namespace, skipped)
-    assert code == 0, stderr
+    assert code != 0 and "archwarden.io/skip is not allowed here" in stderr
+    cluster.kubectl("label", "namespace", namespace, "archwarden.io/allow-skip=true")
+    cluster.wait_for(
+        lambda: apply(cluster, namespace, skipped)[0] == 0,
+        timeout=30,
+        interval=0.5,
+        message="the labelled namespace's skip to be honoured",
+    )
     recorded = cluster.wait_for(
         lambda: events(cluster, namespace, "ArchitectureCheckSkipped"),
         timeout=30,

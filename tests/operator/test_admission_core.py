@@ -137,7 +137,7 @@ async def test_namespace_mode_override_and_audit() -> None:
 
 async def test_scope_rules_skip_without_registry_traffic() -> None:
     fake = Registry()
-    eng = engine(fake)
+    eng = engine(fake, skip=settings.SkipSettings(allowed="everyone"))
     image = f"{HOST}/team/legacy:1"
     system = deployment(image)
     system["metadata"]["namespace"] = "kube-system"

@@ -144,6 +144,7 @@ class World:
         template_bytes: int = settings.LimitsSettings().template_bytes,
         *,
         max_retries: int | None = None,
+        skip: settings.SkipSettings | None = None,
         **audit_config: Any,
     ) -> None:
         self.clock = Clock()
@@ -153,6 +154,7 @@ class World:
             mode="enforce",
             audit=settings.AuditSettings(**audit_config),
             limits=settings.LimitsSettings(template_bytes=template_bytes),
+            skip=skip or settings.SkipSettings(),
         )
         client_settings = cfg.client_settings()
         if max_retries is not None:
@@ -590,7 +592,7 @@ async def test_a_pod_pending_on_an_arch_pin_is_explained() -> None:
 
 
 async def test_excluded_namespaces_and_allowed_skips_are_not_audited() -> None:
-    world = World(["linux/arm64"])
+    world = World(["linux/arm64"], skip=settings.SkipSettings(allowed="everyone"))
     world.registry.docs = {"team/legacy": _index("amd64")}
     image = f"{HOST}/team/legacy:1"
     skipped = deployment("skipped", image)

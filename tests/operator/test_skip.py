@@ -25,9 +25,19 @@ def skipped_total(eng: Any, kind: str) -> float:
     return value or 0.0
 
 
-async def test_everyone_may_skip_by_default_and_skips_are_counted() -> None:
+async def test_only_labelled_namespaces_skip_by_default() -> None:
+    # A tenant who can annotate a workload does not opt out of enforcement alone.
+    assert settings.SkipSettings().allowed == "labelledNamespaces"
+    outcome = await engine(Registry()).review(skipping(), operation="CREATE")
+    assert not outcome.allowed
+    assert outcome.message.endswith(
+        "archwarden.io/skip is not allowed here (skip.allowed: labelledNamespaces)"
+    )
+
+
+async def test_everyone_may_skip_where_configured_and_skips_are_counted() -> None:
     fake = Registry()
-    eng = engine(fake)
+    eng = engine(fake, skip=settings.SkipSettings(allowed="everyone"))
     outcome = await eng.review(skipping(), operation="CREATE")
     assert outcome.allowed and outcome.label == "skipped"
     assert [e.reason for e in outcome.events] == ["ArchitectureCheckSkipped"]
