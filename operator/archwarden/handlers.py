@@ -13,7 +13,7 @@ import functools
 import gc
 import json
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,10 @@ class Runtime:
     reevaluation: asyncio.Task[None] | None = None
     reevaluation_dirty: bool = False
     background: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
+    capacity_tasks: dict[str, list[tuple[kube.Watch, asyncio.Task[None]]]] = dataclasses.field(
+        default_factory=dict
+    )
+    """The running watches of each capacity kind (its CRD established), by kind."""
 
     def __post_init__(self) -> None:
         self.workloads.on_removed = self._workload_removed
@@ -224,7 +228,7 @@ class Runtime:
 
     def start_watches(self, connection: kube.Connection) -> None:
         """Nodes and namespaces, each on one stream; ready once both are listed."""
-        self.watches = [
+        base = [
             kube.Watch(
                 connection,
                 "/api/v1/nodes",
@@ -240,12 +244,20 @@ class Runtime:
                 on_listed=self.on_namespaces_listed,
             ),
         ]
-        self.watches += self.capacity_watches(connection)
+        # Readiness waits for these and for the capacity kinds found at start-up.
+        self.watches = list(base)
+        for resource in self.capacity_sources:
+            streams = self.capacity_watches(connection, [resource])
+            self.watches += streams
+            self.capacity_tasks[resource.kind] = [
+                (watch, self._spawned(watch.run())) for watch in streams
+            ]
+        self._watch_definitions(connection)
         workloads = self.workloads.watches(connection)
         self.pods.on_changed = self._pod_changed
         self.pods.on_deleted = self._pod_deleted
         pods = self.pods.watch(connection)
-        for watch in [*self.watches, *workloads, pods]:
+        for watch in [*base, *workloads, pods]:
             self.spawn(watch.run())
         self.spawn(self._ready_when_listed(workloads))
         if self.auditor is not None and self.config.audit.enabled:
@@ -271,14 +283,107 @@ class Runtime:
         if self.gatekeeper is not None:
             self.gatekeeper.pod_deleted(namespace, name)
 
-    def capacity_watches(self, connection: kube.Connection) -> list[kube.Watch]:
+    def capacity_watches(
+        self, connection: kube.Connection, resources: Iterable[kube.CapacityResource]
+    ) -> list[kube.Watch]:
         """One stream per capacity kind, or per kind and named namespace (Cluster API node
         groups: only the namespaces of capacity.clusterAPI.namespaces are read)."""
         return [
             self._capacity_watch(connection, resource, namespace)
-            for resource in self.capacity_sources
+            for resource in resources
             for namespace in resource.scopes()
         ]
+
+    def _watch_definitions(self, connection: kube.Connection) -> None:
+        """Capacity kinds whose CRD is installed, or removed, while archwarden runs: each
+        enabled kind's CRD is watched by name (a cluster may hold thousands of large CRDs),
+        and its objects are watched from the moment the CRD is Established until it is
+        deleted. Needs list/watch on CRDs (the chart's rbac.crdDiscovery); without it the
+        kinds found at start-up stay as they are."""
+        for resource in kube.wanted_sources(self.config.capacity):
+            name = kube.definition_name(resource)
+
+            def on_object(body: Mapping[str, Any], kind: str = resource.kind) -> None:
+                if _established(body) and kind not in self.capacity_tasks:
+                    self.capacity_tasks[kind] = []  # claimed: one start at a time
+                    self.spawn(self._start_capacity(connection, kind))
+
+            def on_deleted(body: Mapping[str, Any], kind: str = resource.kind) -> None:
+                self._stop_capacity(kind)
+
+            def on_listed(names: set[str], kind: str = resource.kind, crd: str = name) -> None:
+                if crd not in names:
+                    self._stop_capacity(kind)
+
+            watch = kube.Watch(
+                connection,
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                on_object=on_object,
+                on_deleted=on_deleted,
+                on_listed=on_listed,
+                selector={"fieldSelector": f"metadata.name={name}"},
+            )
+            self.spawn(self._definitions(watch))
+
+    async def _definitions(self, watch: kube.Watch) -> None:
+        if self.reader is not None:
+            try:
+                await self.reader.list_custom(
+                    "apiextensions.k8s.io", "v1", "customresourcedefinitions", limit=1
+                )
+            except (kube.ApiUnavailable, LookupError) as exc:
+                logger.info(
+                    "capacity CRDs installed or removed later are not noticed: cannot list "
+                    "CRDs (%s)",
+                    exc,
+                )
+                return
+        await watch.run()
+
+    async def _start_capacity(self, connection: kube.Connection, kind: str) -> None:
+        """Watch a capacity kind whose CRD was just established. Discovery may lag the CRD
+        by a moment: asked a few times."""
+        found: list[kube.CapacityResource] = []
+        for delay in (0.0, 0.5, 1.0, 2.0, 4.0):
+            await asyncio.sleep(delay)
+            if self.reader is None or self.capacity_tasks.get(kind) is None:
+                return
+            found = await kube.available_sources(self.reader, self.config.capacity, only=[kind])
+            if found:
+                break
+        if not found or self.capacity_tasks.get(kind) is None:
+            self.capacity_tasks.pop(kind, None)
+            return
+        (resource,) = found
+        logger.info("provisionable capacity: %s CRD established, watching %ss", kind, kind)
+        self.capacity_sources = (*self.capacity_sources, resource)
+        self.capacity_tasks[kind] = [
+            (watch, self._spawned(watch.run()))
+            for watch in self.capacity_watches(connection, [resource])
+        ]
+
+    def _stop_capacity(self, kind: str) -> None:
+        """The kind's CRD is gone: its watches stop and what its objects offered no longer
+        counts (workloads it alone could run are re-evaluated)."""
+        tasks = self.capacity_tasks.pop(kind, None)
+        if tasks is None:
+            return
+        for watch, task in tasks:
+            task.cancel()
+            # Readiness waits for the first lists of the kinds found at start-up: not for
+            # one that is gone.
+            watch.synced.set()
+        self.capacity_sources = tuple(r for r in self.capacity_sources if r.kind != kind)
+        logger.info("provisionable capacity: %s CRD removed, no longer watched", kind)
+        for source in list(self.capacity.sources(kind)):
+            if self.note_capacity(source, None):
+                _capacity_reevaluation(self, source)
+
+    def _spawned(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
 
     def _capacity_watch(
         self, connection: kube.Connection, resource: kube.CapacityResource, namespace: str | None
@@ -487,6 +592,14 @@ async def cleanup(memo: Any, **_: Any) -> None:
 
 
 # -- re-evaluation --------------------------------------------------------------------------------
+
+
+def _established(crd: Mapping[str, Any]) -> bool:
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(
+        isinstance(c, Mapping) and c.get("type") == "Established" and c.get("status") == "True"
+        for c in conditions
+    )
 
 
 def _schedule_reevaluation(rt: Runtime) -> None:

@@ -234,7 +234,7 @@ def test_node_groups_are_watched_in_the_named_namespaces_only() -> None:
         dataclasses.replace(MACHINE_DEPLOYMENTS, version="v1beta2", namespaces=("capi", "infra")),
     )
     connection = kube.Connection(kubernetes.client.Configuration(host="http://127.0.0.1:1"))
-    watches = rt.capacity_watches(connection)
+    watches = rt.capacity_watches(connection, rt.capacity_sources)
     assert [w.path for w in watches] == [
         "/apis/karpenter.sh/v1/nodepools",
         "/apis/cluster.x-k8s.io/v1beta2/namespaces/capi/machinedeployments",

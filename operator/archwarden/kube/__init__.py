@@ -13,11 +13,13 @@ from archwarden.kube._capacity import (
     IgnoredNamespaces,
     available_sources,
     capacity_from_object,
+    definition_name,
     ignored_namespace,
     list_capacity,
     not_counted,
     source_of,
     static_capacity,
+    wanted_sources,
 )
 from archwarden.kube._events import EventDeduper, EventPoster, event_body
 from archwarden.kube._gates import (
@@ -69,6 +71,7 @@ __all__ = [
     "WebhookRemovalError",
     "available_sources",
     "capacity_from_object",
+    "definition_name",
     "event_body",
     "ignored_namespace",
     "instance_name",
@@ -81,4 +84,5 @@ __all__ = [
     "remove_webhook_configurations",
     "source_of",
     "static_capacity",
+    "wanted_sources",
 ]

@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from archwarden import policy, settings
@@ -33,11 +33,13 @@ __all__ = [
     "IgnoredNamespaces",
     "available_sources",
     "capacity_from_object",
+    "definition_name",
     "ignored_namespace",
     "list_capacity",
     "not_counted",
     "source_of",
     "static_capacity",
+    "wanted_sources",
 ]
 
 logger = logging.getLogger("archwarden")
@@ -201,18 +203,31 @@ def static_capacity(config: settings.CapacitySettings) -> list[policy.Provisiona
     ]
 
 
+def definition_name(resource: CapacityResource) -> str:
+    """The name of the CustomResourceDefinition that serves ``resource``."""
+    return f"{resource.plural}.{resource.group}"
+
+
+def wanted_sources(config: settings.CapacitySettings) -> list[CapacityResource]:
+    """The sources the configuration enables, whether or not the cluster serves them."""
+    return [r for r in SOURCES if _enabled(r, config)]
+
+
 async def available_sources(
-    reader: _api.ApiReader, config: settings.CapacitySettings
+    reader: _api.ApiReader,
+    config: settings.CapacitySettings,
+    only: Iterable[str] | None = None,
 ) -> list[CapacityResource]:
     """The enabled sources the API server serves and archwarden may list, with the version
     the API server prefers and, for Cluster API node groups, the named namespaces archwarden
-    may list them in; one log line for each that is left out."""
-    if config.cluster_api.enabled and not config.cluster_api.namespaces:
+    may list them in; one log line for each that is left out. ``only``: these kinds alone."""
+    if only is None and config.cluster_api.enabled and not config.cluster_api.namespaces:
         logger.info(
             "Cluster API node groups are not counted: capacity.clusterAPI.namespaces names "
             "no namespace"
         )
-    wanted = [r for r in SOURCES if _enabled(r, config)]
+    kinds = None if only is None else set(only)
+    wanted = [r for r in wanted_sources(config) if kinds is None or r.kind in kinds]
     if not wanted:
         return []
     try:
