@@ -39,9 +39,16 @@ deps: venv
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
 
+# shellcheck (Debian's) over every shell script; settings in .shellcheckrc.
+SHELL_SCRIPTS = $(shell find hack deploy .ci -name '*.sh') .ci/run
+
 lint: venv
 	$(VENV)/bin/ruff check operator tests bench hack
 	$(VENV)/bin/ruff format --check operator tests bench hack
+	@command -v shellcheck >/dev/null || { echo "installing shellcheck (Debian)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq shellcheck >/dev/null; }
+	shellcheck $(SHELL_SCRIPTS)
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -52,8 +59,9 @@ typecheck: venv
 test: deps lint typecheck cluster-build tools-build
 	$(VENV)/bin/pytest
 
+# No cluster, no image build, no registry process: the pure and in-process tests.
 test-fast: venv
-	$(VENV)/bin/pytest -m "not cluster and not e2e"
+	$(VENV)/bin/pytest -m "not cluster and not e2e and not image and not install and not registry"
 
 demo: deps cluster-build
 	bash hack/demo.sh

@@ -27,7 +27,8 @@ find_helm() {
 	if [ -x "$ROOT/.cluster/bin/helm" ]; then echo "$ROOT/.cluster/bin/helm"; return; fi
 	# Newest by directory name (helm-v3.22.0-k8s1.37 after helm-v3.22.0: sort -V on the names,
 	# not on the paths, where "/" would sort after "-").
-	candidate=$(ls -d "${ARCHWARDEN_CACHE:-$HOME/.cache/archwarden}"/bin/helm-v* 2>/dev/null | sort -V | tail -n 1)
+	candidate=$(find "${ARCHWARDEN_CACHE:-$HOME/.cache/archwarden}/bin" -maxdepth 1 -name 'helm-v*' \
+		2>/dev/null | sort -V | tail -n 1)
 	if [ -n "$candidate" ] && [ -x "$candidate/helm" ]; then echo "$candidate/helm"; return; fi
 	command -v helm && return
 	echo "generate.sh: helm not found; build it with hack/cluster/build.sh or set ARCHWARDEN_HELM" >&2

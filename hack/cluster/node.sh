@@ -30,6 +30,7 @@ PAUSE_IMAGE=archwarden/pause:catatonit
 # Host paths that containerd, the kubelet and the CNI plugins use whatever they are told. Those
 # that did not exist before up.sh are recorded and removed by down.sh; the others are left alone.
 NODE_FIXED_PATHS="/run/containerd /var/lib/kubelet /var/lib/cni /var/log/containers /var/log/pods"
+# shellcheck disable=SC2034 # read by lib.sh, which sources this file
 NODE_COMPONENTS="registry apiserver-relay containerd kubelet"
 # Kernel tunables the kubelet writes at start (pkg/kubelet/cm: setupKernelTunables) and the values
 # it wants; each one that differs here is shadowed inside the kubelet's mount namespace.
@@ -83,6 +84,7 @@ node_up() {
 	[ "$(id -u)" = 0 ] || { echo "up.sh: the real node needs root (ARCHWARDEN_REAL_NODE=0 skips it)" >&2; return 1; }
 	local n=$STATE/node d
 	rm -rf "$n" && mkdir -p "$n"/{certs.d/_default,cni,sysctl}
+	# shellcheck disable=SC2153 # DATA is up.sh's (its mktemp directory)
 	NODE_DATA=$DATA/node
 	mkdir -p "$NODE_DATA"/{kubelet,containerd,registry,runc,cni-ipam,pod-logs}
 	for d in $NODE_FIXED_PATHS; do [ -e "$d" ] || echo "$d" >>"$n/created"; done
@@ -249,7 +251,7 @@ EOF
 node_kubelet_config() { # <node state dir>
 	local n=$1 p=$STATE/pki kv key want
 	(
-		cd "$p"
+		cd "$p" || exit 1
 		umask 077
 		issue "kubelet-client" "/O=system:nodes/CN=system:node:$NODE_NAME" client
 		issue "kubelet-serving" "/CN=$NODE_NAME" kubelet

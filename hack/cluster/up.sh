@@ -164,10 +164,10 @@ start_as() {
 	local name=$1 bin=$2
 	shift 2
 	setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null 9>&- &
-	local pid=$! i
+	local pid=$!
 	echo "$pid $bin" >"$STATE/pids/$name"
 	# Until the forked shell has exec'ed the binary, /proc/<pid>/exe is bash or setsid.
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$bin" ] && return 0
 		[ -d "/proc/$pid" ] || break
 		sleep 0.05

@@ -93,6 +93,7 @@ fi
 # The package list (name, version, architecture) of what went in, from the downloaded .debs; an
 # extract-variant root has no dpkg database, so this file is the record of its contents.
 for deb in "$rootfs"/var/cache/apt/archives/*.deb; do
+  # shellcheck disable=SC2016 # dpkg-deb's own ${field} syntax, not the shell's
   dpkg-deb --show --showformat='${Package} ${Version} ${Architecture}\n' "$deb"
 done | sort > "$work/packages.txt"
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*

@@ -48,6 +48,7 @@ if [ "$need_qemu" = 1 ]; then
   for arch in $QEMU_ARCHES; do
     install -m 0755 "$work/root/usr/bin/qemu-$arch-static" "$qemu_dir/bin/"
   done
+  # shellcheck disable=SC2016 # dpkg-deb's own ${field} syntax, not the shell's
   dpkg-deb --show --showformat='${Package} ${Version} ${Architecture}\n' \
     "$work"/qemu-user-static_*.deb > "$qemu_dir/package.txt"
   # The licence of what is unpacked stays beside it.

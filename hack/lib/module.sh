@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts that copy files out of a pinned Go module (hack/*/fetch-crds.sh).
 #
 #   module_dir MODULE VERSION SUM   print the module's directory in the Go module cache, after
