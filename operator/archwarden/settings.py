@@ -225,6 +225,8 @@ class CredentialProviderSettings:
     """Bytes of plugin answers cached (per cacheKeyType and cacheDuration), oldest first."""
     token_cache_bytes: int = 4 * 1024 * 1024
     """Bytes of ServiceAccount tokens kept for token-mode providers (``tokenAttributes``)."""
+    max_concurrent_runs: int = registry.ProviderLimits.concurrency
+    """Plugin processes running at once, across every review."""
 
     def limits(self) -> registry.ProviderLimits:
         return registry.ProviderLimits(
@@ -232,6 +234,7 @@ class CredentialProviderSettings:
             output_bytes=self.output_bytes,
             stderr_bytes=self.stderr_bytes,
             cache_bytes=self.cache_bytes,
+            concurrency=self.max_concurrent_runs,
         )
 
 
@@ -607,13 +610,20 @@ def _credential_providers(data: Any) -> CredentialProviderSettings:
         "cacheBytes": "cache_bytes",
         "tokenCacheBytes": "token_cache_bytes",
     }
-    _only(section, {"enabled", "config", "binDir", "timeoutSeconds", *sizes}, where)
+    _only(
+        section,
+        {"enabled", "config", "binDir", "timeoutSeconds", "maxConcurrentRuns", *sizes},
+        where,
+    )
     return CredentialProviderSettings(
         enabled=_expect(section.get("enabled", d.enabled), bool, f"{where}.enabled"),
         config=_expect(section.get("config", d.config), str, f"{where}.config"),
         bin_dir=_expect(section.get("binDir", d.bin_dir), str, f"{where}.binDir"),
         timeout_seconds=_positive(
             section.get("timeoutSeconds", d.timeout_seconds), f"{where}.timeoutSeconds"
+        ),
+        max_concurrent_runs=_at_least_one(
+            section.get("maxConcurrentRuns", d.max_concurrent_runs), f"{where}.maxConcurrentRuns"
         ),
         **{
             field: _at_least(section.get(key, getattr(d, field)), MIN_BYTES, f"{where}.{key}")

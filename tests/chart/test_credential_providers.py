@@ -79,6 +79,7 @@ def test_an_inline_config_and_the_nodes_plugin_directory() -> None:
         "config": "/etc/archwarden/credential-providers",
         "binDir": BIN,
         "timeoutSeconds": 5,
+        "maxConcurrentRuns": 4,
         "outputBytes": 262144,
         "cacheBytes": 4194304,
         "tokenCacheBytes": 4194304,

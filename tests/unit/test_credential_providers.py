@@ -403,6 +403,36 @@ async def test_concurrent_lookups_share_one_run(tmp_path: Path) -> None:
     assert len(runs(tmp_path)) == 1
 
 
+async def test_plugin_processes_at_once_are_bounded_whatever_the_lookups(tmp_path: Path) -> None:
+    # Distinct repositories with cacheKeyType Image: nothing shared, nothing cached; a flood
+    # of reviews must still not fork one plugin each.
+    write_plugin(
+        tmp_path,
+        "plugin",
+        """time.sleep(0.2)
+answer({request["image"].split("/")[0]: {"username": "u", "password": "p"}},
+       cacheKeyType="Image")
+""",
+    )
+    providers = providers_for(tmp_path, limits=registry.ProviderLimits(concurrency=2))
+    most = 0
+
+    async def watch() -> None:
+        nonlocal most
+        while True:
+            most = max(most, providers.running)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.ensure_future(watch())
+    answers = await asyncio.gather(
+        *(providers.for_image(ref(f"127.0.0.1:5000/lab/app{i}:1")) for i in range(6))
+    )
+    watcher.cancel()
+    assert all(a.store.lookup("127.0.0.1:5000") is not None for a in answers)
+    assert len(runs(tmp_path)) == 6
+    assert most == 2
+
+
 def only_failure(provided: registry.Provided) -> str:
     assert len(provided.store) == 0
     (failure,) = provided.failures

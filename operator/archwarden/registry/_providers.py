@@ -79,6 +79,9 @@ class ProviderLimits:
     output_bytes: int = OUTPUT_BYTES
     stderr_bytes: int = STDERR_BYTES
     cache_bytes: int = CACHE_BYTES
+    concurrency: int = 4
+    """Plugin processes running at once, whatever the number of reviews: a flood of dry runs
+    naming distinct images must not fork one plugin each (each waits within its timeout)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +234,9 @@ class CredentialProviders:
         self._cache_size = 0
         self._flights: dict[tuple[str, str], _Flight] = {}
         self._reaping: set[asyncio.Task[Any]] = set()
+        self._slots = asyncio.Semaphore(self.limits.concurrency)
+        self.running = 0
+        """Plugin processes running now (at most ``limits.concurrency``)."""
         self.runs = 0
         """Plugin executions so far (tests and metrics)."""
 
@@ -432,6 +438,20 @@ class CredentialProviders:
             request["serviceAccountAnnotations"] = dict(annotations)
         env = dict(self._environ())
         env.update(provider.env)  # the config's values win, as in the kubelet
+        async with self._slots:
+            self.running += 1
+            try:
+                return await self._exec(path, provider, request, env)
+            finally:
+                self.running -= 1
+
+    async def _exec(
+        self,
+        path: str,
+        provider: config.Provider,
+        request: Mapping[str, Any],
+        env: Mapping[str, str],
+    ) -> _Answer:
         self.runs += 1
         try:
             process = await asyncio.create_subprocess_exec(
