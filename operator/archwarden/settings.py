@@ -7,7 +7,7 @@ never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import Any
 
@@ -303,7 +303,7 @@ def _expect(value: Any, kind: type | tuple[type, ...], key: str) -> Any:
     return value
 
 
-def _only(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+def _only(data: Mapping[str, Any], allowed: Set[str], where: str) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
         prefix = f"{where}." if where else ""
@@ -632,33 +632,35 @@ def _credential_providers(data: Any) -> CredentialProviderSettings:
     )
 
 
+TOP_LEVEL_KEYS = frozenset(
+    {
+        "mode",
+        "mutate",
+        "mutateWorkloadTemplates",
+        "failurePolicy",
+        "excludedNamespaces",
+        "preferredArchitectures",
+        "globalPullSecret",
+        "registries",
+        "cache",
+        "registryTimeout",
+        "webhook",
+        "metrics",
+        "limits",
+        "platforms",
+        "skip",
+        "capacity",
+        "audit",
+        "reports",
+        "schedulingGates",
+        "credentialProviders",
+    }
+)
+"""Every key a configuration file may hold at its top (the README's block names each)."""
+
+
 def from_mapping(data: Mapping[str, Any]) -> Settings:
-    _only(
-        data,
-        {
-            "mode",
-            "mutate",
-            "mutateWorkloadTemplates",
-            "failurePolicy",
-            "excludedNamespaces",
-            "preferredArchitectures",
-            "globalPullSecret",
-            "registries",
-            "cache",
-            "registryTimeout",
-            "webhook",
-            "metrics",
-            "limits",
-            "platforms",
-            "skip",
-            "capacity",
-            "audit",
-            "reports",
-            "schedulingGates",
-            "credentialProviders",
-        },
-        "",
-    )
+    _only(data, TOP_LEVEL_KEYS, "")
     mode = _expect(data.get("mode", "enforce"), str, "mode")
     if mode not in MODES:
         raise ConfigError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
