@@ -13,7 +13,7 @@ hold them, ``make lint`` checks them; docs/architecture.md walks the request pat
       -> policy            pure decisions: no I/O, no framework, no client
          registry          the registry client, usable alone (no kopf, no Kubernetes client)
          metrics, printable
-      -> platforms, reference
+      -> platforms, reference, reasons
 """
 
 __version__ = "0.1.0"

@@ -22,7 +22,7 @@ from typing import Any
 
 import cachetools
 
-from archwarden import metrics, platforms, policy, reference, registry, settings
+from archwarden import metrics, platforms, policy, reasons, reference, registry, settings
 
 __all__ = ["Admission", "EventNote", "Outcome"]
 
@@ -420,7 +420,7 @@ class Admission:
                 self.metrics.skipped.labels(str(obj.get("kind") or "")).inc()
             note = EventNote(
                 "Normal",
-                "ArchitectureCheckSkipped",
+                reasons.ARCHITECTURE_CHECK_SKIPPED,
                 f'{ANNOTATION_SKIP}: "true" is set; archwarden did not check this workload',
             )
             return Outcome(True, events=(note,) if not mutate else (), label="skipped")
@@ -542,12 +542,12 @@ class Admission:
 
         events: list[EventNote] = []
         if decision.mismatch:
-            events.append(EventNote("Warning", "ArchitectureMismatch", decision.message))
+            events.append(EventNote("Warning", reasons.ARCHITECTURE_MISMATCH, decision.message))
         if decision.reason is policy.Reason.PROVISIONABLE:
             # Not a mismatch: the pods wait for a node an autoscaler adds.
-            events.append(EventNote("Normal", "ProvisionableCapacity", decision.message))
+            events.append(EventNote("Normal", reasons.PROVISIONABLE_CAPACITY, decision.message))
         if decision.reason is policy.Reason.IMAGE_INSPECTION_FAILED:
-            events.append(EventNote("Warning", "ImageInspectionFailed", decision.message))
+            events.append(EventNote("Warning", reasons.IMAGE_INSPECTION_FAILED, decision.message))
             self.metrics.registry_failures.labels("allowed" if decision.allowed else "denied").inc()
         warnings = list(decision.warnings) + [f"archwarden: {p}" for p in problems]
         message = decision.message
@@ -575,12 +575,14 @@ class Admission:
             if any(
                 op["path"].endswith("/affinity") or "nodeAffinity" in op["path"] for op in patch
             ):
-                events.append(EventNote("Normal", "NodeAffinityInjected", _constrained(decision)))
+                events.append(
+                    EventNote("Normal", reasons.NODE_AFFINITY_INJECTED, _constrained(decision))
+                )
             added = _added_tolerations(patch)
             if added:
                 # Its own Event: a toleration lets the pod onto nodes it stayed off before, which
                 # whoever reads the pod's Events should find apart from a narrowing.
-                events.append(EventNote("Normal", "TolerationInjected", _tolerated(added)))
+                events.append(EventNote("Normal", reasons.TOLERATION_INJECTED, _tolerated(added)))
         if mutate:
             # The validating webhook reports mismatches; the mutating one only its own patches.
             events = [e for e in events if e.reason in _PATCH_EVENTS]
@@ -734,7 +736,7 @@ def _decision_bytes(decision: policy.Decision) -> int:
     return total
 
 
-_PATCH_EVENTS = frozenset({"NodeAffinityInjected", "TolerationInjected"})
+_PATCH_EVENTS = frozenset({reasons.NODE_AFFINITY_INJECTED, reasons.TOLERATION_INJECTED})
 
 
 def _added_tolerations(patch: Sequence[policy.PatchOperation]) -> list[Mapping[str, Any]]:
@@ -802,7 +804,7 @@ def _unchecked(
         allowed=not denied,
         message=message,
         warnings=warnings,
-        events=(EventNote("Warning", "ImageInspectionFailed", message),),
+        events=(EventNote("Warning", reasons.IMAGE_INSPECTION_FAILED, message),),
         label="denied" if denied else ("warned" if warnings else "allowed"),
         reason=reason,
         decided=False,

@@ -49,6 +49,7 @@ from archwarden import (
     platforms,
     pod_store,
     policy,
+    reasons,
     reference,
     registry,
     settings,
@@ -283,16 +284,16 @@ class Auditor:
     ) -> kube.PolicyResult:
         if decision.mismatch:
             outcome, message = kube.Result.FAIL, decision.message
-            self._report(key, entry.ref, "ArchitectureMismatch", PREFIX + message)
+            self._report(key, entry.ref, reasons.ARCHITECTURE_MISMATCH, PREFIX + message)
         elif decision.reason is policy.Reason.IMAGE_INSPECTION_FAILED:
             outcome, message = kube.Result.ERROR, decision.message
-            self._reported.pop((key, "ArchitectureMismatch"), None)
+            self._reported.pop((key, reasons.ARCHITECTURE_MISMATCH), None)
         elif decision.warnings:
             outcome, message = kube.Result.WARN, decision.message or " ".join(decision.warnings)
-            self._reported.pop((key, "ArchitectureMismatch"), None)
+            self._reported.pop((key, reasons.ARCHITECTURE_MISMATCH), None)
         else:
             outcome, message = kube.Result.PASS, decision.message or COMPATIBLE_MESSAGE
-            self._reported.pop((key, "ArchitectureMismatch"), None)
+            self._reported.pop((key, reasons.ARCHITECTURE_MISMATCH), None)
         return _result(key, entry, outcome, message)
 
     def _not_checked(
@@ -300,7 +301,7 @@ class Auditor:
     ) -> kube.PolicyResult:
         """A workload kept without its template: listed, never judged. A mismatch posted about
         an earlier template is forgotten, as after a failed inspection."""
-        self._reported.pop((key, "ArchitectureMismatch"), None)
+        self._reported.pop((key, reasons.ARCHITECTURE_MISMATCH), None)
         why = workload_store.oversized_message(entry.oversized, self.workloads.template_bytes)
         return _result(key, entry, kube.Result.ERROR, f"{why}; its images were not checked")
 
@@ -387,7 +388,7 @@ class Auditor:
             if not lost:
                 continue
             message = policy.drift_message(image, before.platforms, answer, lost)
-            if self._report(key, entry.ref, "ImagePlatformsChanged", message):
+            if self._report(key, entry.ref, reasons.IMAGE_PLATFORMS_CHANGED, message):
                 self.metrics.image_platforms_changed.inc()
                 reported += 1
         return reported
@@ -445,7 +446,7 @@ class Auditor:
             for image in entry.workload.template.images:
                 if image in liars:
                     message = f"image {image} is mislabelled: {liars[image]}"
-                    if self._report(key, entry.ref, "ImagePlatformsMislabelled", message):
+                    if self._report(key, entry.ref, reasons.IMAGE_PLATFORMS_MISLABELLED, message):
                         self.metrics.images_mislabelled.inc()
 
     # -- pods --------------------------------------------------------------------------------
@@ -518,7 +519,7 @@ class Auditor:
             unknown_because,
         )
         if self.poster is not None:
-            self.poster.post(self._target(pod), "Warning", "ExecFormatError", message)
+            self.poster.post(self._target(pod), "Warning", reasons.EXEC_FORMAT_ERROR, message)
 
     def _explain_pending(self, pod: pod_store.Pod) -> None:
         if not policy.arch_unschedulable(pod.unschedulable):
@@ -539,7 +540,7 @@ class Auditor:
             return
         self.metrics.pending_explained.inc()
         if self.poster is not None:
-            self.poster.post(pod.ref, "Warning", "NoNodeForArchitecture", message)
+            self.poster.post(pod.ref, "Warning", reasons.NO_NODE_FOR_ARCHITECTURE, message)
 
 
 def _result(

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from archwarden import admission, kube, metrics, pod_store, policy, settings
+from archwarden import admission, kube, metrics, pod_store, policy, reasons, settings
 
 __all__ = ["GateKeeper"]
 
@@ -220,7 +220,7 @@ class GateKeeper:
         if not outcome.decided and not unchecked:
             held.reason = policy.Reason.IMAGE_INSPECTION_FAILED.value
             if decision is not None and decision.message:
-                self.post(body, "Warning", "ImageInspectionFailed", decision.message)
+                self.post(body, "Warning", reasons.IMAGE_INSPECTION_FAILED, decision.message)
             self._retry(key, held)
             return
         operations: list[Mapping[str, Any]] = list(outcome.patch)
@@ -246,7 +246,7 @@ class GateKeeper:
             self.post(body, note.type, note.reason, note.message)
         if unchecked:
             # Released unchecked, as the webhook admits such a pod (failure policy open).
-            self.post(body, "Warning", "ImageInspectionFailed", outcome.message)
+            self.post(body, "Warning", reasons.IMAGE_INSPECTION_FAILED, outcome.message)
 
     def _closed(self, namespace: str) -> bool:
         return (
@@ -259,5 +259,5 @@ def _event_reason(decision: policy.Decision | None) -> str:
     """ArchitectureMismatch for a pod no capacity can run, else (closed failure policy, too
     many images) ImageInspectionFailed."""
     if decision is not None and decision.reason.is_mismatch:
-        return "ArchitectureMismatch"
-    return "ImageInspectionFailed"
+        return reasons.ARCHITECTURE_MISMATCH
+    return reasons.IMAGE_INSPECTION_FAILED

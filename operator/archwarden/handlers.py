@@ -28,6 +28,7 @@ from archwarden import (
     metrics,
     pod_store,
     policy,
+    reasons,
     registry,
     serving,
     settings,
@@ -670,7 +671,7 @@ async def _reevaluate(rt: Runtime) -> None:
         rt.stranded[key] = decision
         if rt.poster is not None:
             message = lead + decision.message
-            rt.poster.post(entry.ref, "Warning", "ArchitectureUnavailable", message)
+            rt.poster.post(entry.ref, "Warning", reasons.ARCHITECTURE_UNAVAILABLE, message)
     rt.metrics.reevaluated.inc(judged)
     rt._count_stranded()
     if rt.gatekeeper is not None:

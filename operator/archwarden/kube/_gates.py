@@ -16,7 +16,7 @@ from typing import Any
 
 import kubernetes
 
-from archwarden import policy
+from archwarden import policy, reasons
 from archwarden.kube import _events, _webhooks
 
 __all__ = [
@@ -29,7 +29,7 @@ __all__ = [
     "remove_gate_policy",
 ]
 
-RELEASED_REASON = "SchedulingGateReleased"
+RELEASED_REASON = reasons.SCHEDULING_GATE_RELEASED
 
 
 class PatchConflict(RuntimeError):

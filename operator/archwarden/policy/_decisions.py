@@ -13,7 +13,7 @@ import functools
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TypeAlias, TypeVar
 
-from archwarden import platforms
+from archwarden import platforms, reasons
 from archwarden.policy import (
     _capacity,
     _inventory,
@@ -60,16 +60,16 @@ class FailurePolicy(enum.StrEnum):
 
 class Reason(enum.StrEnum):
     COMPATIBLE = "Compatible"
-    ARCHITECTURE_MISMATCH = "ArchitectureMismatch"
+    ARCHITECTURE_MISMATCH = reasons.ARCHITECTURE_MISMATCH
     """No candidate node can run every image."""
     ARCHITECTURE_PIN_MISMATCH = "ArchitecturePinMismatch"
     """As above, and the user's own arch pin (nodeSelector or affinity) is what contradicts."""
     PARTIAL_ARCHITECTURE_MISMATCH = "PartialArchitectureMismatch"
     """A DaemonSet whose images some, not all, of its nodes cannot run."""
     NO_CANDIDATE_NODES = "NoCandidateNodes"
-    PROVISIONABLE = "ProvisionableCapacity"
+    PROVISIONABLE = reasons.PROVISIONABLE_CAPACITY
     """No existing node can run every image, but capacity an autoscaler can add can."""
-    IMAGE_INSPECTION_FAILED = "ImageInspectionFailed"
+    IMAGE_INSPECTION_FAILED = reasons.IMAGE_INSPECTION_FAILED
     SKIPPED = "Skipped"
 
     @property
