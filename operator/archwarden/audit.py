@@ -131,6 +131,8 @@ class Auditor:
         self.last: AuditSummary | None = None
         self._lookups: set[asyncio.Task[None]] = set()
         """Image lookups for exec format errors whose image had no answer yet."""
+        self._pods_explained = False
+        """Whether the pods kept before this run started were explained (its first audit)."""
 
     # -- resolution within the budget --------------------------------------------------------
 
@@ -198,6 +200,13 @@ class Auditor:
                     except Exception:
                         logger.exception("tag drift check failed")
 
+    def stop(self) -> None:
+        """This replica stopped leading (its ``run`` is cancelled): no pending lookup posts
+        anything now, and the next run explains every kept pod again, as at start-up."""
+        for task in self._lookups:
+            task.cancel()
+        self._pods_explained = False
+
     async def audit_once(self) -> AuditSummary:
         started = time.monotonic()
         summary = AuditSummary()
@@ -254,8 +263,10 @@ class Auditor:
             self.metrics.audit_workloads.inc()
         if self.config.verify_images:
             await self._verify(seen)
-        if self.last is None:
-            # Pods that failed or waited before archwarden started are explained once.
+        if not self._pods_explained:
+            # Pods that failed or waited before archwarden started (or before this replica
+            # became the leader) are explained once.
+            self._pods_explained = True
             for pod in self.pods:
                 self.pod_changed(None, pod)
         for image, (before, answer) in drifted.items():

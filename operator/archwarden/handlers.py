@@ -1,5 +1,12 @@
 """kopf glue: admission handlers, start-up and clean-up; the node and namespace streams
-(``kube.Watch``) feeding the inventory; re-evaluation. Decisions live in ``admission``/``policy``.
+(``kube.Watch``) feeding the inventory; re-evaluation; leadership. Decisions live in
+``admission``/``policy``.
+
+Every replica serves admissions and keeps every watch. The work that writes to the cluster in
+the background (the audit and its reports, tag drift, re-evaluation Events, exec format and
+pending explanations, gated pods) runs on the leader alone (``Runtime.set_leading``), the holder
+of the Lease (``kube.Elector``); a single process (``--dev``, ``leaderElection.enabled`` false)
+leads itself.
 
 Handler ids are the webhook URL paths (and the chart's webhook names), so they are stable API.
 """
@@ -13,6 +20,7 @@ import functools
 import gc
 import json
 import logging
+import os
 from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -109,6 +117,14 @@ class Runtime:
         default_factory=dict
     )
     """The running watches of each capacity kind (its CRD established), by kind."""
+    leading: bool = False
+    """This replica does the leader's work (``set_leading``)."""
+    leader_work: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
+    """The leader's tasks, cancelled together the moment leadership is lost."""
+    elector: kube.Elector | None = None
+    leases: kube.HttpLeases | None = None
+    workload_watches: list[kube.Watch] = dataclasses.field(default_factory=list)
+    pod_watch: kube.Watch | None = None
 
     def __post_init__(self) -> None:
         self.workloads.on_removed = self._workload_removed
@@ -254,30 +270,71 @@ class Runtime:
                 (watch, self._spawned(watch.run())) for watch in streams
             ]
         self._watch_definitions(connection)
-        workloads = self.workloads.watches(connection)
+        workloads = self.workload_watches = self.workloads.watches(connection)
         self.pods.on_changed = self._pod_changed
         self.pods.on_deleted = self._pod_deleted
-        pods = self.pods.watch(connection)
+        pods = self.pod_watch = self.pods.watch(connection)
         for watch in [*base, *workloads, pods]:
             self.spawn(watch.run())
-        self.spawn(self._ready_when_listed(workloads))
+        self.spawn(self._ready_when_listed())
+
+    # -- leadership ----------------------------------------------------------------------------
+    def set_leading(self, leading: bool) -> None:
+        """Start the leader's work, or stop it: called by the elector the moment leadership
+        changes. Stopping cancels every leader task before anything else runs, so nothing more
+        is written; what they wrote (Events, reports) is idempotent, and the next leader starts
+        from the cluster as its watches show it."""
+        if leading == self.leading:
+            return
+        self.leading = leading
+        self.metrics.leader.set(1 if leading else 0)
+        self.metrics.leader_transitions.labels("started" if leading else "stopped").inc()
+        if not leading:
+            for task in self.leader_work:
+                task.cancel()
+            if self.reevaluation is not None:
+                self.reevaluation.cancel()
+            if self.auditor is not None:
+                self.auditor.stop()
+            # Judged by the leader alone: a follower's figures would be stale.
+            self.stranded.clear()
+            self._count_stranded()
+            return
         if self.auditor is not None and self.config.audit.enabled:
-
-            async def listed() -> None:
-                await self.ready.wait()
-                for watch in [*workloads, pods]:
-                    await watch.synced.wait()
-
-            self.spawn(self.auditor.run(listed))
+            self._lead(self.auditor.run(self._listed))
         if self.gatekeeper is not None:
-            self.spawn(self.gatekeeper.run(self.ready.wait))
+            self._lead(self.gatekeeper.run(self.ready.wait))
+        self._lead(self._reevaluate_when_listed())
+
+    async def _listed(self) -> None:
+        await self.ready.wait()
+        for watch in [*self.workload_watches, *([self.pod_watch] if self.pod_watch else [])]:
+            await watch.synced.wait()
+
+    async def _reevaluate_when_listed(self) -> None:
+        # Workloads are not needed to answer reviews; the first re-evaluation waits for them.
+        await self.ready.wait()
+        for watch in self.workload_watches:
+            await watch.synced.wait()
+        self.reevaluate_all = True
+        _schedule_reevaluation(self)
+
+    def _lead(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.leader_work.add(task)
+        task.add_done_callback(self.leader_work.discard)
+
+    def leader_post(self, target: Mapping[str, Any], type: str, reason: str, message: str) -> None:
+        """The leader's Events: dropped once leadership is lost, whatever still calls."""
+        if self.leading and self.poster is not None:
+            self.poster.post(target, type, reason, message)
 
     def _pod_changed(self, old: pod_store.Pod | None, pod: pod_store.Pod) -> None:
         # Held pods are decided once the nodes are listed (GateKeeper.run waits for that).
         if self.gatekeeper is not None:
             self.gatekeeper.pod_changed(pod)
         # Before the nodes are listed, a pod's node and the node platforms are not known yet.
-        if self.auditor is not None and self.ready.is_set():
+        if self.auditor is not None and self.ready.is_set() and self.leading:
             self.auditor.pod_changed(old, pod)
 
     def _pod_deleted(self, namespace: str, name: str) -> None:
@@ -424,7 +481,7 @@ class Runtime:
         for kind, count in per_kind.items():
             self.metrics.workloads_unschedulable.labels(kind).set(count)
 
-    async def _ready_when_listed(self, workloads: list[kube.Watch]) -> None:
+    async def _ready_when_listed(self) -> None:
         # Ready only once every node and namespace is known: before that every decision would
         # be made against an incomplete cluster.
         for watch in self.watches:
@@ -441,11 +498,6 @@ class Runtime:
         # the middle of a review. Refcounting still frees what becomes garbage.
         gc.freeze()
         self.ready.set()
-        # Workloads are not needed to answer reviews; the first re-evaluation waits for them.
-        for watch in workloads:
-            await watch.synced.wait()
-        self.reevaluate_all = True
-        _schedule_reevaluation(self)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Work that must not delay an admission answer (Events and their owner lookups)."""
@@ -551,7 +603,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         rt.workloads,
         rt.pods,
         rt.inventory,
-        poster=rt.poster,
+        poster=_LeaderEvents(rt),
         meters=rt.metrics,
         reports=reports,
     )
@@ -562,14 +614,16 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             rt.admission,
             functools.partial(rt.reader.read, "Pod"),
             kube.PodPatcher(api_client).patch,
-            rt.poster.post,
+            rt.leader_post,
             rt.metrics,
             config.scheduling_gates,
         )
     rt.set_static_capacity(kube.static_capacity(config.capacity))
-    rt.start_watches(
-        kube.Connection.from_api_client(api_client, max_object_bytes=config.limits.api_object_bytes)
+    connection = kube.Connection.from_api_client(
+        api_client, max_object_bytes=config.limits.api_object_bytes
     )
+    rt.start_watches(connection)
+    _campaign(rt, connection)
     rt.health = serving.HealthServer(rt.metrics, rt.ready)
     await rt.health.start(config.metrics.address, config.metrics.port)
     logger.info(
@@ -580,12 +634,56 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     )
 
 
+def _campaign(rt: Runtime, connection: kube.Connection) -> None:
+    """Campaign for the leader Lease, or lead at once when this process is alone."""
+    section = rt.config.leader_election
+    if rt.dev or not section.enabled:
+        logger.info("leader election off: this process does the leader's work")
+        rt.set_leading(True)
+        return
+    namespace = section.namespace or os.environ.get("POD_NAMESPACE") or "default"
+    rt.leases = kube.HttpLeases(connection, timeout=section.renew_deadline_seconds)
+    rt.elector = kube.Elector(
+        rt.leases,
+        namespace,
+        section.lease_name,
+        kube.holder_identity(),
+        lease_duration=section.lease_duration_seconds,
+        renew_deadline=section.renew_deadline_seconds,
+        retry_period=section.retry_period_seconds,
+        on_change=rt.set_leading,
+    )
+    logger.info(
+        "leader election: lease %s/%s as %s", namespace, section.lease_name, rt.elector.identity
+    )
+    rt.spawn(rt.elector.run())
+
+
+@dataclasses.dataclass
+class _LeaderEvents:
+    """The audit's poster: Events go out only while this replica leads."""
+
+    rt: Runtime
+
+    def post(self, target: Mapping[str, Any], type: str, reason: str, message: str) -> None:
+        self.rt.leader_post(target, type, reason, message)
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
     rt = _runtime(memo)
+    # The campaign is among the background tasks: cancelled, it stops the leader's work first.
     for task in list(rt.background):
         task.cancel()
     await asyncio.gather(*rt.background, return_exceptions=True)
+    rt.set_leading(False)
+    await asyncio.gather(*rt.leader_work, return_exceptions=True)
+    if rt.elector is not None:
+        # Released now, a candidate takes over at its next read rather than after the lease
+        # duration.
+        await rt.elector.release()
+    if rt.leases is not None:
+        await rt.leases.aclose()
     if rt.health is not None:
         await rt.health.stop()
     if rt.client is not None:
@@ -604,6 +702,9 @@ def _established(crd: Mapping[str, Any]) -> bool:
 
 
 def _schedule_reevaluation(rt: Runtime) -> None:
+    if not rt.leading:
+        # The leader's work: a replica that becomes leader judges every workload first.
+        return
     # Coalesce bursts: one run covers every change made before it starts reading; a change
     # arriving during a run marks it dirty, and the run goes round once more.
     rt.reevaluation_dirty = True
@@ -669,9 +770,9 @@ async def _reevaluate(rt: Runtime) -> None:
             rt.stranded.pop(key, None)
             continue
         rt.stranded[key] = decision
-        if rt.poster is not None:
-            message = lead + decision.message
-            rt.poster.post(entry.ref, "Warning", reasons.ARCHITECTURE_UNAVAILABLE, message)
+        rt.leader_post(
+            entry.ref, "Warning", reasons.ARCHITECTURE_UNAVAILABLE, lead + decision.message
+        )
     rt.metrics.reevaluated.inc(judged)
     rt._count_stranded()
     if rt.gatekeeper is not None:

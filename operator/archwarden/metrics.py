@@ -209,6 +209,20 @@ class Metrics:
             "Workloads told that an image's index names platforms its configs contradict.",
             registry=r,
         )
+        self.leader = prom.Gauge(
+            "archwarden_leader",
+            "1 on the replica holding the leader Lease (it alone audits, writes reports, "
+            "re-evaluates, explains and releases gated pods), else 0.",
+            registry=r,
+        )
+        self.leader_transitions = prom.Counter(
+            "archwarden_leader_transitions_total",
+            "Times this replica started or stopped leading.",
+            ["change"],
+            registry=r,
+        )
+        for change in ("started", "stopped"):
+            self.leader_transitions.labels(change)
 
     def observe_registry(self, registry: str, code: str, seconds: float) -> None:
         self.registry_requests.labels(registry, code).inc()

@@ -256,6 +256,29 @@ class SchedulingGateSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class LeaderElectionSettings:
+    """Which replica does the background work that writes to the cluster (the audit and its
+    reports, tag drift, re-evaluation Events, exec format explanations, gated pods): the holder
+    of one ``coordination.k8s.io`` Lease. Every replica serves admissions either way."""
+
+    enabled: bool = True
+    """Off (or ``archwarden run --dev``): this process leads itself; for one replica only."""
+    lease_name: str = "archwarden-leader"
+    """The Lease, in ``namespace``."""
+    namespace: str | None = None
+    """Where the Lease lives; unset: the pod's namespace (POD_NAMESPACE, which the chart sets),
+    else ``default``."""
+    lease_duration_seconds: int = 15
+    """How long a Lease not renewed stays its holder's: after a leader dies (SIGKILL, a lost
+    node) another replica takes over this long after it last saw the Lease change."""
+    renew_deadline_seconds: float = 10.0
+    """A leader that has not renewed for this long stops its work at once: below the lease
+    duration, so it stops before another replica may start."""
+    retry_period_seconds: float = 2.0
+    """How often the leader renews and the others read the Lease."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     mode: str = "enforce"
     """enforce (deny), warn (allow with a warning and an Event) or audit (Event and metric)."""
@@ -286,6 +309,9 @@ class Settings:
     )
     credential_providers: CredentialProviderSettings = dataclasses.field(
         default_factory=CredentialProviderSettings
+    )
+    leader_election: LeaderElectionSettings = dataclasses.field(
+        default_factory=LeaderElectionSettings
     )
 
     def client_settings(self) -> registry.ClientSettings:
@@ -632,6 +658,61 @@ def _credential_providers(data: Any) -> CredentialProviderSettings:
     )
 
 
+def _leader_election(data: Any) -> LeaderElectionSettings:
+    where = "leaderElection"
+    section = _expect(data, dict, where)
+    _only(
+        section,
+        {
+            "enabled",
+            "leaseName",
+            "namespace",
+            "leaseDurationSeconds",
+            "renewDeadlineSeconds",
+            "retryPeriodSeconds",
+        },
+        where,
+    )
+    d = LeaderElectionSettings()
+    name = _expect(section.get("leaseName", d.lease_name), str, f"{where}.leaseName")
+    if not name:
+        raise ConfigError(f"{where}.leaseName: must not be empty")
+    namespace = _expect(
+        section.get("namespace", d.namespace), (str, type(None)), f"{where}.namespace"
+    )
+    duration = _expect(
+        section.get("leaseDurationSeconds", d.lease_duration_seconds),
+        int,
+        f"{where}.leaseDurationSeconds",
+    )
+    renew = _positive(
+        section.get("renewDeadlineSeconds", d.renew_deadline_seconds),
+        f"{where}.renewDeadlineSeconds",
+    )
+    retry = _positive(
+        section.get("retryPeriodSeconds", d.retry_period_seconds), f"{where}.retryPeriodSeconds"
+    )
+    # client-go's rules: a leader must step down before its Lease can pass to another, and
+    # have more than one try at renewing before it does.
+    if not duration > renew:
+        raise ConfigError(
+            f"{where}.leaseDurationSeconds ({duration}) must be above renewDeadlineSeconds "
+            f"({renew:g})"
+        )
+    if not renew > retry:
+        raise ConfigError(
+            f"{where}.renewDeadlineSeconds ({renew:g}) must be above retryPeriodSeconds ({retry:g})"
+        )
+    return LeaderElectionSettings(
+        enabled=_expect(section.get("enabled", d.enabled), bool, f"{where}.enabled"),
+        lease_name=name,
+        namespace=namespace or None,
+        lease_duration_seconds=duration,
+        renew_deadline_seconds=renew,
+        retry_period_seconds=retry,
+    )
+
+
 TOP_LEVEL_KEYS = frozenset(
     {
         "mode",
@@ -654,6 +735,7 @@ TOP_LEVEL_KEYS = frozenset(
         "reports",
         "schedulingGates",
         "credentialProviders",
+        "leaderElection",
     }
 )
 """Every key a configuration file may hold at its top (the README's block names each)."""
@@ -775,6 +857,7 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
         reports=_reports(data.get("reports", {})),
         scheduling_gates=_scheduling_gates(data.get("schedulingGates", {})),
         credential_providers=_credential_providers(data.get("credentialProviders", {})),
+        leader_election=_leader_election(data.get("leaderElection", {})),
     )
 
 

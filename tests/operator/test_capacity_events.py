@@ -107,7 +107,7 @@ def _classes(rt: handlers.Runtime) -> dict[tuple[str, str, str], float]:
 
 
 async def test_pool_changes_adjust_metrics_and_re_evaluate() -> None:
-    rt = handlers.Runtime(settings.Settings(), metrics=metrics.Metrics())
+    rt = handlers.Runtime(settings.Settings(), metrics=metrics.Metrics(), leading=True)
     rt.ready.set()  # changes re-evaluate once the first lists are complete
     for name, arch_name in (("a", "amd64"), ("b", "amd64"), ("c", "arm64")):
         rt.note_node(name, policy.node_from_object(objects.node(name, arch_name)))

@@ -12,7 +12,7 @@ def _gauge(rt: handlers.Runtime) -> dict[tuple[str, str], float]:
 
 
 async def test_heartbeats_change_nothing_and_real_changes_adjust_counts() -> None:
-    rt = handlers.Runtime(settings.Settings(), metrics=metrics.Metrics())
+    rt = handlers.Runtime(settings.Settings(), metrics=metrics.Metrics(), leading=True)
     rt.ready.set()  # re-evaluation follows changes once the first lists are complete
     for name, arch in (("a", "amd64"), ("b", "arm64"), ("c", "arm64")):
         rt.on_node(objects.node(name, arch))

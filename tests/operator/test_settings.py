@@ -244,3 +244,36 @@ def test_credential_providers_block() -> None:
     ]:
         with pytest.raises(settings.ConfigError, match=error):
             settings.from_mapping({"credentialProviders": section})
+
+
+def test_leader_election_block() -> None:
+    default = settings.load(None).leader_election
+    assert default.enabled
+    assert (
+        default.lease_duration_seconds,
+        default.renew_deadline_seconds,
+        default.retry_period_seconds,
+    ) == (15, 10.0, 2.0)
+    loaded = settings.from_mapping(
+        {
+            "leaderElection": {
+                "enabled": False,
+                "leaseName": "aw",
+                "namespace": "ops",
+                "leaseDurationSeconds": 4,
+                "renewDeadlineSeconds": 3,
+                "retryPeriodSeconds": 0.5,
+            }
+        }
+    ).leader_election
+    assert loaded == settings.LeaderElectionSettings(False, "aw", "ops", 4, 3.0, 0.5)
+    for section, error in [
+        ({"leaseDurationSeconds": 10}, r"leaseDurationSeconds \(10\) must be above renewDeadline"),
+        ({"retryPeriodSeconds": 10}, r"renewDeadlineSeconds \(10\) must be above retryPeriod"),
+        ({"leaseDurationSeconds": 15.5}, "leaseDurationSeconds: expected int"),
+        ({"retryPeriodSeconds": 0}, "retryPeriodSeconds: must be above 0"),
+        ({"leaseName": ""}, "leaseName: must not be empty"),
+        ({"lease": "x"}, "unknown key leaderElection.lease"),
+    ]:
+        with pytest.raises(settings.ConfigError, match=error):
+            settings.from_mapping({"leaderElection": section})

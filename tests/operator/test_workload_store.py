@@ -163,7 +163,7 @@ class Answers:
 async def test_reevaluation_judges_only_workloads_a_changed_class_concerns() -> None:
     from archwarden import platforms
 
-    rt = handlers.Runtime(settings.Settings(), metrics=metrics.Metrics())
+    rt = handlers.Runtime(settings.Settings(), metrics=metrics.Metrics(), leading=True)
     posts = Posts()
     rt.poster = posts  # type: ignore[assignment]
     rt.admission = Answers(  # type: ignore[assignment]
@@ -203,7 +203,9 @@ async def test_reevaluation_never_judges_a_workload_kept_without_its_template() 
     from archwarden import platforms
 
     store = workload_store.WorkloadStore(template_bytes=1024)
-    rt = handlers.Runtime(settings.Settings(), metrics=metrics.Metrics(), workloads=store)
+    rt = handlers.Runtime(
+        settings.Settings(), metrics=metrics.Metrics(), workloads=store, leading=True
+    )
     posts = Posts()
     rt.poster = posts  # type: ignore[assignment]
     rt.admission = Answers({"r.example/arm:1": (platforms.parse("linux/arm64"),)})

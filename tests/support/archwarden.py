@@ -31,8 +31,11 @@ class ArchwardenProcess:
         dev_name: str = "archwarden.io",
         dev: bool = True,
         uid: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.dev = dev
+        self.env = dict(env or {})
+        """Added to this process's environment (POD_NAME, to tell replicas apart)."""
         # Run as this UID/GID (no passwd entry, no USER/LOGNAME), as the image does in a pod.
         self.uid = uid
         self.workdir = workdir
@@ -67,7 +70,7 @@ class ArchwardenProcess:
             str(self.kubeconfig),
             *(["--dev-name", self.dev_name] if self.dev else []),
         ]
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         if self.uid is not None:
             # A user namespace where this process is UID/GID `uid` with no passwd entry and no
             # USER/LOGNAME, as the image's process is in a pod. (A real setuid would also lose
@@ -108,6 +111,13 @@ class ArchwardenProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL, as a lost node or the OOM killer: no clean-up runs."""
+        if self._process is None or self._process.poll() is not None:
+            return
+        os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.wait(10)
 
     def metrics(self) -> str:
         return httpx.get(f"{self.metrics_url}/metrics", timeout=5).text

@@ -38,6 +38,11 @@ Usage: include "archwarden.suffixed" (list . "ca")
 {{- printf "%s-%s" $base $suffix }}
 {{- end }}
 
+{{/* The leader Lease's name: config.leaderElection.leaseName, else <fullname>-leader. */}}
+{{- define "archwarden.leaseName" -}}
+{{- .Values.config.leaderElection.leaseName | default (include "archwarden.suffixed" (list . "leader")) }}
+{{- end }}
+
 {{/* Chart name and version, for the helm.sh/chart label. */}}
 {{- define "archwarden.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
@@ -194,6 +199,14 @@ Included once, from the ConfigMap template (always rendered).
 {{- end }}
 {{- if and (gt (int .Values.shutdownDelaySeconds) 0) (ge (int .Values.shutdownDelaySeconds) (int .Values.terminationGracePeriodSeconds)) }}
 {{- include "archwarden.fail" (printf "shutdownDelaySeconds (%v) must be below terminationGracePeriodSeconds (%v): the pod is killed when the grace period ends" .Values.shutdownDelaySeconds .Values.terminationGracePeriodSeconds) }}
+{{- end }}
+{{- with .Values.config.leaderElection }}
+{{- if not (gt (float64 .leaseDurationSeconds) (float64 .renewDeadlineSeconds)) }}
+{{- include "archwarden.fail" (printf "config.leaderElection.leaseDurationSeconds (%v) must be above renewDeadlineSeconds (%v): a leader must stop before another may start" .leaseDurationSeconds .renewDeadlineSeconds) }}
+{{- end }}
+{{- if not (gt (float64 .renewDeadlineSeconds) (float64 .retryPeriodSeconds)) }}
+{{- include "archwarden.fail" (printf "config.leaderElection.renewDeadlineSeconds (%v) must be above retryPeriodSeconds (%v): a leader must have more than one try at renewing" .renewDeadlineSeconds .retryPeriodSeconds) }}
+{{- end }}
 {{- end }}
 {{- if eq (int .Values.webhook.port) (int .Values.metrics.port) }}
 {{- include "archwarden.fail" "webhook.port and metrics.port must differ" }}

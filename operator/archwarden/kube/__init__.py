@@ -3,7 +3,8 @@ kubelet credential providers), workload owners and lists,
 whether an object exists, which capacity sources (NodePools, Cluster API node groups) the
 cluster serves (the kubernetes client); nodes, namespaces, workloads and capacity as they change
 (one list-and-watch stream per kind); Event de-duplication; OpenReports policy reports; removing
-the webhook configurations on uninstall; patching gated pods and releasing their gates."""
+the webhook configurations on uninstall; patching gated pods and releasing their gates; leader
+election on a Lease."""
 
 from archwarden.kube._api import ApiReader, ApiUnavailable, load_api_client
 from archwarden.kube._capacity import (
@@ -31,6 +32,16 @@ from archwarden.kube._gates import (
     release_gates,
     remove_gate_policy,
 )
+from archwarden.kube._leases import (
+    Elector,
+    HttpLeases,
+    LeaseConflict,
+    LeaseRecord,
+    holder_identity,
+    lease_body,
+    micro_time,
+    record_of,
+)
 from archwarden.kube._objects import ObjectChecker
 from archwarden.kube._reports import (
     PolicyResult,
@@ -52,10 +63,14 @@ __all__ = [
     "ApiUnavailable",
     "CapacityResource",
     "Connection",
+    "Elector",
     "EventDeduper",
     "EventPoster",
     "GateReleaseError",
+    "HttpLeases",
     "IgnoredNamespaces",
+    "LeaseConflict",
+    "LeaseRecord",
     "ObjectChecker",
     "PatchConflict",
     "PodPatcher",
@@ -73,12 +88,16 @@ __all__ = [
     "capacity_from_object",
     "definition_name",
     "event_body",
+    "holder_identity",
     "ignored_namespace",
     "instance_name",
+    "lease_body",
     "list_capacity",
     "load_api_client",
+    "micro_time",
     "not_counted",
     "object_key",
+    "record_of",
     "release_gates",
     "remove_gate_policy",
     "remove_webhook_configurations",
