@@ -146,7 +146,10 @@ def test_blockers_grouped_by_registry_and_owner_most_workloads_first() -> None:
     ]
     assert report.blockers[0].images == (
         readiness.BlockingImage(
-            LEGACY, ("linux/amd64",), ("shop/Deployment/one", "shop/Deployment/two")
+            LEGACY,
+            ("linux/amd64",),
+            ("shop/Deployment/one", "shop/Deployment/two"),
+            readiness.Totals(workloads=2),
         ),
     )
     data = report.to_json()
@@ -160,8 +163,10 @@ def test_blockers_grouped_by_registry_and_owner_most_workloads_first() -> None:
                 "image": LEGACY,
                 "platforms": ["linux/amd64"],
                 "workloads": ["shop/Deployment/one", "shop/Deployment/two"],
+                "heldBack": {"workloads": 2, "replicas": 0, "cpu": 0.0, "memory": 0},
             }
         ],
+        "heldBack": {"workloads": 2, "replicas": 0, "cpu": 0.0, "memory": 0},
     }
 
 
