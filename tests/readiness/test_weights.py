@@ -226,3 +226,68 @@ def test_blocking_images_in_a_group_rank_by_what_they_hold_back() -> None:
     (group,) = report.blockers
     assert [i.image for i in group.images] == [big, small]
     assert group.held == readiness.Totals(2, 5, 500, 5 * MI)
+
+
+@pytest.mark.parametrize(
+    ("millis", "text"), [(0, "0"), (1, "0.001"), (250, "0.25"), (1500, "1.5"), (2000, "2")]
+)
+def test_cpu_reads_as_exact_cores(millis: int, text: str) -> None:
+    assert readiness.cpu(millis) == text
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (0, "0"),
+        (512, "512"),
+        (1024, "1Ki"),
+        (256 * MI, "256Mi"),
+        (3 * 2**29, "1.5Gi"),
+        (2**60, "1Ei"),
+    ],
+)
+def test_memory_reads_in_binary_units(size: int, text: str) -> None:
+    assert readiness.memory(size) == text
+
+
+def test_the_table_weighs_rows_totals_and_blockers() -> None:
+    lines = readiness.table(weighted()).splitlines()
+    two = next(line for line in lines if line.startswith("shop/Deployment/two "))
+    assert two.split()[:5] == ["shop/Deployment/two", "blocked", "2", "0.4", "256Mi"]
+    assert (
+        "arm64: 1.5 of 7.25 CPU, 768Mi of 1.2Gi memory and 3 of 12 replicas requested could move"
+    ) in lines
+    start = lines.index(
+        "Requests by arm64 readiness (CPU in cores; replicas times each pod's requests):"
+    )
+    assert [line.split() for line in lines[start + 1 : start + 10]] == [
+        ["NAMESPACE", "ARM64", "WORKLOADS", "REPLICAS", "CPU", "MEMORY"],
+        ["(all)", "ready", "2", "3", "1.5", "768Mi"],
+        ["(all)", "blocked", "3", "8", "5.5", "480Mi"],
+        ["(all)", "unknown", "1", "1", "0.25", "0"],
+        ["edge", "blocked", "1", "5", "5", "160Mi"],
+        ["ops", "ready", "1", "0", "0", "0"],
+        ["shop", "ready", "1", "3", "1.5", "768Mi"],
+        ["shop", "blocked", "2", "3", "0.5", "320Mi"],
+        ["shop", "unknown", "1", "1", "0.25", "0"],
+    ]
+    blockers = lines[
+        lines.index("Blocking images, by registry and owner, most requests held back first:") :
+    ]
+    assert blockers[1:4] == [
+        "  quay.example iot: 1 workload, 5 replicas, 5 CPU, 160Mi memory",
+        f"    {ARM32} (linux/arm/v7) holds back 5 CPU, 160Mi: blocks edge/DaemonSet/agent",
+        "  registry.example shop: 2 workloads, 3 replicas, 0.5 CPU, 320Mi memory",
+    ]
+
+
+def test_weight_notes_show_under_the_row() -> None:
+    report = readiness.build(
+        [workload("Deployment", "web", WEB)],
+        NODES,
+        ANSWERS,
+        weights={("shop", "Deployment", "web"): readiness.Weight(0, 0, 1, ("cpu: bad\x1b[2J",))},
+    )
+    lines = readiness.table(report).splitlines()
+    assert lines[3] == "    note: cpu: bad\\x1b[2J"
+    assert report.to_json()["workloads"][0]["weight"]["notes"] == ["cpu: bad\x1b[2J"]

@@ -21,6 +21,7 @@ from archwarden.readiness._report import (
     build,
     top_level,
 )
+from archwarden.readiness._table import cpu, memory
 from archwarden.readiness._table import render as table
 from archwarden.readiness._weights import Weight, pod_requests, weigh
 
@@ -36,7 +37,9 @@ __all__ = [
     "Weight",
     "WorkloadRow",
     "build",
+    "cpu",
     "html",
+    "memory",
     "pod_requests",
     "table",
     "top_level",
