@@ -108,8 +108,8 @@ def obj(kind: str, spec: dict[str, Any], **more: Any) -> dict[str, Any]:
         (obj("Job", {"parallelism": 5}), 5),
         (obj("CronJob", {"parallelism": 2}), 2),
         (obj("Pod", {}), 1),
-        (obj("DaemonSet", {}, status={"desiredNumberScheduled": 6}), 6),
-        (obj("DaemonSet", {}, status={"desiredNumberScheduled": 0}), 0),
+        (obj("DaemonSet", {}, status={"observedGeneration": 1, "desiredNumberScheduled": 6}), 6),
+        (obj("DaemonSet", {}, status={"observedGeneration": 2, "desiredNumberScheduled": 0}), 0),
     ],
 )
 def test_replicas_by_kind(workload: dict[str, Any], replicas: int) -> None:
@@ -119,10 +119,11 @@ def test_replicas_by_kind(workload: dict[str, Any], replicas: int) -> None:
     assert weight.total_cpu_millis == 100 * replicas
 
 
-def test_a_daemonset_without_status_counts_once_per_node() -> None:
-    weight = readiness.weigh(obj("DaemonSet", {}), nodes=9)
+@pytest.mark.parametrize("status", [None, {"desiredNumberScheduled": 0}])
+def test_a_daemonset_its_controller_has_not_seen_counts_once_per_node(status: Any) -> None:
+    weight = readiness.weigh(obj("DaemonSet", {}, status=status), nodes=9)
     assert weight.replicas == 9
-    assert weight.notes == ("no status.desiredNumberScheduled yet: counted once per node (9)",)
+    assert weight.notes == ("not yet counted by its controller: one pod per node (9)",)
 
 
 def test_millicores_and_bytes_round_up_per_pod() -> None:

@@ -10,8 +10,10 @@ a move to new nodes would ask for.
 
 Pods per workload: ``spec.replicas`` (default 1) of a Deployment, StatefulSet or ReplicaSet,
 ``spec.parallelism`` (default 1) of a Job or of a CronJob's job template, 1 for a Pod, and for
-a DaemonSet ``status.desiredNumberScheduled`` (the nodes its controller would run it on);
-without that status (not yet seen by the controller) we count one pod per node, noted.
+a DaemonSet ``status.desiredNumberScheduled`` (the nodes its controller would run it on), once
+its controller has observed it (``status.observedGeneration``: a new DaemonSet reads 0 until
+then); before that, one pod per node of the cluster, noted. Rather than judge each node
+against its selector and tolerations ourselves, we take the controller's count.
 """
 
 from __future__ import annotations
@@ -151,11 +153,13 @@ def _replicas(obj: Mapping[str, Any], nodes: int, notes: list[str]) -> int:
         job = _mapping(_mapping(spec.get("jobTemplate")).get("spec"))
         return _count(job.get("parallelism"), "spec.jobTemplate.spec.parallelism", notes)
     if kind == "DaemonSet":
-        desired = _mapping(obj.get("status")).get("desiredNumberScheduled")
-        if desired is None:
-            notes.append(f"no status.desiredNumberScheduled yet: counted once per node ({nodes})")
+        status = _mapping(obj.get("status"))
+        if status.get("observedGeneration") is None:
+            notes.append(f"not yet counted by its controller: one pod per node ({nodes})")
             return nodes
-        return _count(desired, "status.desiredNumberScheduled", notes, default=nodes)
+        return _count(
+            status.get("desiredNumberScheduled"), "status.desiredNumberScheduled", notes, nodes
+        )
     return 1
 
 
