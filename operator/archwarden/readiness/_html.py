@@ -217,11 +217,11 @@ def _weight_rows(report: _report.Report) -> str:
             totals = report.totals(state, namespace)
             if namespace is not None and not totals.workloads:
                 continue
-            name = "all namespaces" if namespace is None else namespace or "&ndash;"
+            name = "all namespaces" if namespace is None else _e(namespace) or "&ndash;"
             rows.append(
                 f'<tr class="weight {state}" data-namespace="{_e(namespace or "")}" '
                 f'data-cpu="{totals.cpu_millis}" data-memory="{totals.memory_bytes}">'
-                f"<td>{_e(name) if namespace else name}</td>"
+                f"<td>{name}</td>"
                 f'<td><span class="badge">{_e(state)}</span></td>'
                 f'<td class="num">{totals.workloads}</td><td class="num">{totals.replicas}</td>'
                 f'<td class="num">{_table.cpu(totals.cpu_millis)}</td>'

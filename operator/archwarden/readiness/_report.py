@@ -148,7 +148,7 @@ class WorkloadRow:
         }
 
 
-def cores(millis: int) -> float:
+def _cores(millis: int) -> float:
     """Millicores as cores for JSON (``250`` is ``0.25``: a thousandth is exact enough)."""
     return millis / 1000
 
@@ -156,9 +156,9 @@ def cores(millis: int) -> float:
 def _weight_json(weight: _weights.Weight) -> dict[str, Any]:
     data: dict[str, Any] = {
         "replicas": weight.replicas,
-        "podRequests": {"cpu": cores(weight.cpu_millis), "memory": weight.memory_bytes},
+        "podRequests": {"cpu": _cores(weight.cpu_millis), "memory": weight.memory_bytes},
         "requests": {
-            "cpu": cores(weight.total_cpu_millis),
+            "cpu": _cores(weight.total_cpu_millis),
             "memory": weight.total_memory_bytes,
         },
     }
@@ -186,7 +186,7 @@ class Totals:
         return {
             "workloads": self.workloads,
             "replicas": self.replicas,
-            "cpu": cores(self.cpu_millis),
+            "cpu": _cores(self.cpu_millis),
             "memory": self.memory_bytes,
         }
 
