@@ -449,14 +449,19 @@ async def _report(args: argparse.Namespace) -> int:
         return 2
     errors: list[str] = []
     workloads: list[policy.Workload] = []
+    weights: dict[tuple[str, str, str], readiness.Weight] = {}
     for obj in readiness.top_level(objects):
         meta = obj.get("metadata") or {}
         if args.namespace and meta.get("namespace") not in args.namespace:
             continue
         try:
-            workloads.append(policy.extract(obj))
+            workload = policy.extract(obj)
         except policy.InvalidWorkload as exc:
             errors.append(f"{meta.get('namespace')}/{obj.get('kind')}/{meta.get('name')}: {exc}")
+            continue
+        workloads.append(workload)
+        key = (workload.namespace, workload.kind, workload.name)
+        weights[key] = readiness.weigh(obj, nodes=len(nodes))
     config = _offline_settings(args)
     images = list(dict.fromkeys(i for w in workloads for i in w.template.images))
     async with registry.RegistryClient(_registry_settings(args), credentials) as client:
@@ -470,6 +475,7 @@ async def _report(args: argparse.Namespace) -> int:
         answers,
         fallbacks=config.platforms.fallbacks(),
         platform_taints=config.platforms.taints,
+        weights=weights,
     )
     if args.format == "json":
         text = json.dumps(report.to_json(), indent=2) + "\n"

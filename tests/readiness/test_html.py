@@ -31,6 +31,13 @@ def build() -> readiness.Report:
     )
 
 
+def cells(found: list[dom.Element], row: dom.Element) -> list[str]:
+    """The texts of a table row's cells, in order."""
+    after = found[found.index(row) + 1 :]
+    end = next((i for i, e in enumerate(after) if e.tag == "tr"), len(after))
+    return [e.text for e in after[:end] if e.tag == "td"]
+
+
 def open_in_chromium(
     tmp_path: Path, report: readiness.Report, *, offline: bool = True
 ) -> tuple[list[dom.Element], browser.Rendered]:
@@ -159,3 +166,78 @@ def test_the_file_references_nothing_outside_itself() -> None:
     assert "<script" not in text
     assert "Content-Security-Policy" in text and "default-src 'none'" in text
     assert platforms.parse("linux/arm64").canonical in text
+
+
+def test_requests_by_readiness_render_as_a_chart_and_tables(tmp_path: Path) -> None:
+    from tests.readiness.test_weights import MI, weighted
+
+    found, rendered = open_in_chromium(tmp_path, weighted())
+    # One svg still: the CPU and memory bars join the workload bar, segment per state.
+    assert [e.attrs["id"] for e in found if e.tag == "svg"] == ["readiness-chart"]
+    requests = [e for e in found if e.tag == "rect" and "request" in e.classes]
+    values = {
+        (resource, state): int(e.attrs["data-value"])
+        for e in requests
+        for resource in ("cpu", "memory")
+        for state in ("ready", "blocked", "unknown")
+        if {resource, state} <= e.classes
+    }
+    assert values == {
+        ("cpu", "ready"): 1500,
+        ("cpu", "blocked"): 5500,
+        ("cpu", "unknown"): 250,
+        ("memory", "ready"): 768 * MI,
+        ("memory", "blocked"): 480 * MI,
+    }
+    widths = {
+        (r, s): float(e.attrs["width"])
+        for e in requests
+        for r in ("cpu", "memory")
+        for s in ("ready", "blocked")
+        if {r, s} <= e.classes
+    }
+    assert widths[("cpu", "blocked")] == pytest.approx(widths[("cpu", "ready")] * 5.5 / 1.5, 0.01)
+    assert widths[("memory", "ready")] == pytest.approx(widths[("memory", "blocked")] * 1.6, 0.01)
+    chart = next(e for e in found if e.tag == "svg")
+    assert "CPU requested (cores): 7.25" in chart.text
+    assert "Memory requested: 1.2Gi" in chart.text
+    bars = [e.attrs["data-group"] for e in found if "blocker-bar" in e.classes]
+    assert bars == ["quay.example/iot", "registry.example/shop"]
+
+    weights = [
+        (e.attrs["data-namespace"], *cells(found, e))
+        for e in found
+        if e.tag == "tr" and "weight" in e.classes
+    ]
+    assert weights == [
+        ("", "all namespaces", "ready", "2", "3", "1.5", "768Mi"),
+        ("", "all namespaces", "blocked", "3", "8", "5.5", "480Mi"),
+        ("", "all namespaces", "unknown", "1", "1", "0.25", "0"),
+        ("edge", "edge", "blocked", "1", "5", "5", "160Mi"),
+        ("ops", "ops", "ready", "1", "0", "0", "0"),
+        ("shop", "shop", "ready", "1", "3", "1.5", "768Mi"),
+        ("shop", "shop", "blocked", "2", "3", "0.5", "320Mi"),
+        ("shop", "shop", "unknown", "1", "1", "0.25", "0"),
+    ]
+    cards = {e.attrs["id"]: " ".join(e.text.split()) for e in found if "card" in e.classes}
+    assert cards["count-blocked"] == "3blocked by an image5.5 CPU, 480Mi memory, 8 replicas"
+    held = [
+        (e.attrs["data-cpu"], e.attrs["data-memory"], e.text)
+        for e in found
+        if e.tag == "td" and "held" in e.classes
+    ]
+    assert held == [
+        ("5000", str(160 * MI), "5 CPU, 160Mi memory, 5 replicas"),
+        ("500", str(320 * MI), "0.5 CPU, 320Mi memory, 3 replicas"),
+    ]
+    two = next(e for e in found if e.attrs.get("data-workload") == "shop/Deployment/two")
+    assert cells(found, two)[6:9] == ["2", "0.4", "256Mi"]
+    assert browser.network_use(rendered.netlog) == []
+
+
+def test_nothing_requested_still_draws_the_bars(tmp_path: Path) -> None:
+    found, rendered = open_in_chromium(tmp_path, build())
+    chart = next(e for e in found if e.tag == "svg")
+    assert chart.text.count("none requested") == 2
+    assert not [e for e in found if e.tag == "rect" and "request" in e.classes]
+    assert browser.network_use(rendered.netlog) == []

@@ -146,7 +146,10 @@ def test_blockers_grouped_by_registry_and_owner_most_workloads_first() -> None:
     ]
     assert report.blockers[0].images == (
         readiness.BlockingImage(
-            LEGACY, ("linux/amd64",), ("shop/Deployment/one", "shop/Deployment/two")
+            LEGACY,
+            ("linux/amd64",),
+            ("shop/Deployment/one", "shop/Deployment/two"),
+            readiness.Totals(workloads=2),
         ),
     )
     data = report.to_json()
@@ -160,8 +163,10 @@ def test_blockers_grouped_by_registry_and_owner_most_workloads_first() -> None:
                 "image": LEGACY,
                 "platforms": ["linux/amd64"],
                 "workloads": ["shop/Deployment/one", "shop/Deployment/two"],
+                "heldBack": {"workloads": 2, "replicas": 0, "cpu": 0.0, "memory": 0},
             }
         ],
+        "heldBack": {"workloads": 2, "replicas": 0, "cpu": 0.0, "memory": 0},
     }
 
 
@@ -208,10 +213,25 @@ def test_table_lists_rows_images_and_the_summary() -> None:
         ANSWERS,
     )
     lines = readiness.table(report).splitlines()
-    assert lines[0].split() == ["WORKLOAD", "ARM64", "VERDICT", "RUNS", "ON", "SCHEDULABLE", "ON"]
+    assert lines[0].split() == [
+        "WORKLOAD",
+        "ARM64",
+        "REPLICAS",
+        "CPU",
+        "MEMORY",
+        "VERDICT",
+        "RUNS",
+        "ON",
+        "SCHEDULABLE",
+        "ON",
+    ]
+    # Not weighed (no weights given): nothing requested.
     assert lines[1].split() == [
         "shop/Deployment/legacy",
         "blocked",
+        "0",
+        "0",
+        "0",
         "Compatible",
         "linux/amd64",
         "linux/amd64",
@@ -223,8 +243,8 @@ def test_table_lists_rows_images_and_the_summary() -> None:
         "1 blocked, 0 unknown (an image could not be inspected)"
     ) in lines
     assert lines[-2:] == [
-        "  registry.example shop: 1 workload",
-        f"    {LEGACY} (linux/amd64) blocks shop/Deployment/legacy",
+        "  registry.example shop: 1 workload, 0 replicas, 0 CPU, 0 memory",
+        f"    {LEGACY} (linux/amd64) holds back 0 CPU, 0: blocks shop/Deployment/legacy",
     ]
 
 

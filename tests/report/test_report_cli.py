@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from archwarden import readiness
 from tests.cluster.cluster import REPO_ROOT, LocalCluster
 from tests.support import browser, dom
 from tests.support.images import Seeder
@@ -23,16 +24,37 @@ ARCHWARDEN = shutil.which("archwarden") or str(REPO_ROOT / ".venv/bin/archwarden
 SCREENSHOT = REPO_ROOT / "docs" / "report.png"
 
 
-def pod_spec(*images: str, **extra: Any) -> dict[str, Any]:
+MI = 2**20
+
+
+def pod_spec(
+    *images: str, requests: tuple[tuple[str, str], ...] = (), **extra: Any
+) -> dict[str, Any]:
+    """Containers of ``images``; ``requests`` gives each its (cpu, memory) requests, in order."""
+    containers: list[dict[str, Any]] = [
+        {"name": f"c{i}", "image": image} for i, image in enumerate(images)
+    ]
+    for container, (cpu, memory) in zip(containers, requests, strict=False):
+        container["resources"] = {"requests": {"cpu": cpu, "memory": memory}}
+    return {"containers": containers, **extra}
+
+
+def init(name: str, image: str, cpu: str, memory: str, **extra: Any) -> dict[str, Any]:
     return {
-        "containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)],
+        "name": name,
+        "image": image,
+        "resources": {"requests": {"cpu": cpu, "memory": memory}},
         **extra,
     }
 
 
-def controller(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+def controller(
+    kind: str, name: str, spec: dict[str, Any], replicas: int | None = None
+) -> dict[str, Any]:
     template = {"metadata": {"labels": {"app": name}}, "spec": spec}
     body: dict[str, Any] = {"selector": {"matchLabels": {"app": name}}, "template": template}
+    if replicas is not None:
+        body["replicas"] = replicas
     if kind == "StatefulSet":
         body["serviceName"] = name
     return {
@@ -74,7 +96,9 @@ def workloads(
     report_proxy: CountingProxy,
 ) -> dict[str, str]:
     """Every reported kind, created straight in the cluster (no archwarden running); the
-    images are named by the counting proxy's address."""
+    images are named by the counting proxy's address. Small requests (the cluster is shared),
+    with replicas, an init container, a sidecar and a CronJob's parallelism; the test reads
+    what they add up to."""
     with Seeder(report_registry) as seeder:
         seeder.push_multiarch("team-a/web", "1", ["linux/amd64", "linux/arm64"])
         seeder.push_image("team-a/legacy", "2", "linux/amd64")
@@ -98,7 +122,16 @@ def workloads(
         "spec": {
             "schedule": "0 0 1 1 *",
             "jobTemplate": {
-                "spec": {"template": {"spec": pod_spec(images["mainframe"], restartPolicy="Never")}}
+                "spec": {
+                    "parallelism": 2,
+                    "template": {
+                        "spec": pod_spec(
+                            images["mainframe"],
+                            requests=(("200m", "256Mi"),),
+                            restartPolicy="Never",
+                        )
+                    },
+                }
             },
         },
     }
@@ -106,20 +139,59 @@ def workloads(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": "once"},
-        "spec": {"template": {"spec": pod_spec(images["web"], restartPolicy="Never")}},
+        "spec": {
+            "template": {
+                "spec": pod_spec(images["web"], requests=(("10m", "8Mi"),), restartPolicy="Never")
+            }
+        },
     }
     bare = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "tool"}}
     lost = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lost"}}
     cluster.apply(
         [
-            controller("Deployment", "web", pod_spec(images["web"], images["tool"], **linux)),
-            controller("Deployment", "legacy", pod_spec(images["legacy"])),
-            controller("StatefulSet", "db", pod_spec(images["web"], images["legacy"])),
-            controller("DaemonSet", "agent", pod_spec(images["edge"], **linux)),
+            controller(
+                "Deployment",
+                "web",
+                pod_spec(
+                    images["web"],
+                    images["tool"],
+                    requests=(("40m", "64Mi"), ("10m", "32Mi")),
+                    **linux,
+                ),
+                replicas=2,
+            ),
+            controller(
+                "Deployment",
+                "legacy",
+                pod_spec(
+                    images["legacy"],
+                    requests=(("20m", "32Mi"),),
+                    # Needs more CPU than the container while it runs: the pod counts 100m.
+                    initContainers=[init("setup", images["legacy"], "100m", "8Mi")],
+                ),
+                replicas=3,
+            ),
+            controller(
+                "StatefulSet",
+                "db",
+                pod_spec(
+                    images["web"],
+                    images["legacy"],
+                    requests=(("25m", "16Mi"), ("25m", "16Mi")),
+                    # A sidecar: counted with the containers.
+                    initContainers=[
+                        init("proxy", images["tool"], "10m", "16Mi", restartPolicy="Always")
+                    ],
+                ),
+            ),
+            controller(
+                "DaemonSet", "agent", pod_spec(images["edge"], requests=(("5m", "8Mi"),), **linux)
+            ),
             cron,
             job,
-            {**bare, "spec": pod_spec(images["tool"])},
-            {**lost, "spec": pod_spec(images["missing"])},
+            # 0.015 cores: the API server keeps it as 15m.
+            {**bare, "spec": pod_spec(images["tool"], requests=(("0.015", "16Mi"),))},
+            {**lost, "spec": pod_spec(images["missing"], requests=(("30m", "48Mi"),))},
         ],
         namespace,
     )
@@ -127,13 +199,25 @@ def workloads(
     cluster.wait_for(
         lambda: (
             len(cluster.get_json("replicasets", "-n", namespace)["items"]) == 2
-            and len(cluster.pods(namespace, "app=web")) == 1
+            and len(cluster.pods(namespace, "app=web")) == 2
             and len(cluster.pods(namespace, "job-name=once")) == 1
+            and "observedGeneration" in agent_status(cluster, namespace)
         ),
         timeout=60,
-        message="the Deployments' ReplicaSets and pods, the Job's pod",
+        message="the Deployments' ReplicaSets and pods, the Job's pod, the DaemonSet counted",
     )
     return images
+
+
+def mebi(count: int) -> str:
+    return readiness.memory(count * MI)
+
+
+def agent_status(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
+    status: dict[str, Any] = cluster.get_json("daemonset", "agent", "-n", namespace).get(
+        "status", {}
+    )
+    return status
 
 
 def test_report_lists_the_cluster(
@@ -215,26 +299,71 @@ def test_report_lists_the_cluster(
         "arm64Blocked": 3,
         "arm64Unknown": 1,
     }
+    # Ranked by the requests they hold back: team-b's one CronJob (2 x 200m) before
+    # team-a's two workloads (3 x 100m + 60m).
     assert [(g["registry"], g["owner"], g["workloads"]) for g in data["blockers"]] == [
-        (host, "team-a", 2),
         (host, "team-b", 1),
+        (host, "team-a", 2),
     ]
-    assert data["blockers"][0]["images"] == [
+    team_a = {"workloads": 2, "replicas": 4, "cpu": 0.36, "memory": 144 * MI}
+    assert data["blockers"][1]["images"] == [
         {
             "image": workloads["legacy"],
             "platforms": ["linux/amd64"],
             "workloads": [f"{namespace}/Deployment/legacy", f"{namespace}/StatefulSet/db"],
+            "heldBack": team_a,
         }
     ]
+    assert data["blockers"][1]["heldBack"] == team_a
+    assert data["blockers"][0]["heldBack"] == {
+        "workloads": 1,
+        "replicas": 2,
+        "cpu": 0.4,
+        "memory": 512 * MI,
+    }
+    # Requests as the scheduler counts a pod, times its replicas.
+    weights = {
+        k: (w["weight"]["replicas"], w["weight"]["podRequests"], w["weight"].get("notes"))
+        for k, w in rows.items()
+    }
+    agents = agent_status(cluster, namespace)["desiredNumberScheduled"]
+    assert agents >= 1
+    assert weights == {
+        "CronJob/nightly": (2, {"cpu": 0.2, "memory": 256 * MI}, None),
+        "DaemonSet/agent": (agents, {"cpu": 0.005, "memory": 8 * MI}, None),
+        "Deployment/legacy": (3, {"cpu": 0.1, "memory": 32 * MI}, None),
+        "Deployment/web": (2, {"cpu": 0.05, "memory": 96 * MI}, None),
+        "Job/once": (1, {"cpu": 0.01, "memory": 8 * MI}, None),
+        "Pod/lost": (1, {"cpu": 0.03, "memory": 48 * MI}, None),
+        "Pod/tool": (1, {"cpu": 0.015, "memory": 16 * MI}, None),
+        "StatefulSet/db": (1, {"cpu": 0.06, "memory": 48 * MI}, None),
+    }
+    overall = {
+        "ready": {
+            "workloads": 4,
+            "replicas": 4 + agents,
+            "cpu": (125 + 5 * agents) / 1000,
+            "memory": (216 + 8 * agents) * MI,
+        },
+        "blocked": {"workloads": 3, "replicas": 6, "cpu": 0.76, "memory": 656 * MI},
+        "unknown": {"workloads": 1, "replicas": 1, "cpu": 0.03, "memory": 48 * MI},
+    }
+    assert data["weights"] == {
+        "overall": overall,
+        "namespaces": [{"namespace": namespace, **overall}],
+    }
 
     code, stdout, _ = run_report(cluster, host, namespace)
     lines = stdout.splitlines()
     assert code == 1
-    assert lines[0].split()[:3] == ["WORKLOAD", "ARM64", "VERDICT"]
+    assert lines[0].split()[:6] == ["WORKLOAD", "ARM64", "REPLICAS", "CPU", "MEMORY", "VERDICT"]
     legacy = next(line for line in lines if line.startswith(f"{namespace}/Deployment/legacy "))
     assert legacy.split() == [
         f"{namespace}/Deployment/legacy",
         "blocked",
+        "3",
+        "0.3",
+        "96Mi",
         "Compatible",
         "linux/amd64",
         "linux/amd64",
@@ -243,7 +372,22 @@ def test_report_lists_the_cluster(
         "arm64: 4 of 8 workloads could move (every image has linux/arm64); "
         "3 blocked, 1 unknown (an image could not be inspected)"
     ) in lines
-    assert f"  {host} team-a: 2 workloads" in lines
+    assert f"  {host} team-a: 2 workloads, 4 replicas, 0.36 CPU, 144Mi memory" in lines
+    start = lines.index(
+        "Requests by arm64 readiness (CPU in cores; replicas times each pod's requests):"
+    )
+    assert [line.split() for line in lines[start + 2 : start + 5]] == [
+        [
+            "(all)",
+            "ready",
+            "4",
+            str(4 + agents),
+            readiness.cpu(125 + 5 * agents),
+            mebi(216 + 8 * agents),
+        ],
+        ["(all)", "blocked", "3", "6", "0.76", "656Mi"],
+        ["(all)", "unknown", "1", "1", "0.03", "48Mi"],
+    ]
 
     page = tmp_path / "report.html"
     code, stdout, _ = run_report(cluster, host, namespace, "--format", "html", "-o", str(page))
@@ -265,9 +409,15 @@ def test_report_lists_the_cluster(
     }
     assert segments == {"ready": "4", "blocked": "3", "unknown": "1"}
     assert [e.attrs["data-group"] for e in found if "blocker-bar" in e.classes] == [
-        f"{host}/team-a",
         f"{host}/team-b",
+        f"{host}/team-a",
     ]
+    cpu = {
+        next(iter(e.classes - {"request", "cpu"})): int(e.attrs["data-value"])
+        for e in found
+        if e.tag == "rect" and {"request", "cpu"} <= e.classes
+    }
+    assert cpu == {"ready": 125 + 5 * agents, "blocked": 760, "unknown": 30}
     assert browser.network_use(rendered.netlog) == []
     shot = browser.screenshot(page, tmp_path / "report.png", width=1280, height=1100)
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -24,6 +24,7 @@ change leaves with no node that can run them) and
 Provisionable capacity (:class:`ProvisionableClass`: Karpenter NodePools, Cluster API node
 groups, configured node groups) is read by :func:`nodepool_from_object`,
 :func:`node_group_from_object` and :func:`node_group`, and kept by :class:`Capacity`.
+Resource quantities (``500m``, ``64Gi``) are read exactly by :func:`quantity`.
 Malformed objects raise :class:`InvalidWorkload` / :class:`InvalidNode` /
 :class:`InvalidCapacity` naming the field.
 """
@@ -91,6 +92,7 @@ from archwarden.policy._nodes import (
     nodes_from_platforms,
 )
 from archwarden.policy._offline import assume_unmodelled
+from archwarden.policy._quantities import milli, quantity, whole
 from archwarden.policy._scheduling import (
     DEFAULT_PLATFORM_TAINTS,
     PlatformTaint,
@@ -181,6 +183,7 @@ __all__ = [
     "least_projected_bytes",
     "lost_platforms",
     "metric_key",
+    "milli",
     "node_from_object",
     "node_group",
     "node_group_from_object",
@@ -189,9 +192,11 @@ __all__ = [
     "offer_admits",
     "pending_message",
     "pod_patch",
+    "quantity",
     "release_ops",
     "scheduling_changed",
     "settled",
     "stranded",
     "template_patch",
+    "whole",
 ]

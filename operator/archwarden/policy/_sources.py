@@ -7,13 +7,12 @@ Pure reads of wire JSON (like :func:`node_from_object`); malformed objects raise
 
 from __future__ import annotations
 
-import decimal
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from archwarden import platforms
 from archwarden.policy import _capacity, _errors, _fields, _nodes, _workloads
+from archwarden.policy._quantities import quantity
 
 __all__ = [
     "CAPI_KINDS",
@@ -50,40 +49,6 @@ _read = _fields.Reader(_errors.InvalidCapacity)
 
 _OPERATORS = frozenset({"In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt", "Gte", "Lte"})
 _EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
-
-_SUFFIXES: dict[str, decimal.Decimal | int] = {
-    "": 1,
-    "m": decimal.Decimal("0.001"),
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-}
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]{1,3}|[a-zA-Z]{0,2})$")
-
-
-def quantity(text: str) -> decimal.Decimal | None:
-    """A Kubernetes resource quantity (``1000``, ``500m``, ``64Gi``, ``1e3``); None if malformed."""
-    match = _QUANTITY.match(text.strip()) if len(text) <= 64 else None
-    if match is None:
-        return None
-    number, suffix = match.groups()
-    try:
-        value = decimal.Decimal(number)
-    except decimal.InvalidOperation:
-        return None
-    if suffix[:1] in ("e", "E"):
-        return value.scaleb(int(suffix[1:]))
-    factor = _SUFFIXES.get(suffix)
-    return None if factor is None else value * factor
 
 
 def _requirement(raw: object, path: str) -> _workloads.Requirement:

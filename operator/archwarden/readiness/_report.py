@@ -5,6 +5,10 @@ cluster's node platforms that could run it (ignoring its own pins) and where its
 scheduling constraints let it run (the policy engine's decision, in audit mode). Then the
 summary: how many workloads could move to arm64 (every image has a linux/arm64 variant a node
 of that platform runs), and which images block the others, grouped by registry and owner.
+
+Weighted: each workload carries its requests (:mod:`._weights`, read by the caller from the
+object), so the summary also says how much CPU, memory and how many replicas could move, are
+blocked or unknown, per namespace and overall, and blockers rank by the requests they hold back.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from archwarden import platforms, policy, reference
+from archwarden.readiness import _weights
 
 __all__ = [
     "ARM64",
@@ -24,6 +29,7 @@ __all__ = [
     "ImageRow",
     "Readiness",
     "Report",
+    "Totals",
     "WorkloadRow",
     "build",
     "top_level",
@@ -114,6 +120,8 @@ class WorkloadRow:
     """The engine's reason (Compatible, ArchitectureMismatch, ...)."""
     message: str
     readiness: Readiness
+    weight: _weights.Weight = _weights.NOTHING
+    """Its requests and replicas; none when the caller gave none."""
 
     @property
     def key(self) -> str:
@@ -136,7 +144,56 @@ class WorkloadRow:
             "message": self.message,
             "arm64": str(self.readiness),
             "blockingImages": list(self.blocking_images),
+            "weight": _weight_json(self.weight),
         }
+
+
+def _cores(millis: int) -> float:
+    """Millicores as cores for JSON (``250`` is ``0.25``: a thousandth is exact enough)."""
+    return millis / 1000
+
+
+def _weight_json(weight: _weights.Weight) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "replicas": weight.replicas,
+        "podRequests": {"cpu": _cores(weight.cpu_millis), "memory": weight.memory_bytes},
+        "requests": {
+            "cpu": _cores(weight.total_cpu_millis),
+            "memory": weight.total_memory_bytes,
+        },
+    }
+    if weight.notes:
+        data["notes"] = list(weight.notes)
+    return data
+
+
+@dataclasses.dataclass(frozen=True)
+class Totals:
+    """What a set of workloads holds: their count, replicas and requests."""
+
+    workloads: int = 0
+    replicas: int = 0
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+
+    @classmethod
+    def of(cls, weights: Iterable[_weights.Weight]) -> Totals:
+        listed = list(weights)
+        cpu, memory, replicas = _weights.sum_of(listed)
+        return cls(len(listed), replicas, cpu, memory)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "workloads": self.workloads,
+            "replicas": self.replicas,
+            "cpu": _cores(self.cpu_millis),
+            "memory": self.memory_bytes,
+        }
+
+    @property
+    def rank(self) -> tuple[int, int, int, int]:
+        """Sorts most held first: CPU, then memory, then replicas, then workloads."""
+        return (-self.cpu_millis, -self.memory_bytes, -self.replicas, -self.workloads)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +202,8 @@ class BlockingImage:
     platforms: tuple[str, ...]
     workloads: tuple[str, ...]
     """Keys (``namespace/Kind/name``) of the workloads it keeps off arm64, sorted."""
+    held: Totals = Totals()
+    """What those workloads hold: the requests this image keeps off arm64."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +211,9 @@ class BlockerGroup:
     registry: str
     owner: str
     images: tuple[BlockingImage, ...]
+    """Most held back first."""
+    held: Totals = Totals()
+    """What the workloads its images block hold (each workload once)."""
 
     @property
     def workloads(self) -> tuple[str, ...]:
@@ -163,9 +225,15 @@ class BlockerGroup:
             "owner": self.owner,
             "workloads": len(self.workloads),
             "images": [
-                {"image": i.image, "platforms": list(i.platforms), "workloads": list(i.workloads)}
+                {
+                    "image": i.image,
+                    "platforms": list(i.platforms),
+                    "workloads": list(i.workloads),
+                    "heldBack": i.held.to_json(),
+                }
                 for i in self.images
             ],
+            "heldBack": self.held.to_json(),
         }
 
 
@@ -175,10 +243,31 @@ class Report:
     """(canonical platform, node count), sorted by platform."""
     workloads: tuple[WorkloadRow, ...]
     blockers: tuple[BlockerGroup, ...]
-    """Most workloads blocked first, then by registry and owner."""
+    """Most held back first (CPU, memory, replicas, workloads), then by registry and owner."""
 
     def count(self, readiness: Readiness) -> int:
         return sum(1 for w in self.workloads if w.readiness is readiness)
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return tuple(sorted({w.namespace for w in self.workloads}))
+
+    def totals(self, readiness: Readiness, namespace: str | None = None) -> Totals:
+        """What the workloads in ``readiness`` hold, in ``namespace`` or overall."""
+        return Totals.of(
+            w.weight
+            for w in self.workloads
+            if w.readiness is readiness and (namespace is None or w.namespace == namespace)
+        )
+
+    def _weights_json(self) -> dict[str, Any]:
+        def by_state(namespace: str | None) -> dict[str, Any]:
+            return {str(s): self.totals(s, namespace).to_json() for s in Readiness}
+
+        return {
+            "overall": by_state(None),
+            "namespaces": [{"namespace": n, **by_state(n)} for n in self.namespaces],
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -191,6 +280,7 @@ class Report:
             },
             "workloads": [w.to_json() for w in self.workloads],
             "blockers": [g.to_json() for g in self.blockers],
+            "weights": self._weights_json(),
         }
 
 
@@ -209,8 +299,12 @@ def build(
     *,
     fallbacks: platforms.Fallbacks = platforms.DEFAULT_FALLBACKS,
     platform_taints: Sequence[policy.PlatformTaint] = policy.DEFAULT_PLATFORM_TAINTS,
+    weights: Mapping[tuple[str, str, str], _weights.Weight] | None = None,
 ) -> Report:
     """The report over ``workloads``; ``answers`` holds every image they use.
+
+    ``weights`` holds each workload's requests by (namespace, kind, name) (:func:`weigh`
+    of its object); a workload without one weighs nothing.
 
     ``platform_taints`` (``platforms.taints``) decides, as in admission, which architecture
     taints a pod is judged to tolerate: where it is schedulable today reads them.
@@ -290,6 +384,9 @@ def build(
             verdict=str(decision.reason),
             message=decision.message,
             readiness=readiness,
+            weight=(weights or {}).get(
+                (workload.namespace, workload.kind, workload.name), _weights.NOTHING
+            ),
         )
         rows.append(row)
         for image in row.blocking_images:
@@ -298,23 +395,33 @@ def build(
     return Report(
         node_platforms=tuple(sorted((p.canonical, n) for p, n in counts.items())),
         workloads=tuple(rows),
-        blockers=_group(blocking, answers),
+        blockers=_group(blocking, answers, {r.key: r.weight for r in rows}),
     )
 
 
 def _group(
-    blocking: Mapping[str, set[str]], answers: Mapping[str, policy.ImageAnswer]
+    blocking: Mapping[str, set[str]],
+    answers: Mapping[str, policy.ImageAnswer],
+    weights: Mapping[str, _weights.Weight],
 ) -> tuple[BlockerGroup, ...]:
     groups: dict[tuple[str, str], list[BlockingImage]] = {}
     for image, keys in blocking.items():
         answer = answers.get(image)
         found = () if answer is None or isinstance(answer, policy.ImageFailure) else answer
         groups.setdefault(_owner(image), []).append(
-            BlockingImage(image, tuple(platforms.format_all(found)), tuple(sorted(keys)))
+            BlockingImage(
+                image,
+                tuple(platforms.format_all(found)),
+                tuple(sorted(keys)),
+                Totals.of(weights[k] for k in keys),
+            )
         )
-    result = [
-        BlockerGroup(registry, owner, tuple(sorted(images, key=lambda i: i.image)))
-        for (registry, owner), images in groups.items()
-    ]
-    result.sort(key=lambda g: (-len(g.workloads), g.registry, g.owner))
+    result = []
+    for (registry, owner), images in groups.items():
+        images.sort(key=lambda i: (i.held.rank, i.image))
+        keys = {k for i in images for k in i.workloads}
+        result.append(
+            BlockerGroup(registry, owner, tuple(images), Totals.of(weights[k] for k in keys))
+        )
+    result.sort(key=lambda g: (g.held.rank, g.registry, g.owner))
     return tuple(result)
