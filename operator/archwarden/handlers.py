@@ -223,7 +223,8 @@ class Runtime:
         self.skip_namespaces &= names
 
     def start_watches(self, connection: kube.Connection) -> None:
-        """Nodes and namespaces, each on one stream; ready once both are listed."""
+        """Nodes and namespaces, each on one stream; ready once both are listed. The nodes'
+        watch comes first (``inventory_stale`` reads it)."""
         self.watches = [
             kube.Watch(
                 connection,
@@ -258,6 +259,18 @@ class Runtime:
             self.spawn(self.auditor.run(listed))
         if self.gatekeeper is not None:
             self.spawn(self.gatekeeper.run(self.ready.wait))
+
+    def inventory_stale(self) -> str | None:
+        """Why /readyz says not ready once synced: the node watch down for longer than
+        kube.inventoryStaleSeconds (nodes may have come and gone unseen). None otherwise."""
+        if not self.watches:
+            return None
+        nodes = self.watches[0]
+        down = nodes.stale_seconds()
+        bound = self.config.kube.inventory_stale_seconds
+        if down <= bound:
+            return None
+        return f"node watch down for {down:.0f}s (over {bound:g}s; {nodes.last_problem})"
 
     def _pod_changed(self, old: pod_store.Pod | None, pod: pod_store.Pod) -> None:
         # Held pods are decided once the nodes are listed (GateKeeper.run waits for that).
@@ -402,7 +415,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         )
     server.direct = direct_route(rt)
     settings.admission.server = server
-    api_client = kube.load_api_client(rt.kubeconfig)
+    api_client = kube.load_api_client(
+        rt.kubeconfig, request_timeout=config.kube.request_timeout_seconds
+    )
     rt.reader = kube.ApiReader(api_client)
     rt.poster = kube.EventPoster(api_client, rt.events)
     client_settings = config.client_settings()
@@ -461,10 +476,20 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             config.scheduling_gates,
         )
     rt.set_static_capacity(kube.static_capacity(config.capacity))
+
+    def watch_restarted(resource: str, reason: str) -> None:
+        rt.metrics.watch_restarts.labels(resource, reason).inc()
+
     rt.start_watches(
-        kube.Connection.from_api_client(api_client, max_object_bytes=config.limits.api_object_bytes)
+        kube.Connection.from_api_client(
+            api_client,
+            max_object_bytes=config.limits.api_object_bytes,
+            watch_seconds=config.kube.watch_seconds,
+            idle_seconds=config.kube.watch_idle_seconds,
+            on_restart=watch_restarted,
+        )
     )
-    rt.health = serving.HealthServer(rt.metrics, rt.ready)
+    rt.health = serving.HealthServer(rt.metrics, rt.ready, rt.inventory_stale)
     await rt.health.start(config.metrics.address, config.metrics.port)
     logger.info(
         "archwarden ready to serve: webhook port %d, metrics port %d, mode %s",
