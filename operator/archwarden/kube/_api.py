@@ -64,7 +64,7 @@ class _TimedApiClient(kubernetes.client.ApiClient):
             return super().call_api(
                 method, url, header_params, body, post_params, _request_timeout=_request_timeout
             )
-        except (urllib3.exceptions.MaxRetryError, urllib3.exceptions.HTTPError):
+        except urllib3.exceptions.HTTPError:  # MaxRetryError among them
             # Connections opened alongside a dead one (same route, same load balancer) are
             # likely dead too: the next calls open new ones.
             self.rest_client.pool_manager.clear()
