@@ -260,6 +260,20 @@ class Runtime:
         if self.gatekeeper is not None:
             self.spawn(self.gatekeeper.run(self.ready.wait))
 
+    def watch_connection(self, api_client: Any) -> kube.Connection:
+        """Where every watch streams from, with the configured bounds, counting restarts."""
+
+        def restarted(resource: str, reason: str) -> None:
+            self.metrics.watch_restarts.labels(resource, reason).inc()
+
+        return kube.Connection.from_api_client(
+            api_client,
+            max_object_bytes=self.config.limits.api_object_bytes,
+            watch_seconds=self.config.kube.watch_seconds,
+            idle_seconds=self.config.kube.watch_idle_seconds,
+            on_restart=restarted,
+        )
+
     def inventory_stale(self) -> str | None:
         """Why /readyz says not ready once synced: the node watch down for longer than
         kube.inventoryStaleSeconds (nodes may have come and gone unseen). None otherwise."""
@@ -477,18 +491,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         )
     rt.set_static_capacity(kube.static_capacity(config.capacity))
 
-    def watch_restarted(resource: str, reason: str) -> None:
-        rt.metrics.watch_restarts.labels(resource, reason).inc()
-
-    rt.start_watches(
-        kube.Connection.from_api_client(
-            api_client,
-            max_object_bytes=config.limits.api_object_bytes,
-            watch_seconds=config.kube.watch_seconds,
-            idle_seconds=config.kube.watch_idle_seconds,
-            on_restart=watch_restarted,
-        )
-    )
+    rt.start_watches(rt.watch_connection(api_client))
     rt.health = serving.HealthServer(rt.metrics, rt.ready, rt.inventory_stale)
     await rt.health.start(config.metrics.address, config.metrics.port)
     logger.info(
