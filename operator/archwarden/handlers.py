@@ -35,7 +35,7 @@ from archwarden import (
     workload_store,
 )
 
-__all__ = ["WORKLOAD_RESOURCES", "Runtime"]
+__all__ = ["WORKLOAD_RESOURCES", "Runtime", "kopf_timeouts"]
 
 logger = logging.getLogger("archwarden")
 
@@ -385,6 +385,16 @@ def _runtime(memo: Any) -> Runtime:
 # -- startup and cleanup --------------------------------------------------------------------------
 
 
+def kopf_timeouts(kopf_settings: kopf.OperatorSettings, kube: settings.KubeSettings) -> None:
+    """kopf's own API calls and watches (its resource discovery) get archwarden's bounds: a
+    watch the server ends every watchSeconds, dropped after watchIdleSeconds without an event
+    or bookmark (kopf's default, 70 s, outlasts the 30 s target), and a timeout on every call."""
+    kopf_settings.watching.server_timeout = kube.watch_seconds
+    kopf_settings.watching.inactivity_timeout = kube.watch_idle_seconds
+    kopf_settings.networking.request_timeout = kube.request_timeout_seconds
+    kopf_settings.networking.connect_timeout = kube.request_timeout_seconds
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     rt = _runtime(memo)
@@ -393,7 +403,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     # its posting queue is not available to admission handlers anyway.
     settings.posting.enabled = False
     settings.persistence.finalizer = "archwarden.io/finalizer"
-    settings.watching.server_timeout = 300
+    kopf_timeouts(settings, config.kube)
     if rt.dev:
         # Imported here: certs needs cryptography, an optional extra ([dev]) the image lacks.
         from archwarden import certs

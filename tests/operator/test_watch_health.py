@@ -1,11 +1,12 @@
-"""How the watches' health reaches the outside: the restarts metric and /readyz's staleness
-(the faults themselves are played against the real API server in
+"""How the watches' health reaches the outside (the restarts metric, /readyz's staleness) and
+kopf's own watches get the same bounds (the faults themselves are played against the real API server in
 ``tests/cluster/test_dead_connections.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import kopf
 import kubernetes
 
 from archwarden import handlers, kube, settings
@@ -54,3 +55,13 @@ def test_the_inventory_is_stale_once_the_node_watch_is_down_past_the_bound() -> 
     assert stale is not None
     assert stale.startswith("node watch down for 4")
     assert "(over 30s; idle: no byte within 25s)" in stale
+
+
+def test_kopfs_own_watches_and_calls_get_the_same_bounds() -> None:
+    kopf_settings = kopf.OperatorSettings()
+    assert kopf_settings.watching.inactivity_timeout > 30  # kopf's own default: too late
+    handlers.kopf_timeouts(kopf_settings, settings.KubeSettings())
+    assert kopf_settings.watching.server_timeout == 20
+    assert kopf_settings.watching.inactivity_timeout == 25
+    assert kopf_settings.networking.request_timeout == 10
+    assert kopf_settings.networking.connect_timeout == 10
