@@ -1,6 +1,6 @@
-"""How the watches' health reaches the outside (the restarts metric, /readyz's staleness) and
-kopf's own watches get the same bounds (the faults themselves are played against the real API server in
-``tests/cluster/test_dead_connections.py``)."""
+"""How the watches' health reaches the outside (the restarts metric, /readyz's staleness),
+and kopf's own watches getting the same bounds. The faults themselves are played against the
+real API server in ``tests/cluster/test_dead_connections.py``."""
 
 from __future__ import annotations
 
