@@ -44,7 +44,7 @@ from archwarden import (
     workload_store,
 )
 
-__all__ = ["WORKLOAD_RESOURCES", "Runtime"]
+__all__ = ["WORKLOAD_RESOURCES", "Runtime", "kopf_timeouts"]
 
 logger = logging.getLogger("archwarden")
 
@@ -244,7 +244,8 @@ class Runtime:
         self.skip_namespaces &= names
 
     def start_watches(self, connection: kube.Connection) -> None:
-        """Nodes and namespaces, each on one stream; ready once both are listed."""
+        """Nodes and namespaces, each on one stream; ready once both are listed. The nodes'
+        watch comes first (``inventory_stale`` reads it)."""
         base = [
             kube.Watch(
                 connection,
@@ -328,6 +329,32 @@ class Runtime:
         """The leader's Events: dropped once leadership is lost, whatever still calls."""
         if self.leading and self.poster is not None:
             self.poster.post(target, type, reason, message)
+
+    def watch_connection(self, api_client: Any) -> kube.Connection:
+        """Where every watch streams from, with the configured bounds, counting restarts."""
+
+        def restarted(resource: str, reason: str) -> None:
+            self.metrics.watch_restarts.labels(resource, reason).inc()
+
+        return kube.Connection.from_api_client(
+            api_client,
+            max_object_bytes=self.config.limits.api_object_bytes,
+            watch_seconds=self.config.kube.watch_seconds,
+            idle_seconds=self.config.kube.watch_idle_seconds,
+            on_restart=restarted,
+        )
+
+    def inventory_stale(self) -> str | None:
+        """Why /readyz says not ready once synced: the node watch down for longer than
+        kube.inventoryStaleSeconds (nodes may have come and gone unseen). None otherwise."""
+        if not self.watches:
+            return None
+        nodes = self.watches[0]
+        down = nodes.stale_seconds()
+        bound = self.config.kube.inventory_stale_seconds
+        if down <= bound:
+            return None
+        return f"node watch down for {down:.0f}s (over {bound:g}s; {nodes.last_problem})"
 
     def _pod_changed(self, old: pod_store.Pod | None, pod: pod_store.Pod) -> None:
         # Held pods are decided once the nodes are listed (GateKeeper.run waits for that).
@@ -516,6 +543,16 @@ def _runtime(memo: Any) -> Runtime:
 # -- startup and cleanup --------------------------------------------------------------------------
 
 
+def kopf_timeouts(kopf_settings: kopf.OperatorSettings, kube: settings.KubeSettings) -> None:
+    """kopf's own API calls and watches (its resource discovery) get archwarden's bounds: a
+    watch the server ends every watchSeconds, dropped after watchIdleSeconds without an event
+    or bookmark (kopf's default, 70 s, outlasts the 30 s target), and a timeout on every call."""
+    kopf_settings.watching.server_timeout = kube.watch_seconds
+    kopf_settings.watching.inactivity_timeout = kube.watch_idle_seconds
+    kopf_settings.networking.request_timeout = kube.request_timeout_seconds
+    kopf_settings.networking.connect_timeout = kube.request_timeout_seconds
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     rt = _runtime(memo)
@@ -524,7 +561,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     # its posting queue is not available to admission handlers anyway.
     settings.posting.enabled = False
     settings.persistence.finalizer = "archwarden.io/finalizer"
-    settings.watching.server_timeout = 300
+    kopf_timeouts(settings, config.kube)
     if rt.dev:
         # Imported here: certs needs cryptography, an optional extra ([dev]) the image lacks.
         from archwarden import certs
@@ -560,7 +597,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         )
     server.direct = direct_route(rt)
     settings.admission.server = server
-    api_client = kube.load_api_client(rt.kubeconfig)
+    api_client = kube.load_api_client(
+        rt.kubeconfig, request_timeout=config.kube.request_timeout_seconds
+    )
     rt.reader = kube.ApiReader(api_client)
     rt.poster = kube.EventPoster(api_client, rt.events)
     client_settings = config.client_settings()
@@ -619,12 +658,10 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             config.scheduling_gates,
         )
     rt.set_static_capacity(kube.static_capacity(config.capacity))
-    connection = kube.Connection.from_api_client(
-        api_client, max_object_bytes=config.limits.api_object_bytes
-    )
+    connection = rt.watch_connection(api_client)
     rt.start_watches(connection)
     _campaign(rt, connection)
-    rt.health = serving.HealthServer(rt.metrics, rt.ready)
+    rt.health = serving.HealthServer(rt.metrics, rt.ready, rt.inventory_stale)
     await rt.health.start(config.metrics.address, config.metrics.port)
     logger.info(
         "archwarden ready to serve: webhook port %d, metrics port %d, mode %s",

@@ -53,6 +53,14 @@ class Metrics:
         )
         # The Resolver's results, a handful of fixed names.
         self._lookup_results: dict[str, prom.Counter] = {}
+        self.watch_restarts = prom.Counter(
+            "archwarden_watch_restarts",
+            "Watches of the API server started over, by resource and reason: idle (no byte "
+            "within kube.watchIdleSeconds: a silent connection), connection (reset, refused, "
+            "cut short), gone (410: listed again), error (bad stream: listed again).",
+            ["resource", "reason"],
+            registry=r,
+        )
         self.nodes = prom.Gauge(
             "archwarden_nodes", "Nodes in the inventory by os and arch.", ["os", "arch"], registry=r
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -12,9 +13,17 @@ __all__ = ["HealthServer"]
 
 
 class HealthServer:
-    def __init__(self, meters: metrics.Metrics, ready: asyncio.Event) -> None:
+    def __init__(
+        self,
+        meters: metrics.Metrics,
+        ready: asyncio.Event,
+        stale: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self._metrics = meters
         self._ready = ready
+        self._stale = stale
+        """Why the node inventory cannot be trusted any more (its watch down too long), or
+        None."""
         self._runner: web.AppRunner | None = None
 
     async def _metrics_handler(self, _request: web.Request) -> web.Response:
@@ -29,9 +38,14 @@ class HealthServer:
     async def _readyz(self, _request: web.Request) -> web.Response:
         # Ready only once the node inventory has synced: before that every decision would be
         # made against an empty cluster.
-        if self._ready.is_set():
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text="node inventory not synced yet\n")
+        if not self._ready.is_set():
+            return web.Response(status=503, text="node inventory not synced yet\n")
+        # Then ready while the inventory keeps up: nodes may have come and gone unseen while
+        # the watch was down.
+        stale = self._stale()
+        if stale is not None:
+            return web.Response(status=503, text=f"node inventory stale: {stale}\n")
+        return web.Response(text="ok\n")
 
     async def start(self, address: str, port: int) -> None:
         app = web.Application()

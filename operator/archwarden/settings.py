@@ -279,6 +279,25 @@ class LeaderElectionSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class KubeSettings:
+    """Talking to the API server over connections that may die silently (a load balancer's
+    failover, a NAT timeout: open connections stop forwarding while new ones work)."""
+
+    request_timeout_seconds: float = 10.0
+    """Seconds every API call may wait to connect and then for each read; a GET that times out
+    is tried once more on a new connection."""
+    watch_seconds: int = 20
+    """Seconds after which the API server ends each watch (its ``timeoutSeconds``; a bookmark
+    comes 2 s before). The next resumes from the last resourceVersion."""
+    watch_idle_seconds: float = 25.0
+    """Seconds without a byte (event, bookmark or end) after which a watch's connection is taken
+    for dead, dropped and the watch resumed on a new one. Above ``watch_seconds``."""
+    inventory_stale_seconds: float = 60.0
+    """Seconds the node watch may be down (counted from the last byte heard) before /readyz
+    says not ready: decisions would rest on nodes that may be gone."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     mode: str = "enforce"
     """enforce (deny), warn (allow with a warning and an Event) or audit (Event and metric)."""
@@ -299,6 +318,7 @@ class Settings:
     webhook: WebhookSettings = dataclasses.field(default_factory=WebhookSettings)
     metrics: MetricsSettings = dataclasses.field(default_factory=MetricsSettings)
     limits: LimitsSettings = dataclasses.field(default_factory=LimitsSettings)
+    kube: KubeSettings = dataclasses.field(default_factory=KubeSettings)
     platforms: PlatformSettings = dataclasses.field(default_factory=PlatformSettings)
     skip: SkipSettings = dataclasses.field(default_factory=SkipSettings)
     capacity: CapacitySettings = dataclasses.field(default_factory=CapacitySettings)
@@ -394,6 +414,28 @@ def _limits(data: Any) -> LimitsSettings:
             "limits.maxConcurrentResolutions",
         ),
     )
+
+
+def _kube(data: Any) -> KubeSettings:
+    kube = _expect(data, dict, "kube")
+    keys = {
+        "requestTimeoutSeconds": "request_timeout_seconds",
+        "watchIdleSeconds": "watch_idle_seconds",
+        "inventoryStaleSeconds": "inventory_stale_seconds",
+    }
+    _only(kube, {"watchSeconds", *keys}, "kube")
+    d = KubeSettings()
+    settings = KubeSettings(
+        **{
+            field: _positive(kube.get(key, getattr(d, field)), f"kube.{key}")
+            for key, field in keys.items()
+        },
+        watch_seconds=_at_least_one(kube.get("watchSeconds", d.watch_seconds), "kube.watchSeconds"),
+    )
+    if settings.watch_idle_seconds <= settings.watch_seconds:
+        # A quiet, healthy watch hears nothing until its bookmark or its end.
+        raise ConfigError("kube.watchIdleSeconds must be above kube.watchSeconds")
+    return settings
 
 
 def platform_taint(entry: Any, where: str) -> policy.PlatformTaint:
@@ -728,6 +770,7 @@ TOP_LEVEL_KEYS = frozenset(
         "webhook",
         "metrics",
         "limits",
+        "kube",
         "platforms",
         "skip",
         "capacity",
@@ -850,6 +893,7 @@ def from_mapping(data: Mapping[str, Any]) -> Settings:
             address=_expect(metrics.get("address", m.address), str, "metrics.address"),
         ),
         limits=_limits(data.get("limits", {})),
+        kube=_kube(data.get("kube", {})),
         platforms=_platforms(data.get("platforms", {})),
         skip=_skip(data.get("skip", {})),
         capacity=_capacity(data.get("capacity", {})),

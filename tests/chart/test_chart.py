@@ -581,6 +581,7 @@ def test_config_file_is_accepted_by_archwardens_loader(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(one(rendered, "ConfigMap")["data"]["config.yaml"])
     loaded = settings.load(path)
+    assert loaded.kube == settings.KubeSettings()  # the chart's defaults are archwarden's
     assert loaded.mode == "warn"
     assert loaded.webhook.port == 9443 and loaded.metrics.port == 8080
     assert loaded.webhook.cert_file == "/etc/archwarden/tls/tls.crt"
@@ -1046,6 +1047,10 @@ INCOMPATIBLE: list[tuple[dict[str, Any], str]] = [
     ({"tls.caBundle": "Zm9v"}, "tls.caBundle is only used with tls.existingSecret"),
     ({"webhook.budgetSeconds": 5}, "must be below webhook.timeoutSeconds"),
     ({"metrics.port": 9443}, "webhook.port and metrics.port must differ"),
+    (
+        {"config.kube.watchSeconds": 30},
+        "config.kube.watchIdleSeconds (25) must be above config.kube.watchSeconds (30)",
+    ),
     (
         {"podDisruptionBudget.enabled": True, "podDisruptionBudget.maxUnavailable": 1},
         "set minAvailable or maxUnavailable, not both",

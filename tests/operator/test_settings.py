@@ -59,6 +59,8 @@ cache: {digestCacheSize: 10, tagCacheSize: 20, tagTTL: 60, failureTTL: 2}
 webhook: {port: 10443, budgetSeconds: 2, timeoutSeconds: 5}
 metrics: {port: 9090}
 limits: {maxImagesPerReview: 10, maxConcurrentResolutions: 2, templateBytes: 65536}
+kube: {requestTimeoutSeconds: 3, watchSeconds: 50, watchIdleSeconds: 55.5,
+       inventoryStaleSeconds: 90}
 platforms: {arm64RunsArm32: true, amd64Runs386: false}
 skip: {allowed: labelledNamespaces}
 capacity:
@@ -86,6 +88,12 @@ capacity:
     assert (config.webhook.port, config.metrics.port) == (10443, 9090)
     assert config.limits == settings.LimitsSettings(
         max_images_per_review=10, max_concurrent_resolutions=2, template_bytes=65536
+    )
+    assert config.kube == settings.KubeSettings(
+        request_timeout_seconds=3.0,
+        watch_seconds=50,
+        watch_idle_seconds=55.5,
+        inventory_stale_seconds=90.0,
     )
     assert config.platforms.fallbacks() == platforms.Fallbacks(
         arm32_on_arm64=True, i386_on_amd64=False
@@ -133,6 +141,14 @@ capacity:
         ("limits: {decisionCacheBytes: 100}", "limits.decisionCacheBytes: must be at least 4096"),
         ("limits: {templateBytes: 1.5}", "limits.templateBytes: expected int"),
         ("capacity: {clusterAPI: {namespaces: a}}", "capacity.clusterAPI.namespaces: expected"),
+        ("kube: {requestTimeoutSeconds: 0}", "kube.requestTimeoutSeconds: must be above 0"),
+        ("kube: {watchSeconds: 1.5}", "kube.watchSeconds: expected int"),
+        (
+            # The default idle deadline (25 s): a quiet watch would be taken for a dead one.
+            "kube: {watchSeconds: 25}",
+            "kube.watchIdleSeconds must be above kube.watchSeconds",
+        ),
+        ("kube: {idleSeconds: 5}", "unknown key kube.idleSeconds"),
         ("platforms: {arm64RunsArm32: yes-please}", "platforms.arm64RunsArm32: expected bool"),
         ("platforms: {taints: {key: a}}", "platforms.taints: expected list"),
         ("platforms: {taints: [{effects: [NoSchedule]}]}", "platforms.taints[0].key: expected str"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -37,6 +38,13 @@ class FakeApi:
             answer = self.watches.pop(0) if self.watches else None
             if answer is None:
                 await asyncio.sleep(3600)  # a quiet watch
+            if answer == "cut":  # the connection reset in the middle of an event
+                response = web.StreamResponse()
+                await response.prepare(request)
+                await response.write(b'{"type": "ADD')
+                assert request.transport is not None
+                request.transport.abort()
+                return response
             if isinstance(answer, int):
                 return web.Response(status=answer)
             response = web.StreamResponse()
@@ -60,7 +68,7 @@ class FakeApi:
 
 
 @contextlib.asynccontextmanager
-async def serving(api: FakeApi) -> AsyncIterator[kube.Connection]:
+async def serving(api: FakeApi, **options: Any) -> AsyncIterator[kube.Connection]:
     app = web.Application()
     app.router.add_get("/api/v1/nodes", api.handle)
     runner = web.AppRunner(app, shutdown_timeout=0.1)  # the quiet watch never ends itself
@@ -69,7 +77,9 @@ async def serving(api: FakeApi) -> AsyncIterator[kube.Connection]:
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield kube.Connection(kubernetes.client.Configuration(host=f"http://127.0.0.1:{port}"))
+        yield kube.Connection(
+            kubernetes.client.Configuration(host=f"http://127.0.0.1:{port}"), **options
+        )
     finally:
         await runner.cleanup()
 
@@ -88,9 +98,16 @@ class Seen:
         self.log.append(("listed", names))
 
 
-async def run_until(api: FakeApi, done: Callable[[Seen], bool], **options: Any) -> Seen:
+async def run_until(
+    api: FakeApi,
+    done: Callable[[Seen], bool],
+    *,
+    watches: list[kube.Watch] | None = None,
+    on_restart: Callable[[str, str], None] | None = None,
+    **options: Any,
+) -> Seen:
     seen = Seen()
-    async with serving(api) as connection:
+    async with serving(api, on_restart=on_restart) as connection:
         watch = kube.Watch(
             connection,
             "/api/v1/nodes",
@@ -99,6 +116,8 @@ async def run_until(api: FakeApi, done: Callable[[Seen], bool], **options: Any) 
             on_listed=seen.on_listed,
             **options,
         )
+        if watches is not None:
+            watches.append(watch)
         task = asyncio.create_task(watch.run())
         try:
             for _ in range(200):
@@ -193,6 +212,70 @@ async def test_a_broken_list_page_starts_over(answer: bytes) -> None:
     api = FakeApi(lists=[answer, page([node("z", "6")], "6")], watches=[])
     seen = await run_until(api, lambda s: ("listed", {"z"}) in s.log, max_object_bytes=1000)
     assert seen.log == [("object", "z"), ("listed", {"z"})]
+
+
+async def test_a_silent_stream_is_dropped_at_its_idle_deadline_and_resumed() -> None:
+    # A bookmark moves the version to 7, then the next watch hears nothing at all (a
+    # connection that stopped forwarding); the one after that is healthy again.
+    api = FakeApi(
+        lists=[page([node("a", "1")], "5")],
+        watches=[
+            [{"type": "BOOKMARK", "object": node("", "7")}],
+            None,
+            [{"type": "ADDED", "object": node("b", "8")}],
+        ],
+    )
+    watches: list[kube.Watch] = []
+    started = asyncio.get_running_loop().time()
+    seen = await run_until(
+        api, lambda s: ("object", "b") in s.log, watches=watches, watch_seconds=0, idle_seconds=0.3
+    )
+    assert asyncio.get_running_loop().time() - started < 2
+    assert seen.log == [("object", "a"), ("listed", {"a"}), ("object", "b")]
+    # Resumed from the bookmark's version: nothing listed again.
+    assert [r.get("resourceVersion") for r in api.requests][:4] == [None, "5", "7", "7"]
+    (watch,) = watches
+    assert (watch.restarts, watch.lists, watch.stale_seconds()) == ({"idle": 1}, 1, 0)
+    assert watch.last_problem == "idle: no byte within 0.3s"
+
+
+async def test_a_reset_connection_resumes_from_the_last_version() -> None:
+    restarts: list[tuple[str, str]] = []
+    api = FakeApi(
+        lists=[page([], "5")],
+        watches=[
+            [{"type": "ADDED", "object": node("a", "6")}],
+            "cut",
+            [{"type": "ADDED", "object": node("b", "9")}],
+        ],
+    )
+    watches: list[kube.Watch] = []
+    seen = await run_until(
+        api,
+        lambda s: ("object", "b") in s.log,
+        watches=watches,
+        on_restart=lambda *labels: restarts.append(labels),
+    )
+    assert seen.log == [("listed", set()), ("object", "a"), ("object", "b")]
+    assert [r.get("resourceVersion") for r in api.requests][:4] == [None, "5", "6", "6"]
+    assert restarts == [("nodes", "connection")]
+    assert watches[0].lists == 1
+
+
+def test_watch_sockets_carry_tcp_keepalive() -> None:
+    sock = _watch._keepalive_socket(
+        (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 0))
+    )
+    with sock:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == _watch.KEEPALIVE[0]
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == _watch.KEEPALIVE[2]
+
+
+def test_idle_deadline_must_exceed_the_watch_length() -> None:
+    configuration = kubernetes.client.Configuration(host="http://127.0.0.1:1")
+    with pytest.raises(ValueError, match="idle_seconds must be above watch_seconds"):
+        kube.Connection(configuration, watch_seconds=30, idle_seconds=25)
 
 
 def test_credentials_are_sent_however_the_client_configuration_holds_them() -> None:

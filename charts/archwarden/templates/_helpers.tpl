@@ -197,6 +197,11 @@ Included once, from the ConfigMap template (always rendered).
 {{- if ge (float64 .Values.webhook.budgetSeconds) (float64 .Values.webhook.timeoutSeconds) }}
 {{- include "archwarden.fail" (printf "webhook.budgetSeconds (%v) must be below webhook.timeoutSeconds (%v): archwarden must answer before the API server gives up" .Values.webhook.budgetSeconds .Values.webhook.timeoutSeconds) }}
 {{- end }}
+{{- with .Values.config.kube }}
+{{- if le (float64 .watchIdleSeconds) (float64 .watchSeconds) }}
+{{- include "archwarden.fail" (printf "config.kube.watchIdleSeconds (%v) must be above config.kube.watchSeconds (%v): a quiet watch hears nothing until its bookmark or its end" .watchIdleSeconds .watchSeconds) }}
+{{- end }}
+{{- end }}
 {{- if and (gt (int .Values.shutdownDelaySeconds) 0) (ge (int .Values.shutdownDelaySeconds) (int .Values.terminationGracePeriodSeconds)) }}
 {{- include "archwarden.fail" (printf "shutdownDelaySeconds (%v) must be below terminationGracePeriodSeconds (%v): the pod is killed when the grace period ends" .Values.shutdownDelaySeconds .Values.terminationGracePeriodSeconds) }}
 {{- end }}

@@ -1,4 +1,12 @@
-"""A thin async face over the synchronous kubernetes client (calls run in a thread)."""
+"""A thin async face over the synchronous kubernetes client (calls run in a thread).
+
+Every call has a timeout (``kube.requestTimeoutSeconds``): without one, a read sent on a pooled
+connection that a load balancer had stopped forwarding waited for the kernel to give up (many
+minutes), holding its thread, and every review waited its whole pull-secret budget. A GET that
+times out is tried once more on a new connection (urllib3 closes the one that failed), and a
+call that fails for good drops every pooled connection, which likely died with it. Sockets carry
+TCP keepalive.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +17,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import kubernetes
+import urllib3
 
-__all__ = ["ApiReader", "ApiUnavailable", "NotFound", "load_api_client"]
+from archwarden.kube import _watch
+
+__all__ = ["REQUEST_TIMEOUT", "ApiReader", "ApiUnavailable", "NotFound", "load_api_client"]
+
+REQUEST_TIMEOUT = 10.0
+"""Seconds a call may wait to connect, and then for each read (not the whole answer: a large
+LIST keeps going while bytes arrive)."""
+RETRIES = urllib3.Retry(total=3, read=1)
+"""urllib3's default (three attempts more) but a single retry after a read failed: a read that
+timed out is retried once, on a new connection, and then the call fails."""
 
 # A list of custom objects is held whole; past this many the rest is left out (bounded work).
 MAX_CUSTOM_ITEMS = 5000
@@ -24,8 +42,41 @@ class ApiUnavailable(RuntimeError):
     pass
 
 
-def load_api_client(kubeconfig: str | None = None) -> Any:
-    """The usual lookup: --kubeconfig, then $KUBECONFIG / ~/.kube/config, then in-cluster."""
+class _TimedApiClient(kubernetes.client.ApiClient):
+    """Every request with a timeout unless its caller set one; a failed one drops the pool."""
+
+    def __init__(self, configuration: Any, request_timeout: float) -> None:
+        super().__init__(configuration)
+        self.request_timeout = request_timeout
+
+    def call_api(
+        self,
+        method: str,
+        url: str,
+        header_params: Any = None,
+        body: Any = None,
+        post_params: Any = None,
+        _request_timeout: Any = None,
+    ) -> Any:
+        if _request_timeout is None:
+            _request_timeout = (self.request_timeout, self.request_timeout)
+        try:
+            return super().call_api(
+                method, url, header_params, body, post_params, _request_timeout=_request_timeout
+            )
+        except urllib3.exceptions.HTTPError:  # MaxRetryError among them
+            # Connections opened alongside a dead one (same route, same load balancer) are
+            # likely dead too: the next calls open new ones.
+            self.rest_client.pool_manager.clear()
+            raise
+
+
+def load_api_client(
+    kubeconfig: str | None = None, *, request_timeout: float = REQUEST_TIMEOUT
+) -> Any:
+    """The usual lookup: --kubeconfig, then $KUBECONFIG / ~/.kube/config, then in-cluster.
+
+    ``request_timeout``: seconds to connect and for each read of every call."""
     configuration = kubernetes.client.Configuration()
     if kubeconfig:
         kubernetes.config.load_kube_config(
@@ -36,7 +87,13 @@ def load_api_client(kubeconfig: str | None = None) -> Any:
             kubernetes.config.load_kube_config(client_configuration=configuration)
         except (kubernetes.config.ConfigException, OSError, TypeError):
             kubernetes.config.load_incluster_config(client_configuration=configuration)
-    return kubernetes.client.ApiClient(configuration)
+    # urllib3 replaces its default socket options with these: keep TCP_NODELAY among them.
+    configuration.socket_options = [
+        *urllib3.connection.HTTPConnection.default_socket_options,
+        *_watch.keepalive_options(),
+    ]
+    configuration.retries = RETRIES
+    return _TimedApiClient(configuration, request_timeout)
 
 
 class ApiReader:

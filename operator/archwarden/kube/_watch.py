@@ -8,6 +8,17 @@ paged LIST, then a WATCH from its resourceVersion with bookmarks, again from a f
 the server says the version is too old (410). kopf stays the framework for the webhooks and the
 operator's lifecycle.
 
+A connection can die silently: a load balancer's failover or a NAT timeout stops forwarding on
+an open connection while new ones work, and a read then waits for bytes that never come (with
+the old read timeout of the watch length plus 30 s, nodes stayed stale for 330 s). So each
+stream has an idle deadline (``idle_seconds``): the server ends every watch after
+``watch_seconds`` and sends a bookmark 2 s before (kube-apiserver's cacher: bookmarks about once
+a minute, and 2 s ahead of the watch's deadline), so a healthy stream never stays silent that
+long, and one that does is dropped with every pooled connection of its session. The watch then
+resumes from the last resourceVersion it saw (a 410 lists again), and reports each restart by
+reason (``on_restart``). Sockets carry TCP keepalive for what the deadline cannot see (a peer
+gone with no bytes due).
+
 The consumer gets each object as it arrives (``on_object``), each deletion (``on_deleted``) and,
 after every complete LIST, the set of names it held (``on_listed``), so objects deleted while the
 stream was down are dropped too. Objects are never kept here: a LIST page is decoded item by item
@@ -21,7 +32,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -29,7 +42,14 @@ import aiohttp
 
 from archwarden.kube import _listing
 
-__all__ = ["Connection", "Watch", "WatchError", "object_key"]
+__all__ = [
+    "RESTART_REASONS",
+    "Connection",
+    "Watch",
+    "WatchError",
+    "keepalive_options",
+    "object_key",
+]
 
 logger = logging.getLogger("archwarden")
 
@@ -39,9 +59,22 @@ sets how many requests a list takes (5,000 nodes: ten)."""
 CHUNK_BYTES = 64 * 1024
 """What one read of a LIST body takes, so that a read adds at most this beside the object being
 assembled."""
-WATCH_SECONDS = 300
-"""The server ends each watch after this long (``timeoutSeconds``); the next resumes from the
-last resourceVersion seen, so nothing is lost."""
+WATCH_SECONDS = 20
+"""The server ends each watch after this long (``timeoutSeconds``), with a bookmark 2 s before;
+the next resumes from the last resourceVersion seen, so nothing is lost. Below the idle
+deadline, so that a quiet but healthy stream is never taken for a dead one."""
+IDLE_SECONDS = 25.0
+"""No byte for this long on a stream (a watch or a LIST page) and its connection is taken for
+dead: a silent connection is noticed within 30 s, ahead of client-go (about 45 s)."""
+CONNECT_SECONDS = 10.0
+"""Opening a connection (TCP and TLS)."""
+KEEPALIVE = (10, 5, 3)
+"""TCP keepalive: first probe after 10 idle seconds, then every 5 s, dropped after 3
+unanswered: a peer that vanished is noticed by the kernel within 25 s."""
+RESTART_REASONS = ("idle", "connection", "gone", "error")
+"""Why a watch started over: no byte within the idle deadline, the connection failed (reset,
+refused, cut short), the resourceVersion expired (410: listed again), or the stream was bad
+(an HTTP error, JSON that is not an event, an oversized object: listed again)."""
 MAX_OBJECT_BYTES = 4 * 1024 * 1024
 """The default of ``max_object_bytes``: an object (etcd stores at most 1.5 MiB) with room to
 spare."""
@@ -58,16 +91,60 @@ class _Gone(Exception):
     """410: the resourceVersion is too old to resume from; list again."""
 
 
+def keepalive_options() -> list[tuple[int, int, int]]:
+    """``setsockopt`` arguments for :data:`KEEPALIVE` (those the platform has)."""
+    idle, interval, count = KEEPALIVE
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (
+        ("TCP_KEEPIDLE", idle),
+        ("TCP_KEEPINTVL", interval),
+        ("TCP_KEEPCNT", count),
+    ):
+        if hasattr(socket, name):
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    return options
+
+
+def _keepalive_socket(addr_info: Any) -> socket.socket:
+    """aiohttp's socket factory: its default socket, with TCP keepalive."""
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=kind, proto=proto)
+    try:
+        sock.setblocking(False)
+        for option in keepalive_options():
+            sock.setsockopt(*option)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class Connection:
     """Where and how to reach the API server, taken from a kubernetes client configuration
     (kubeconfig or in-cluster): base URL, TLS settings and the bearer token, read per request
     so that the in-cluster token's refresh hook keeps working."""
 
-    def __init__(self, configuration: Any, *, max_object_bytes: int = MAX_OBJECT_BYTES) -> None:
+    def __init__(
+        self,
+        configuration: Any,
+        *,
+        max_object_bytes: int = MAX_OBJECT_BYTES,
+        watch_seconds: int = WATCH_SECONDS,
+        idle_seconds: float = IDLE_SECONDS,
+        on_restart: Callable[[str, str], None] | None = None,
+    ) -> None:
+        if idle_seconds <= watch_seconds:
+            raise ValueError("idle_seconds must be above watch_seconds")
         self._configuration = configuration
         # Every stream on this connection reads objects of the same cluster: one bound for
-        # all (limits.apiObjectBytes), unless a watch is given its own.
+        # all (limits.apiObjectBytes), unless a watch is given its own; the same for the
+        # watch length and idle deadline (kube.watchSeconds, kube.watchIdleSeconds).
         self.max_object_bytes = max_object_bytes
+        self.watch_seconds = watch_seconds
+        self.idle_seconds = idle_seconds
+        self.on_restart = on_restart
+        """Called with the resource (``nodes``) and one of :data:`RESTART_REASONS` each time
+        one of its watches starts over."""
         self.base_url = str(configuration.host).rstrip("/")
         context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
         if configuration.cert_file:
@@ -78,10 +155,9 @@ class Connection:
         self.ssl = context
 
     @classmethod
-    def from_api_client(
-        cls, api_client: Any, *, max_object_bytes: int = MAX_OBJECT_BYTES
-    ) -> Connection:
-        return cls(api_client.configuration, max_object_bytes=max_object_bytes)
+    def from_api_client(cls, api_client: Any, **options: Any) -> Connection:
+        """The same server as ``api_client``; ``options`` as for the constructor."""
+        return cls(api_client.configuration, **options)
 
     def headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -102,6 +178,9 @@ class Watch:
     consumer's projection. A larger one is a :class:`WatchError`: the stream is dropped and
     listed again. While listing it counts characters, which are bytes for ASCII text; an object
     of non-ASCII text may have up to four bytes for each. Unset, the connection's bound.
+
+    ``watch_seconds`` must stay below ``idle_seconds``: the server's bookmark before its deadline
+    and the end of the watch are what a quiet stream hears. Unset, the connection's.
     """
 
     def __init__(
@@ -113,10 +192,15 @@ class Watch:
         on_deleted: Callable[[Mapping[str, Any]], None],
         on_listed: Callable[[set[str]], None],
         page_size: int = PAGE_SIZE,
-        watch_seconds: int = WATCH_SECONDS,
+        watch_seconds: int | None = None,
+        idle_seconds: float | None = None,
         max_object_bytes: int | None = None,
         selector: Mapping[str, str] | None = None,
     ) -> None:
+        watch_seconds = connection.watch_seconds if watch_seconds is None else watch_seconds
+        idle_seconds = connection.idle_seconds if idle_seconds is None else idle_seconds
+        if idle_seconds <= watch_seconds:
+            raise ValueError("idle_seconds must be above watch_seconds")
         self.connection = connection
         self.selector = dict(selector or {})
         """Extra query parameters for both LIST and WATCH (``labelSelector``, ...)."""
@@ -124,37 +208,97 @@ class Watch:
         self.on_object = on_object
         self.on_deleted = on_deleted
         self.on_listed = on_listed
+        self.resource = path.rstrip("/").rsplit("/", 1)[-1]
+        """The plural the path ends in (``nodes``): the label of its restarts."""
         self.page_size = page_size
         self.watch_seconds = watch_seconds
+        self.idle_seconds = idle_seconds
         self.max_object_bytes = (
             connection.max_object_bytes if max_object_bytes is None else max_object_bytes
         )
         self.synced = asyncio.Event()
         """Set once the first LIST is complete (and stays set across relists)."""
         self.lists = 0
-        """Complete LISTs so far: one at start, one more after each 410 or failure."""
+        """Complete LISTs so far: one at start, one more after each 410 or bad stream."""
+        self.restarts: dict[str, int] = {}
+        """Restarts so far by reason (:data:`RESTART_REASONS`)."""
+        self.heard = time.monotonic()
+        """When the server was last heard on a stream (``time.monotonic()``)."""
+        self.disconnected_since: float | None = None
+        """While the watch is down: when the server was last heard (changes since may be
+        missing); None while a stream is up."""
+        self.last_problem = ""
+        """Why the watch last started over, in a few words."""
+
+    def stale_seconds(self, now: float | None = None) -> float:
+        """How long the watch has been down (0 while a stream is up); counted from the last
+        byte heard, since a silent connection is only noticed at its deadline."""
+        if self.disconnected_since is None:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self.disconnected_since)
+
+    def _session(self) -> aiohttp.ClientSession:
+        # sock_read is the idle deadline: aiohttp restarts it whenever bytes arrive.
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=CONNECT_SECONDS, sock_read=self.idle_seconds
+        )
+        connector = aiohttp.TCPConnector(socket_factory=_keepalive_socket)
+        return aiohttp.ClientSession(timeout=timeout, connector=connector)
 
     async def run(self) -> None:
         failures = 0
-        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=self.watch_seconds + 30)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
+        version = ""  # none yet: list first
+        while True:
+            # A fresh session after every failure: a connection that went silent rarely goes
+            # alone (a load balancer's failover takes all of them), so none of its pooled
+            # siblings is tried again.
+            async with self._session() as session:
                 try:
-                    version = await self._list(session)
-                    failures = 0
+                    if not version:
+                        version = await self._list(session)
+                        failures = 0
                     while True:
                         version = await self._watch(session, version)
+                        failures = 0
                 except _Gone:
-                    logger.debug("watch %s: resourceVersion expired, listing again", self.path)
+                    reason, detail, version = "gone", "resourceVersion expired", ""
                 except asyncio.CancelledError:
                     raise
-                except (WatchError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-                    failures += 1
-                    logger.warning(
-                        "watch %s failed (%s); retrying in %.1fs", self.path, _describe(exc), delay
-                    )
-                    await asyncio.sleep(delay)
+                except aiohttp.ConnectionTimeoutError as exc:
+                    reason, detail = "connection", _describe(exc)
+                except TimeoutError:  # aiohttp's read timeout: the idle deadline
+                    reason, detail = "idle", f"no byte within {self.idle_seconds:g}s"
+                except WatchError as exc:
+                    # Resuming would replay what failed (an oversized or broken event).
+                    reason, detail, version = "error", _describe(exc), ""
+                except (aiohttp.ClientError, OSError) as exc:
+                    reason, detail = "connection", _describe(exc)
+            self._restarted(reason, detail)
+            if reason == "gone":
+                logger.debug("watch %s: resourceVersion expired, listing again", self.path)
+                continue
+            delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+            failures += 1
+            logger.warning(
+                "watch %s failed (%s); %s in %.1fs",
+                self.path,
+                detail,
+                "resuming" if version else "listing again",
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    def _restarted(self, reason: str, detail: str) -> None:
+        if self.disconnected_since is None:
+            self.disconnected_since = self.heard
+        self.last_problem = f"{reason}: {detail}"
+        self.restarts[reason] = self.restarts.get(reason, 0) + 1
+        if self.connection.on_restart is not None:
+            self.connection.on_restart(self.resource, reason)
+
+    def _connected(self) -> None:
+        self.heard = time.monotonic()
+        self.disconnected_since = None
 
     async def _list(self, session: aiohttp.ClientSession) -> str:
         names: set[str] = set()
@@ -192,6 +336,7 @@ class Watch:
             if not token:
                 self.on_listed(names)
                 self.lists += 1
+                self._connected()
                 self.synced.set()
                 return str(meta.get("resourceVersion") or "")
 
@@ -218,7 +363,9 @@ class Watch:
                 raise _Gone
             if response.status != 200:
                 raise WatchError(f"watch: HTTP {response.status}")
-            async for line in _lines(response.content, self.max_object_bytes):
+            # Up again: the server replays what changed since ``version`` first.
+            self._connected()
+            async for line in _lines(response.content, self.max_object_bytes, self):
                 try:
                     event = json.loads(line)
                 except ValueError:
@@ -241,10 +388,12 @@ class Watch:
         return version
 
 
-async def _lines(content: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
-    """Newline-separated events; aiohttp's own readline stops at 128 KiB, below a real node."""
+async def _lines(content: aiohttp.StreamReader, limit: int, watch: Watch) -> AsyncIterator[bytes]:
+    """Newline-separated events; aiohttp's own readline stops at 128 KiB, below a real node.
+    Every chunk is the server heard (``watch.heard``)."""
     buffer = b""
     async for chunk in content.iter_any():
+        watch.heard = time.monotonic()
         buffer += chunk
         while True:
             end = buffer.find(b"\n")
