@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import kubernetes
 import pytest
 
 from archwarden import kube
@@ -257,3 +258,31 @@ def test_the_identity_is_the_pod_name(monkeypatch: pytest.MonkeyPatch) -> None:
     assert kube.holder_identity() == "archwarden-7c9f-x2"
     monkeypatch.delenv("POD_NAME")
     assert kube.holder_identity().endswith(f"_{__import__('os').getpid()}")
+
+
+async def test_the_lease_client_starts_on_new_connections_after_a_silent_one() -> None:
+    # A server that accepts and never answers: a connection that went silent.
+    silent: list[asyncio.StreamWriter] = []
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    configuration = kubernetes.client.Configuration(host=f"http://127.0.0.1:{port}")
+    leases = kube.HttpLeases(kube.Connection(configuration), timeout=0.3)
+    try:
+        with pytest.raises(kube.ApiUnavailable, match="TimeoutError"):
+            await leases.get("default", "archwarden-leader")
+        # Its pool went with the failure: the next renewal opens a new connection.
+        assert leases._session is None
+        with pytest.raises(kube.ApiUnavailable):
+            await leases.get("default", "archwarden-leader")
+        assert len(silent) == 2
+    finally:
+        if leases._session is not None:
+            await leases._session.close()
+        for writer in silent:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -263,7 +263,7 @@ async def test_a_reset_connection_resumes_from_the_last_version() -> None:
 
 
 def test_watch_sockets_carry_tcp_keepalive() -> None:
-    sock = _watch._keepalive_socket(
+    sock = _watch.keepalive_socket(
         (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 0))
     )
     with sock:

@@ -155,7 +155,10 @@ class HttpLeases:
         self, method: str, path: str, what: str, body: Mapping[str, Any] | None = None
     ) -> Mapping[str, Any]:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            # The watches' keepalive sockets: a Lease renewed over a connection that went
+            # silent would otherwise wait for the whole timeout on every try.
+            connector = aiohttp.TCPConnector(socket_factory=_watch.keepalive_socket)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         try:
             async with self._session.request(
                 method,
@@ -171,7 +174,12 @@ class HttpLeases:
                 if response.status not in (200, 201):
                     raise _api.ApiUnavailable(f"{what}: HTTP {response.status}")
                 result = await response.json()
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            # Its pooled connections may all be dead: the next try starts on new ones.
+            session, self._session = self._session, None
+            await session.close()
+            raise _api.ApiUnavailable(f"{what}: {type(exc).__name__}") from None
+        except ValueError as exc:
             raise _api.ApiUnavailable(f"{what}: {type(exc).__name__}") from None
         if not isinstance(result, Mapping):
             raise _api.ApiUnavailable(f"{what}: unexpected answer")

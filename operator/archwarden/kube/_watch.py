@@ -48,6 +48,7 @@ __all__ = [
     "Watch",
     "WatchError",
     "keepalive_options",
+    "keepalive_socket",
     "object_key",
 ]
 
@@ -105,7 +106,7 @@ def keepalive_options() -> list[tuple[int, int, int]]:
     return options
 
 
-def _keepalive_socket(addr_info: Any) -> socket.socket:
+def keepalive_socket(addr_info: Any) -> socket.socket:
     """aiohttp's socket factory: its default socket, with TCP keepalive."""
     family, kind, proto, _, _ = addr_info
     sock = socket.socket(family=family, type=kind, proto=proto)
@@ -242,7 +243,7 @@ class Watch:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=CONNECT_SECONDS, sock_read=self.idle_seconds
         )
-        connector = aiohttp.TCPConnector(socket_factory=_keepalive_socket)
+        connector = aiohttp.TCPConnector(socket_factory=keepalive_socket)
         return aiohttp.ClientSession(timeout=timeout, connector=connector)
 
     async def run(self) -> None:
