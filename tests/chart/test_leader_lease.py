@@ -48,9 +48,12 @@ def test_the_lease_name_can_be_set_and_election_switched_off() -> None:
     objects = render({"config.leaderElection.leaseName": "aw-lease"})
     assert one(objects, "Role")["rules"][0]["resourceNames"] == ["aw-lease"]
     assert config(objects)["leaderElection"]["leaseName"] == "aw-lease"
-    off = render({"config.leaderElection.enabled": False})
+    off = render({"config.leaderElection.enabled": False, "replicaCount": 1})
     assert by_kind(off, "Role") == []
     assert config(off)["leaderElection"]["enabled"] is False
+    # Several replicas without a leader would each do the leader's work.
+    with pytest.raises(HelmError, match="leaderElection.enabled false with replicaCount 2"):
+        render({"config.leaderElection.enabled": False})
 
 
 def test_timings_that_cannot_work_fail_the_render() -> None:

@@ -205,6 +205,9 @@ Included once, from the ConfigMap template (always rendered).
 {{- if and (gt (int .Values.shutdownDelaySeconds) 0) (ge (int .Values.shutdownDelaySeconds) (int .Values.terminationGracePeriodSeconds)) }}
 {{- include "archwarden.fail" (printf "shutdownDelaySeconds (%v) must be below terminationGracePeriodSeconds (%v): the pod is killed when the grace period ends" .Values.shutdownDelaySeconds .Values.terminationGracePeriodSeconds) }}
 {{- end }}
+{{- if and (not .Values.config.leaderElection.enabled) (gt (int .Values.replicaCount) 1) }}
+{{- include "archwarden.fail" (printf "config.leaderElection.enabled false with replicaCount %v: every replica would audit, write reports and post the same Events; keep election on, or run one replica" .Values.replicaCount) }}
+{{- end }}
 {{- with .Values.config.leaderElection }}
 {{- if not (gt (float64 .leaseDurationSeconds) (float64 .renewDeadlineSeconds)) }}
 {{- include "archwarden.fail" (printf "config.leaderElection.leaseDurationSeconds (%v) must be above renewDeadlineSeconds (%v): a leader must stop before another may start" .leaseDurationSeconds .renewDeadlineSeconds) }}
