@@ -52,7 +52,7 @@ def test_the_lease_name_can_be_set_and_election_switched_off() -> None:
     assert by_kind(off, "Role") == []
     assert config(off)["leaderElection"]["enabled"] is False
     # Several replicas without a leader would each do the leader's work.
-    with pytest.raises(HelmError, match="leaderElection.enabled false with replicaCount 2"):
+    with pytest.raises(HelmError, match=r"leaderElection\.enabled false with replicaCount 2"):
         render({"config.leaderElection.enabled": False})
 
 
