@@ -744,7 +744,7 @@ def _delete_pods(cluster: Any, namespace: str) -> None:
         check=False,
     )  # fmt: skip
     cluster.wait_for(
-        lambda: not cluster.get_json("get", "pods", "-n", namespace, "-o", "json")["items"],
+        lambda: not cluster.get_json("pods", "-n", namespace)["items"],
         timeout=300,
         interval=2,
         message=f"pods of {namespace} deleted",
