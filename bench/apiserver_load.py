@@ -716,7 +716,7 @@ def measure(names: list[str], targets: list[str], scale: float, kill: bool, cap:
                         + (f", mutated {run.mutated}/{run.checked}" if is_aw else ""),
                         flush=True,
                     )
-                    _delete_pods(cluster, namespace)
+                    _delete_pods(cluster, namespace, tmp)
                     time.sleep(3)
         finally:
             for cleanup in reversed(cleanups):
@@ -738,17 +738,20 @@ def _merge_sample(into: Any, report: Any) -> Any:
     return into
 
 
-def _delete_pods(cluster: Any, namespace: str) -> None:
-    cluster.kubectl(
-        "delete", "pods", "--all", "-n", namespace, "--grace-period=0", "--wait=false",
-        check=False,
-    )  # fmt: skip
-    cluster.wait_for(
-        lambda: not cluster.get_json("pods", "-n", namespace)["items"],
-        timeout=300,
-        interval=2,
-        message=f"pods of {namespace} deleted",
-    )
+def _delete_pods(cluster: Any, namespace: str, tmp: Path) -> None:
+    """Kyverno's teardown: one DELETE of the collection (tens of thousands of pods would take
+    kubectl minutes one by one), then until none is left."""
+    from tests.support.admission_load import api_client
+
+    path = f"/api/v1/namespaces/{namespace}/pods"
+    with api_client(cluster.kubeconfig, tmp, timeout=600) as client:
+        client.request("DELETE", path, params={"labelSelector": "app=k6-test"}).raise_for_status()
+        cluster.wait_for(
+            lambda: not client.get(path, params={"limit": 1}).json()["items"],
+            timeout=300,
+            interval=2,
+            message=f"pods of {namespace} deleted",
+        )
 
 
 def _uninstall(cluster: Any, release: Any) -> None:
