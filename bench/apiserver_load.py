@@ -411,6 +411,7 @@ def run_scenario(
     scale: float,
     check_mutation: bool,
     cap: float = 0.0,
+    breakpoint_p95: float = BREAKPOINT_P95_MS,
 ) -> Run:
     run = Run()
     for step in plan(scenario, scale):
@@ -423,7 +424,7 @@ def run_scenario(
                 run.mutated += mutated(r.body)
             # Bodies of failures only: their messages are reported.
             run.results.append(Result(r.sent, r.latency, r.code, r.error, b"" if r.ok else r.body))
-        if scenario.executor == "ramping-arrival-rate" and not held(step, summary):
+        if scenario.executor == "ramping-arrival-rate" and not held(step, summary, breakpoint_p95):
             # k6 aborts a breakpoint run when its threshold fails; so does this, one step late
             # at most: nothing above the first rate not held is asked of a shared machine.
             break
@@ -566,7 +567,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     if args.max_rate:
         print(f"capped at {args.max_rate:g} requests/s: not Kyverno's load", flush=True)
-    figures = measure(names, targets, args.scale, not args.no_kill, args.max_rate)
+    figures = measure(
+        names, targets, args.scale, not args.no_kill, args.max_rate, args.breakpoint_p95
+    )
     report(figures, names, targets, args.scale, args.breakpoint_p95)
 
 
@@ -582,7 +585,14 @@ class Figures:
     kill_apiserver: dict[str, float] = field(default_factory=dict)
 
 
-def measure(names: list[str], targets: list[str], scale: float, kill: bool, cap: float) -> Figures:
+def measure(
+    names: list[str],
+    targets: list[str],
+    scale: float,
+    kill: bool,
+    cap: float,
+    breakpoint_p95: float,
+) -> Figures:
     from bench.admission import baseline_server
     from tests.cluster.cluster import LocalCluster
     from tests.install.conftest import (
@@ -690,7 +700,9 @@ def measure(names: list[str], targets: list[str], scale: float, kill: bool, cap:
                     began = time.time()
                     with step_out(f"{name} against {target}"):
                         try:
-                            run = run_scenario(vegeta, target_file, scenario, scale, is_aw, cap)
+                            run = run_scenario(
+                                vegeta, target_file, scenario, scale, is_aw, cap, breakpoint_p95
+                            )
                         finally:
                             if killer is not None:
                                 killer.stop.set()
