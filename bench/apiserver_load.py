@@ -567,10 +567,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     if args.max_rate:
         print(f"capped at {args.max_rate:g} requests/s: not Kyverno's load", flush=True)
-    figures = measure(
-        names, targets, args.scale, not args.no_kill, args.max_rate, args.breakpoint_p95
-    )
-    report(figures, names, targets, args.scale, args.breakpoint_p95)
+    figures = Figures()
+    try:
+        measure(
+            figures,
+            names,
+            targets,
+            args.scale,
+            not args.no_kill,
+            args.max_rate,
+            args.breakpoint_p95,
+        )
+    finally:
+        # What was measured is reported even when a later scenario failed.
+        report(figures, names, targets, args.scale, args.breakpoint_p95)
 
 
 def _interrupted(signum: int, frame: object) -> None:
@@ -586,13 +596,14 @@ class Figures:
 
 
 def measure(
+    figures: Figures,
     names: list[str],
     targets: list[str],
     scale: float,
     kill: bool,
     cap: float,
     breakpoint_p95: float,
-) -> Figures:
+) -> None:
     from bench.admission import baseline_server
     from tests.cluster.cluster import LocalCluster
     from tests.install.conftest import (
@@ -613,7 +624,6 @@ def measure(
     namespaces = {t: f"aw-load-{t}-{suffix}" for t in targets}
     noop_name = f"aw-load-noop-{suffix}"
     release: Any = None
-    figures = Figures()
     cleanups: list[Callable[[], Any]] = []
     with tempfile.TemporaryDirectory(prefix="archwarden-apiserver-load-") as tmpdir:
         tmp = Path(tmpdir)
@@ -736,7 +746,6 @@ def measure(
                     cleanup()
                 except Exception as exc:  # report, and clean up the rest
                     print(f"cleanup failed: {exc}", file=sys.stderr)
-    return figures
 
 
 def _merge_sample(into: Any, report: Any) -> Any:
@@ -753,17 +762,20 @@ def _merge_sample(into: Any, report: Any) -> Any:
 def _delete_pods(cluster: Any, namespace: str, tmp: Path) -> None:
     """Kyverno's teardown: one DELETE of the collection (tens of thousands of pods would take
     kubectl minutes one by one), then until none is left."""
+    import httpx
     from tests.support.admission_load import api_client
 
     path = f"/api/v1/namespaces/{namespace}/pods"
-    with api_client(cluster.kubeconfig, tmp, timeout=600) as client:
-        client.request("DELETE", path, params={"labelSelector": "app=k6-test"}).raise_for_status()
-        cluster.wait_for(
-            lambda: not client.get(path, params={"limit": 1}).json()["items"],
-            timeout=300,
-            interval=2,
-            message=f"pods of {namespace} deleted",
-        )
+    with api_client(cluster.kubeconfig, tmp, timeout=120) as client:
+
+        def gone() -> bool:
+            # A DELETE of 50,000 pods outlasts the API server's 60 s request timeout (504):
+            # what it deleted stays deleted; the next one goes on.
+            with contextlib.suppress(httpx.HTTPError):
+                client.request("DELETE", path, params={"labelSelector": "app=k6-test"})
+            return not client.get(path, params={"limit": 1}).json()["items"]
+
+        cluster.wait_for(gone, timeout=900, interval=1, message=f"pods of {namespace} deleted")
 
 
 def _uninstall(cluster: Any, release: Any) -> None:
