@@ -5,13 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv deps lint typecheck test test-fast demo bench bench-scale clean image lock lock-check tools-build chart-docs
+.PHONY: help venv deps lint typecheck test test-fast demo bench bench-scale bench-apiserver clean image lock lock-check tools-build chart-docs
 
 help:
 	@echo "make demo   - local registry + cluster, archwarden running, sample workloads"
 	@echo "make test   - lint, mypy --strict and the whole test suite (real registry and cluster)"
 	@echo "make bench  - benchmarks (figures quoted in README)"
 	@echo "make bench-scale - archwarden with 5,000 kwok nodes and 2,000 Deployments (~30 min)"
+	@echo "make bench-apiserver [ARGS='--scale 0.1'] - Kyverno's load scenarios through the API"
+	@echo "            server: no webhook, a no-op one, archwarden (running cluster; ~2.6 h at scale 1)"
 	@echo "make image IMAGE=host:port/repo:tag [PLATFORMS=linux/amd64,...] [INSECURE=1]"
 	@echo "            - build the container image for four platforms and push one OCI index"
 	@echo "make lock   - recompile requirements/image*.txt (hash-locked) from pyproject.toml"
@@ -78,6 +80,9 @@ bench: deps
 # About 30 minutes: 5,000 kwok nodes, 2,000 Deployments, a 10-minute soak (its own cluster).
 bench-scale: deps cluster-build
 	$(PY) bench/scale_cluster.py
+
+bench-apiserver: deps
+	$(PY) bench/apiserver_load.py $(ARGS)
 
 # The container image: buildah and mmdebstrap, no Docker daemon, no emulation (docs/image.md).
 # hack/image/build.sh installs the Debian packages it needs; PLATFORMS, INSECURE, BASE_IMAGE,

@@ -52,6 +52,11 @@ def image(cluster: LocalCluster) -> str:
     """archwarden's image for this machine's platform, built with `make image` and pushed to
     the cluster registry (the four-platform build is tests/image's). ARCHWARDEN_INSTALL_IMAGE
     names an image already pushed there instead (quicker iterations on the chart)."""
+    return build_image(cluster)
+
+
+def build_image(cluster: LocalCluster) -> str:
+    """The image fixture's work, for benches too (bench/apiserver_load.py)."""
     prebuilt = os.environ.get("ARCHWARDEN_INSTALL_IMAGE")
     if prebuilt:
         return prebuilt
@@ -286,39 +291,45 @@ def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
             into[key] = value
 
 
+def chart_values(cluster: LocalCluster, image: str) -> dict[str, Any]:
+    """The release fixture's values: 2 replicas on the real node, failurePolicy Fail, only the
+    API server gets past the webhooks' handshake (benches install the same)."""
+    repository, _, tag = image.rpartition(":")
+    return {
+        "replicaCount": 2,
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+        "nodeSelector": {"kubernetes.io/os": "linux", LocalCluster.REAL_NODE_TAINT: "true"},
+        "tolerations": [
+            {"key": LocalCluster.REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}
+        ],
+        "webhook": {
+            "validating": {"failurePolicy": "Fail"},
+            "mutating": {"failurePolicy": "Fail"},
+            # The API server presents its webhook client certificate (up.sh); nobody else
+            # gets past the TLS handshake.
+            "clientAuth": {
+                "enabled": True,
+                "caBundle": base64.b64encode(cluster.ca_file.read_bytes()).decode(),
+                "names": [LocalCluster.WEBHOOK_CLIENT_NAME],
+            },
+        },
+        "config": {
+            "mode": "enforce",
+            "registries": {cluster.registry: {"insecure": True}},
+        },
+    }
+
+
 @pytest.fixture(scope="package")
 def release(cluster: LocalCluster, image: str, images: Images) -> Iterator[Release]:
     """charts/archwarden installed: 2 replicas on the real node, failurePolicy Fail."""
     suffix = secrets.token_hex(3)
-    repository, _, tag = image.rpartition(":")
     rel = Release(
         cluster=cluster,
         name=f"aw-{suffix}",
         namespace=f"archwarden-{suffix}",
         image=image,
-        values={
-            "replicaCount": 2,
-            "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
-            "nodeSelector": {"kubernetes.io/os": "linux", LocalCluster.REAL_NODE_TAINT: "true"},
-            "tolerations": [
-                {"key": LocalCluster.REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}
-            ],
-            "webhook": {
-                "validating": {"failurePolicy": "Fail"},
-                "mutating": {"failurePolicy": "Fail"},
-                # The API server presents its webhook client certificate (up.sh); nobody else
-                # gets past the TLS handshake.
-                "clientAuth": {
-                    "enabled": True,
-                    "caBundle": base64.b64encode(cluster.ca_file.read_bytes()).decode(),
-                    "names": [LocalCluster.WEBHOOK_CLIENT_NAME],
-                },
-            },
-            "config": {
-                "mode": "enforce",
-                "registries": {cluster.registry: {"insecure": True}},
-            },
-        },
+        values=chart_values(cluster, image),
     )
     cluster.kubectl("create", "namespace", rel.namespace)
     try:
