@@ -124,7 +124,7 @@ def test_the_kubelet_mounts_image_volumes(cluster: LocalCluster, namespace: str)
     assert (pod["metadata"]["name"], pod["spec"]["nodeName"]) == ("image", NODE)
 
     # containerd 2.4 mounts runnable images only (containerd/containerd#11381): an OCI artifact
-    # is pulled, then refused for want of an image config, on every platform alike. archwarden
+    # is pulled, then refused for want of an image config, whatever the platform. archwarden
     # judges it as naming no platform; whether the runtime mounts it is the runtime's.
     def refused() -> str | None:
         for event in cluster.get_json("events", "-n", namespace)["items"]:
