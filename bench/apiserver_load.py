@@ -60,6 +60,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# The pinned vegeta, built from its Go module when missing (one definition for every bench).
+from bench.admission import vegeta_binary
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # -- Kyverno's scenarios, transcribed ------------------------------------------------------------
@@ -429,18 +432,6 @@ def run_scenario(
             # at most: nothing above the first rate not held is asked of a shared machine.
             break
     return run
-
-
-def vegeta_binary() -> str:
-    env = {**os.environ, "ARCHWARDEN_BUILD_ONLY": "vegeta"}
-    out = subprocess.run(
-        [str(ROOT / "hack/cluster/build.sh"), "--print"],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    for line in out.splitlines():
-        if line.startswith("VEGETA_BIN="):
-            return str(Path(line.partition("=")[2]) / "vegeta")
-    raise RuntimeError("build.sh printed no VEGETA_BIN")
 
 
 def noop_webhooks(name: str, url: str, ca: bytes, selector: dict[str, str]) -> list[Any]:

@@ -164,10 +164,17 @@ providers:
   env:
   - {name: ARCHWARDEN_TEST_PROVIDER_TOKEN_FILE, value: $d/password}
 EOF
-	mkdir -p "$n/certs.d/$host"
-	cat >"$n/certs.d/$host/hosts.toml" <<EOF
-server = "http://$host"
-[host."http://$host"]
+	node_plain_registry "$n" "$host"
+}
+
+# node_plain_registry: containerd pulls images named <name> from http://<server> (default: the
+# name itself) over plain HTTP.
+node_plain_registry() { # <node state dir> <name> [server]
+	local n=$1 name=$2 server=${3:-$2}
+	mkdir -p "$n/certs.d/$name"
+	cat >"$n/certs.d/$name/hosts.toml" <<EOF
+server = "http://$server"
+[host."http://$server"]
   capabilities = ["pull", "resolve"]
 EOF
 }
@@ -219,17 +226,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
 EOF
 	# Our registry over plain HTTP; any other registry name goes to a closed local port, so a
 	# pull of an outside image fails here instead of leaving the machine.
-	mkdir -p "$n/certs.d/$REGISTRY"
-	cat >"$n/certs.d/$REGISTRY/hosts.toml" <<EOF
-server = "http://$REGISTRY"
-[host."http://$REGISTRY"]
-  capabilities = ["pull", "resolve"]
-EOF
-	cat >"$n/certs.d/_default/hosts.toml" <<EOF
-server = "http://127.0.0.1:9"
-[host."http://127.0.0.1:9"]
-  capabilities = ["pull", "resolve"]
-EOF
+	node_plain_registry "$n" "$REGISTRY"
+	node_plain_registry "$n" _default 127.0.0.1:9
 	cat >"$n/cni/10-archwarden.conflist" <<EOF
 {
   "cniVersion": "1.0.0",

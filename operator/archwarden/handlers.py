@@ -268,7 +268,7 @@ class Runtime:
             streams = self.capacity_watches(connection, [resource])
             self.watches += streams
             self.capacity_tasks[resource.kind] = [
-                (watch, self._spawned(watch.run())) for watch in streams
+                (watch, self.spawn(watch.run())) for watch in streams
             ]
         self._watch_definitions(connection)
         workloads = self.workload_watches = self.workloads.watches(connection)
@@ -443,7 +443,7 @@ class Runtime:
         logger.info("provisionable capacity: %s CRD established, watching %ss", kind, kind)
         self.capacity_sources = (*self.capacity_sources, resource)
         self.capacity_tasks[kind] = [
-            (watch, self._spawned(watch.run()))
+            (watch, self.spawn(watch.run()))
             for watch in self.capacity_watches(connection, [resource])
         ]
 
@@ -463,12 +463,6 @@ class Runtime:
         for source in list(self.capacity.sources(kind)):
             if self.note_capacity(source, None):
                 _capacity_reevaluation(self, source)
-
-    def _spawned(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-        return task
 
     def _capacity_watch(
         self, connection: kube.Connection, resource: kube.CapacityResource, namespace: str | None
@@ -526,11 +520,13 @@ class Runtime:
         gc.freeze()
         self.ready.set()
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Work that must not delay an admission answer (Events and their owner lookups)."""
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Work that must not delay an admission answer (Events and their owner lookups);
+        the task, for callers that stop it (a capacity kind's watches)."""
         task = asyncio.get_running_loop().create_task(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        return task
 
 
 def _runtime(memo: Any) -> Runtime:
